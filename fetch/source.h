@@ -1,0 +1,68 @@
+/* nbdkit-cloop: where compressed bytes come from.
+ *
+ * A source is a read-only byte container (a local file now; an HTTP(S)
+ * URL later) with one small interface.  Reads are thread-safe.  A
+ * source may service source_pread_many's ranges concurrently (HTTP
+ * keeps many transfers in flight), so callers hand it every range a
+ * request needs at once instead of reading one range at a time.
+ * fetch/ knows nothing of image formats.
+ */
+#ifndef CLOOP_SOURCE_H
+#define CLOOP_SOURCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+struct source;
+
+/* One range of a batched read. */
+struct source_range {
+  uint64_t offset;
+  size_t length;
+  void *buf;                    /* length bytes, filled on success */
+  int status;                   /* out: 0 or an errno value */
+};
+
+/* Operations a source implements (see the functions below). */
+struct source_ops {
+  const char *name;             /* "file", "http" */
+  int (*pread) (struct source *src, void *buf, size_t len, uint64_t offset,
+                struct cloop_err *err);
+  int (*pread_many) (struct source *src, struct source_range *ranges,
+                     size_t n, struct cloop_err *err);
+  void (*close) (struct source *src);
+};
+
+struct source {
+  const struct source_ops *ops;
+  uint64_t size;                /* container size, fixed at open */
+  char *name;                   /* path or URL, for messages */
+};
+
+/* Open a local file read-only (O_CLOEXEC).  Returns NULL with err set. */
+struct source *source_open_file (const char *path, struct cloop_err *err);
+
+/* Read exactly len bytes at offset.  A read past the end of the source
+ * is an error (EIO), never a short read.  0 or -1 with err set. */
+int source_pread (struct source *src, void *buf, size_t len, uint64_t offset,
+                  struct cloop_err *err);
+
+/* Read n ranges, concurrently where the source can.  Each range's
+ * status is set.  Returns 0 if all succeeded, else -1 with err set
+ * from the first failure (other ranges may still have succeeded). */
+int source_pread_many (struct source *src, struct source_range *ranges,
+                       size_t n, struct cloop_err *err);
+
+/* Close and free (NULL allowed). */
+void source_close (struct source *src);
+
+/* Size in bytes. */
+static inline uint64_t
+source_size (const struct source *src)
+{
+  return src->size;
+}
+
+#endif /* CLOOP_SOURCE_H */

@@ -1,0 +1,93 @@
+/* nbdkit-cloop: the one in-memory block map every image format becomes.
+ *
+ * An exported image is num_blocks blocks of block_size decoded bytes
+ * (the last one possibly shorter when the format records the true
+ * image size).  Block i is stored as entries[i].length compressed bytes
+ * at entries[i].offset of its container (a cloop file, or for a block
+ * store the block's own file), encoded with entries[i].codec.
+ *
+ * index/ knows nothing of HTTP, caches or nbdkit: formats read their
+ * container through struct byte_reader and report faults through
+ * struct cloop_err.
+ */
+#ifndef CLOOP_BLOCKMAP_H
+#define CLOOP_BLOCKMAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* Hard limits on values read from untrusted input. */
+#define BLOCK_SIZE_MAX       (64u * 1024 * 1024)  /* as qemu */
+#define BLOCK_SIZE_ALIGN     512u
+#define NUM_BLOCKS_MAX       (UINT64_C (1) << 32) /* index <= 32 GiB */
+
+/* Block codecs.  Values are ours, not any format's on-disk codes. */
+enum block_codec {
+  CODEC_ZERO = 0,      /* not stored: decodes to block_size zero bytes */
+  CODEC_NONE,          /* stored raw */
+  CODEC_ZLIB,          /* RFC 1950 zlib stream */
+  CODEC_XZ,            /* complete .xz stream */
+  CODEC_LZ4,           /* raw LZ4 block (no frame) */
+  CODEC_LZO,           /* raw LZO1X */
+  CODEC_ZSTD,          /* zstd frame */
+  CODEC_COUNT
+};
+
+/* Human name of a codec ("zlib", "none", ...); never NULL. */
+const char *codec_name (enum block_codec codec);
+
+struct block_entry {
+  uint64_t offset;     /* byte offset of the compressed bytes */
+  uint32_t length;     /* compressed length; 0 only for CODEC_ZERO */
+  uint8_t codec;       /* enum block_codec */
+};
+
+struct block_map {
+  char dialect[32];        /* e.g. "cloop V2.0", "cloop V4.0 (footer)" */
+  uint32_t block_size;     /* decoded bytes per block, multiple of 512 */
+  uint64_t num_blocks;
+  uint64_t size;           /* exported size, <= num_blocks * block_size */
+  uint32_t max_length;     /* largest entries[i].length */
+  struct block_entry *entries;   /* num_blocks entries */
+  /* Optional per-block content hashes (block stores); NULL for cloop.
+   * hash_len bytes per block, block i at hashes + i * hash_len. */
+  unsigned char *hashes;
+  uint32_t hash_len;
+};
+
+/* Allocate a map for num_blocks blocks with zeroed entries.
+ * Returns NULL with err set (ENOMEM, or EINVAL for too many blocks). */
+struct block_map *block_map_new (uint64_t num_blocks, uint32_t block_size,
+                                 struct cloop_err *err);
+
+/* Free a map (NULL is allowed). */
+void block_map_free (struct block_map *map);
+
+/* Decoded length of block i: block_size, except the last block when
+ * size is not a multiple of block_size.  i must be < num_blocks. */
+uint32_t block_map_decoded_length (const struct block_map *map, uint64_t i);
+
+/* Validate a finished map against the container size: every stored
+ * block lies inside [0, container_size), lengths within the codec's
+ * worst-case bound, size consistent.  Returns 0, or -1 with err set
+ * (EINVAL) naming the first faulty block. */
+int block_map_validate (struct block_map *map, uint64_t container_size,
+                        struct cloop_err *err);
+
+/* Worst-case compressed length of one block of block_size bytes for
+ * any codec we support (bounds what a format may claim). */
+uint64_t block_map_length_bound (uint32_t block_size);
+
+/* Reads bytes of a container.  index/ calls it; fetch/ implements it.
+ * pread must fill exactly len bytes or return -1 with err set. */
+struct byte_reader {
+  void *opaque;
+  uint64_t size;                 /* container size in bytes */
+  int (*pread) (void *opaque, void *buf, size_t len, uint64_t offset,
+                struct cloop_err *err);
+};
+
+#endif /* CLOOP_BLOCKMAP_H */
