@@ -1,0 +1,45 @@
+/* nbdkit-cloop: the generic part of a source (see source.h). */
+#include <config.h>
+
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "source.h"
+
+int
+source_pread (struct source *src, void *buf, size_t len, uint64_t offset,
+              struct cloop_err *err)
+{
+  if (offset > src->size || len > src->size - offset)
+    return cloop_err_set (err, EIO,
+                          "%s: read of %zu bytes at %" PRIu64
+                          " is past the end (%" PRIu64 " bytes)",
+                          src->name, len, offset, src->size);
+  return src->ops->pread (src, buf, len, offset, err);
+}
+
+int
+source_pread_many (struct source *src, struct source_range *ranges, size_t n,
+                   struct cloop_err *err)
+{
+  for (size_t i = 0; i < n; i++) {
+    ranges[i].status = 0;
+    if (ranges[i].offset > src->size ||
+        ranges[i].length > src->size - ranges[i].offset)
+      return cloop_err_set (err, EIO,
+                            "%s: read of %zu bytes at %" PRIu64
+                            " is past the end (%" PRIu64 " bytes)",
+                            src->name, ranges[i].length, ranges[i].offset,
+                            src->size);
+  }
+  if (n == 0)
+    return 0;
+  return src->ops->pread_many (src, ranges, n, err);
+}
+
+void
+source_close (struct source *src)
+{
+  if (src)
+    src->ops->close (src);
+}

@@ -1,0 +1,372 @@
+/* nbdkit-cloop: the read pipeline of one exported image (see reader.h). */
+#include <config.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode.h"
+#include "reader.h"
+
+/* Requests up to this many blocks keep their bookkeeping on the stack. */
+#define STACK_BLOCKS 16
+
+struct reader {
+  struct source *src;
+  struct block_map *map;
+  struct block_cache *cache;
+  struct reader_config cfg;
+
+  /* Pool of idle decoders (decoders are not thread-safe, and creating
+   * one per block would cost an allocation on the hot path). */
+  pthread_mutex_t pool_lock;
+  struct decoder **pool;
+  size_t pool_len, pool_cap;
+};
+
+/* What one request knows about each block it touches. */
+struct slot {
+  uint64_t block;
+  enum block_cache_status status;
+  struct block_ref ref;
+  bool pinned;
+};
+
+struct reader *
+reader_new (struct source *src, struct block_map *map,
+            const struct reader_config *cfg, struct cloop_err *err)
+{
+  struct reader *r = calloc (1, sizeof *r);
+
+  if (r == NULL) {
+    cloop_err_set (err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  r->cache = block_cache_new (map->block_size, cfg->memory_cache_size, err);
+  if (r->cache == NULL) {
+    free (r);
+    return NULL;
+  }
+  pthread_mutex_init (&r->pool_lock, NULL);
+  r->src = src;
+  r->map = map;
+  r->cfg = *cfg;
+  return r;
+}
+
+void
+reader_free (struct reader *r)
+{
+  if (r == NULL)
+    return;
+  for (size_t i = 0; i < r->pool_len; i++)
+    decoder_free (r->pool[i]);
+  free (r->pool);
+  pthread_mutex_destroy (&r->pool_lock);
+  block_cache_free (r->cache);
+  source_close (r->src);
+  block_map_free (r->map);
+  free (r);
+}
+
+const struct block_map *
+reader_map (const struct reader *r)
+{
+  return r->map;
+}
+
+struct source *
+reader_source (const struct reader *r)
+{
+  return r->src;
+}
+
+void
+reader_get_cache_stats (struct reader *r, struct block_cache_stats *st)
+{
+  block_cache_get_stats (r->cache, st);
+}
+
+/* Take a decoder from the pool, or make one.  NULL on ENOMEM. */
+static struct decoder *
+get_decoder (struct reader *r)
+{
+  struct decoder *dec = NULL;
+
+  pthread_mutex_lock (&r->pool_lock);
+  if (r->pool_len > 0)
+    dec = r->pool[--r->pool_len];
+  pthread_mutex_unlock (&r->pool_lock);
+  return dec ? dec : decoder_new (r->cfg.force_zlib);
+}
+
+/* Return a decoder to the pool (freed if the pool cannot grow). */
+static void
+put_decoder (struct reader *r, struct decoder *dec)
+{
+  pthread_mutex_lock (&r->pool_lock);
+  if (r->pool_len == r->pool_cap) {
+    size_t cap = r->pool_cap ? r->pool_cap * 2 : 8;
+    struct decoder **p = realloc (r->pool, cap * sizeof *p);
+    if (p == NULL) {
+      pthread_mutex_unlock (&r->pool_lock);
+      decoder_free (dec);
+      return;
+    }
+    r->pool = p;
+    r->pool_cap = cap;
+  }
+  r->pool[r->pool_len++] = dec;
+  pthread_mutex_unlock (&r->pool_lock);
+}
+
+/* Decode block b from in[0..len) into out (block_size bytes; a short
+ * last block is zero-padded beyond its decoded length). */
+static int
+decode_block (struct reader *r, uint64_t b, const void *in, size_t len,
+              unsigned char *out, struct cloop_err *err)
+{
+  const struct block_entry *e = &r->map->entries[b];
+  uint32_t dlen = block_map_decoded_length (r->map, b);
+  struct decoder *dec;
+  int ret;
+
+  dec = get_decoder (r);
+  if (dec == NULL)
+    return cloop_err_set (err, ENOMEM, "block %" PRIu64 ": out of memory", b);
+  ret = decoder_decode (dec, e->codec, in, len, out, dlen, err);
+  put_decoder (r, dec);
+  if (ret == -1) {
+    cloop_err_prefix (err, "block %" PRIu64 " (%s, %" PRIu32
+                      " bytes at offset %" PRIu64 ")",
+                      b, codec_name (e->codec), e->length, e->offset);
+    err->errnum = EIO;
+    return -1;
+  }
+  if (dlen < r->map->block_size)
+    memset (out + dlen, 0, r->map->block_size - dlen);
+  return 0;
+}
+
+/* Fill the claimed slots: read all their compressed bytes in one batch,
+ * then decode and publish each.  Every claimed slot is published (ok or
+ * failed) before returning.  Returns 0, or -1 with err set from the
+ * first failure. */
+static int
+fill_claimed (struct reader *r, struct slot *slots, size_t n,
+              struct cloop_err *err)
+{
+  struct source_range stack_ranges[STACK_BLOCKS], *ranges = stack_ranges;
+  size_t *which = NULL, nr = 0, total = 0;
+  unsigned char *cbuf = NULL;
+  int ret = 0;
+
+  for (size_t i = 0; i < n; i++)
+    if (slots[i].status == BLOCK_CLAIMED)
+      total += r->map->entries[slots[i].block].length;
+
+  if (n > STACK_BLOCKS)
+    ranges = malloc (n * sizeof *ranges);
+  which = malloc (n * sizeof *which);
+  cbuf = malloc (total ? total : 1);
+  if (ranges == NULL || which == NULL || cbuf == NULL) {
+    ret = cloop_err_set (err, ENOMEM, "out of memory reading %zu blocks", n);
+    for (size_t i = 0; i < n; i++)
+      if (slots[i].status == BLOCK_CLAIMED) {
+        block_cache_publish (r->cache, &slots[i].ref, 0);
+        slots[i].pinned = false;
+      }
+    goto out;
+  }
+
+  /* One range per claimed block, in block order (a source may merge
+   * contiguous ones into one request). */
+  for (size_t i = 0, pos = 0; i < n; i++) {
+    if (slots[i].status != BLOCK_CLAIMED)
+      continue;
+    const struct block_entry *e = &r->map->entries[slots[i].block];
+    ranges[nr] = (struct source_range) {
+      .offset = e->offset, .length = e->length, .buf = cbuf + pos,
+    };
+    which[nr++] = i;
+    pos += e->length;
+  }
+  if (nr > 0 && source_pread_many (r->src, ranges, nr, err) == -1) {
+    cloop_err_prefix (err, "%s", r->src->name);
+    ret = -1;
+  }
+
+  for (size_t k = 0; k < nr; k++) {
+    struct slot *s = &slots[which[k]];
+    struct cloop_err e;
+    int ok = ranges[k].status == 0;
+
+    if (ok && decode_block (r, s->block, ranges[k].buf, ranges[k].length,
+                            s->ref.data, &e) == -1) {
+      ok = 0;
+      if (ret == 0 && err)
+        *err = e;
+      ret = -1;
+    }
+    if (r->cfg.debug && r->cfg.debug_blocks)
+      r->cfg.debug ("block %" PRIu64 ": %s", s->block,
+                    ok ? "filled" : "failed");
+    block_cache_publish (r->cache, &s->ref, ok);
+    s->pinned = ok;
+    s->status = ok ? BLOCK_HIT : BLOCK_FAILED;
+  }
+
+ out:
+  if (ranges != stack_ranges)
+    free (ranges);
+  free (which);
+  free (cbuf);
+  return ret;
+}
+
+/* Wait for a slot another thread was filling.  If that thread failed,
+ * try once to fill the block ourselves (the failure may have been a
+ * transient fetch error of the other request). */
+static int
+wait_busy (struct reader *r, struct slot *s, struct cloop_err *err)
+{
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (block_cache_wait (r->cache, s->block, &s->ref, &s->status, err) == -1)
+      return -1;
+    if (s->status == BLOCK_HIT) {
+      s->pinned = true;
+      return 0;
+    }
+    if (s->status == BLOCK_CLAIMED) {
+      s->pinned = true;
+      return fill_claimed (r, s, 1, err);
+    }
+    /* BLOCK_FAILED: acquire afresh; it may be claimable now. */
+    if (block_cache_acquire (r->cache, s->block, &s->ref, &s->status,
+                             err) == -1)
+      return -1;
+    if (s->status == BLOCK_HIT) {
+      s->pinned = true;
+      return 0;
+    }
+    if (s->status == BLOCK_CLAIMED) {
+      s->pinned = true;
+      return fill_claimed (r, s, 1, err);
+    }
+  }
+  return cloop_err_set (err, EIO, "block %" PRIu64
+                        ": decoding failed in a concurrent request", s->block);
+}
+
+/* Bring blocks [first, first+n) into the cache, pinned in slots[].
+ * wait_for_busy == false skips blocks other threads are filling (for
+ * prefetch).  Returns 0, or -1 with err set; slots' pinned flags are
+ * accurate in both cases. */
+static int
+acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
+                size_t n, bool wait_for_busy, struct cloop_err *err)
+{
+  size_t nclaimed = 0;
+  int ret = 0;
+
+  for (size_t i = 0; i < n; i++) {
+    struct slot *s = &slots[i];
+    s->block = first + i;
+    s->pinned = false;
+    if (r->map->entries[s->block].codec == CODEC_ZERO) {
+      s->status = BLOCK_FAILED;   /* never cached: served as zeroes */
+      continue;
+    }
+    if (block_cache_acquire (r->cache, s->block, &s->ref, &s->status,
+                             err) == -1) {
+      s->status = BLOCK_FAILED;
+      ret = -1;
+      continue;
+    }
+    s->pinned = s->status != BLOCK_BUSY;
+    nclaimed += s->status == BLOCK_CLAIMED;
+  }
+
+  /* Publish our own claims before waiting for anyone else's. */
+  if (nclaimed > 0 && fill_claimed (r, slots, n, err) == -1)
+    ret = -1;
+
+  if (wait_for_busy)
+    for (size_t i = 0; i < n; i++)
+      if (slots[i].status == BLOCK_BUSY &&
+          wait_busy (r, &slots[i], ret == 0 ? err : NULL) == -1)
+        ret = -1;
+  return ret;
+}
+
+static void
+release_blocks (struct reader *r, struct slot *slots, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (slots[i].pinned)
+      block_cache_release (r->cache, &slots[i].ref);
+}
+
+/* Bring the blocks covering [offset, offset+count) into the cache and,
+ * if buf is not NULL, copy that range of the decoded image into buf. */
+static int
+with_blocks (struct reader *r, uint32_t count, uint64_t offset,
+             bool wait_for_busy, unsigned char *buf, struct cloop_err *err)
+{
+  const uint32_t bs = r->map->block_size;
+  struct slot stack_slots[STACK_BLOCKS], *slots = stack_slots;
+  uint64_t first, last;
+  size_t n;
+  int ret;
+
+  if (count == 0)
+    return 0;
+  if (offset > r->map->size || count > r->map->size - offset)
+    return cloop_err_set (err, EIO, "read beyond the end of the image");
+  first = offset / bs;
+  last = (offset + count - 1) / bs;
+  n = last - first + 1;
+  if (n > STACK_BLOCKS) {
+    slots = malloc (n * sizeof *slots);
+    if (slots == NULL)
+      return cloop_err_set (err, ENOMEM, "out of memory");
+  }
+
+  ret = acquire_blocks (r, slots, first, n, wait_for_busy, err);
+
+  if (ret == 0 && buf) {
+    uint64_t pos = offset;
+    for (size_t i = 0; i < n; i++) {
+      uint32_t in_block = pos % bs;
+      uint32_t len = bs - in_block;
+      if (len > offset + count - pos)
+        len = offset + count - pos;
+      if (slots[i].pinned)
+        memcpy (buf, slots[i].ref.data + in_block, len);
+      else        /* CODEC_ZERO */
+        memset (buf, 0, len);
+      buf += len;
+      pos += len;
+    }
+  }
+
+  release_blocks (r, slots, n);
+  if (slots != stack_slots)
+    free (slots);
+  return ret;
+}
+
+int
+reader_pread (struct reader *r, void *buf, uint32_t count, uint64_t offset,
+              struct cloop_err *err)
+{
+  return with_blocks (r, count, offset, true, buf, err);
+}
+
+int
+reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
+                 struct cloop_err *err)
+{
+  return with_blocks (r, count, offset, false, NULL, err);
+}

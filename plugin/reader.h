@@ -1,0 +1,63 @@
+/* nbdkit-cloop: the read pipeline of one exported image.
+ *
+ * A reader joins the layers below the plugin: a block map (index/), a
+ * source of compressed bytes (fetch/), a memory cache of decoded blocks
+ * (cache/) and a pool of decoders (index/decode.h).  A read that spans
+ * several blocks claims every missing block first, fetches them all in
+ * one batch (so an HTTP source keeps them in flight together), decodes
+ * and publishes them, and only then waits for blocks other threads are
+ * filling: single-flight without deadlock.  It knows nothing of nbdkit.
+ */
+#ifndef CLOOP_READER_H
+#define CLOOP_READER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blockcache.h"
+#include "blockmap.h"
+#include "error.h"
+#include "source.h"
+
+struct reader;
+
+struct reader_config {
+  uint64_t memory_cache_size;   /* bytes of decoded blocks kept */
+  bool force_zlib;              /* zlib inflate instead of libdeflate */
+  /* Optional debug output (may be NULL). */
+  void (*debug) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+  bool debug_blocks;            /* log every block fill */
+};
+
+/* Create a reader.  On success it owns src and map (reader_free frees
+ * them); on failure (NULL, err set) the caller still owns them. */
+struct reader *reader_new (struct source *src, struct block_map *map,
+                           const struct reader_config *cfg,
+                           struct cloop_err *err);
+
+/* Free the reader, its source, map, cache and decoders (NULL allowed). */
+void reader_free (struct reader *r);
+
+/* The block map (read-only). */
+const struct block_map *reader_map (const struct reader *r);
+
+/* The source (for its name and statistics). */
+struct source *reader_source (const struct reader *r);
+
+/* Read count bytes at offset of the decoded image into buf.  The range
+ * must lie inside the image.  Returns 0, or -1 with err set (EIO, with
+ * the block number and reason) if any block in the range could not be
+ * fetched or decoded; blocks that did decode stay cached. */
+int reader_pread (struct reader *r, void *buf, uint32_t count,
+                  uint64_t offset, struct cloop_err *err);
+
+/* Fetch and decode the blocks of a range into the memory cache without
+ * copying them out (NBD_CMD_CACHE).  Blocks other threads are already
+ * filling are skipped.  0 or -1 with err set. */
+int reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
+                     struct cloop_err *err);
+
+/* Memory cache counters. */
+void reader_get_cache_stats (struct reader *r, struct block_cache_stats *st);
+
+#endif /* CLOOP_READER_H */

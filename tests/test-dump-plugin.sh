@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# --dump-plugin prints the version, the codecs of this build and the
+# zlib-format decoder; the thread model is parallel.
+. "${srcdir:-$(dirname "$0")}/functions.sh"
+requires nbdkit --version
+
+out=$tmpdir/dump
+nbdkit_cloop --dump-plugin "$PLUGIN" > "$out"
+cat "$out"
+
+grep -q '^cloop_version=[0-9]' "$out" || fail "no cloop_version"
+grep -q '^thread_model=parallel$' "$out" || fail "thread model is not parallel"
+grep -q '^cloop_codecs=.*zlib' "$out" || fail "zlib missing from cloop_codecs"
+for c in none xz lz4 lzo zstd; do
+    grep -q "^cloop_codecs=.*\\b$c\\b" "$out" || fail "codec $c not built"
+done
+grep -Eq '^cloop_zlib_decoder=(libdeflate|zlib)$' "$out" ||
+    fail "no cloop_zlib_decoder"
