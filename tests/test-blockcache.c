@@ -1,0 +1,684 @@
+/* nbdkit-cloop: unit test of cache/blockcache.c.
+ *
+ * Checks the single-threaded contract (hit, miss, claim, publish, LRU
+ * order, the byte bound, pinning, failed fills) and then the
+ * concurrent one: single-flight filling under eviction pressure and
+ * two readers of overlapping ranges that must never deadlock.
+ * Exit status 0 on success, 1 on failure.
+ */
+#include <config.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "blockcache.h"
+
+#define CHECK(expr)                                                     \
+  do {                                                                  \
+    if (!(expr)) {                                                      \
+      fprintf (stderr, "test-blockcache: FAIL: %s:%d: %s\n",            \
+               __FILE__, __LINE__, #expr);                              \
+      exit (1);                                                         \
+    }                                                                   \
+  } while (0)
+
+static void
+say (const char *what)
+{
+  printf ("test-blockcache: %s\n", what);
+  fflush (stdout);
+}
+
+static void
+on_alarm (int sig)
+{
+  static const char msg[] =
+    "test-blockcache: FAIL: watchdog expired (deadlock?)\n";
+  ssize_t r = write (STDERR_FILENO, msg, sizeof msg - 1);
+  (void) r;
+  _exit (1);
+}
+
+/* The content every fill of block n must produce. */
+static unsigned char
+pattern_byte (uint64_t n, size_t i)
+{
+  return (unsigned char) (n * 131 + (n >> 8) + i * 7 + (i >> 8));
+}
+
+static void
+fill_pattern (unsigned char *data, uint32_t bs, uint64_t n)
+{
+  for (size_t i = 0; i < bs; i++)
+    data[i] = pattern_byte (n, i);
+}
+
+static bool
+pattern_ok (const unsigned char *data, uint32_t bs, uint64_t n)
+{
+  for (size_t i = 0; i < bs; i++)
+    if (data[i] != pattern_byte (n, i))
+      return false;
+  return true;
+}
+
+static struct block_cache *
+new_cache (uint32_t bs, uint64_t max_bytes)
+{
+  struct cloop_err err;
+  struct block_cache *c = block_cache_new (bs, max_bytes, &err);
+
+  if (c == NULL) {
+    fprintf (stderr, "test-blockcache: block_cache_new: %s\n", err.msg);
+    exit (1);
+  }
+  return c;
+}
+
+static enum block_cache_status
+acquire (struct block_cache *c, uint64_t n, struct block_ref *ref)
+{
+  struct cloop_err err;
+  enum block_cache_status st;
+
+  CHECK (block_cache_acquire (c, n, ref, &st, &err) == 0);
+  return st;
+}
+
+static enum block_cache_status
+wait_for (struct block_cache *c, uint64_t n, struct block_ref *ref)
+{
+  struct cloop_err err;
+  enum block_cache_status st;
+
+  CHECK (block_cache_wait (c, n, ref, &st, &err) == 0);
+  return st;
+}
+
+/* Add block n (absent) to the cache, leaving it unpinned. */
+static void
+add_block (struct block_cache *c, uint32_t bs, uint64_t n)
+{
+  struct block_ref ref;
+
+  CHECK (acquire (c, n, &ref) == BLOCK_CLAIMED);
+  fill_pattern (ref.data, bs, n);
+  block_cache_publish (c, &ref, 1);
+  block_cache_release (c, &ref);
+}
+
+/* Is block n cached?  A present block becomes most recently used; an
+ * absent one is claimed and discarded (which may evict the oldest). */
+static bool
+probe (struct block_cache *c, uint32_t bs, uint64_t n)
+{
+  struct block_ref ref;
+  enum block_cache_status st = acquire (c, n, &ref);
+
+  CHECK (st == BLOCK_HIT || st == BLOCK_CLAIMED);
+  if (st == BLOCK_CLAIMED) {
+    block_cache_publish (c, &ref, 0);
+    CHECK (ref.entry == NULL);
+    return false;
+  }
+  CHECK (pattern_ok (ref.data, bs, n));
+  block_cache_release (c, &ref);
+  return true;
+}
+
+static struct block_cache_stats
+stats_of (struct block_cache *c)
+{
+  struct block_cache_stats s;
+
+  block_cache_get_stats (c, &s);
+  return s;
+}
+
+/* ---- single-threaded contract ----------------------------------------- */
+
+static void
+test_basic (void)
+{
+  const uint32_t bs = 64;
+  struct block_cache *c = new_cache (bs, 4 * bs);
+  struct block_ref a, b, d;
+  struct block_cache_stats s;
+  struct cloop_err err;
+
+  say ("basic: miss claims, second acquire is BUSY, publish makes HIT");
+  CHECK (block_cache_new (0, 100, &err) == NULL && err.errnum == EINVAL);
+  CHECK (acquire (c, 7, &a) == BLOCK_CLAIMED);
+  CHECK (a.entry != NULL && a.data != NULL);
+  CHECK (acquire (c, 7, &b) == BLOCK_BUSY);
+  fill_pattern (a.data, bs, 7);
+  block_cache_publish (c, &a, 1);
+  CHECK (a.entry != NULL);              /* pin kept after ok publish */
+  CHECK (acquire (c, 7, &b) == BLOCK_HIT);
+  CHECK (b.data == a.data && pattern_ok (b.data, bs, 7));
+  CHECK (wait_for (c, 7, &d) == BLOCK_HIT && d.data == a.data);
+  block_cache_release (c, &a);
+  block_cache_release (c, &b);
+  block_cache_release (c, &d);
+  CHECK (b.entry == NULL && b.data == NULL);
+
+  /* Large and sparse block numbers. */
+  add_block (c, bs, UINT64_C (1) << 32);
+  add_block (c, bs, (UINT64_C (1) << 32) - 1);
+  CHECK (probe (c, bs, UINT64_C (1) << 32));
+  CHECK (probe (c, bs, (UINT64_C (1) << 32) - 1));
+
+  s = stats_of (c);
+  CHECK (s.misses == 3 && s.hits == 4 && s.waits == 0);
+  CHECK (s.entries == 3 && s.bytes_cached == 3 * bs);
+  CHECK (s.evictions == 0 && s.fill_failures == 0);
+  block_cache_free (c);
+}
+
+static void
+test_lru_order (void)
+{
+  const uint32_t bs = 32;
+  struct block_cache *c = new_cache (bs, 4 * bs);
+  struct block_cache_stats s;
+
+  say ("LRU: the least recently used block is evicted first");
+  for (uint64_t n = 0; n < 4; n++)
+    add_block (c, bs, n);
+  CHECK (probe (c, bs, 0));             /* order, old->new: 1 2 3 0 */
+  add_block (c, bs, 4);                 /* evicts 1: 2 3 0 4 */
+  s = stats_of (c);
+  CHECK (s.evictions == 1 && s.entries == 4 && s.bytes_cached == 4 * bs);
+  CHECK (probe (c, bs, 2));             /* 3 0 4 2 */
+  CHECK (probe (c, bs, 0));             /* 3 4 2 0 */
+  CHECK (probe (c, bs, 3));             /* 4 2 0 3 */
+  CHECK (probe (c, bs, 4));             /* 2 0 3 4 */
+  CHECK (stats_of (c).evictions == 1);
+  CHECK (!probe (c, bs, 1));            /* claim evicts 2: 0 3 4 */
+  s = stats_of (c);
+  CHECK (s.entries == 3 && s.evictions == 2 && s.fill_failures == 1);
+  CHECK (probe (c, bs, 0));             /* 3 4 0 */
+  add_block (c, bs, 5);                 /* room left: 3 4 0 5 */
+  CHECK (stats_of (c).evictions == 2);
+  add_block (c, bs, 6);                 /* evicts 3: 4 0 5 6 */
+  CHECK (!probe (c, bs, 3));            /* claim evicts 4: 0 5 6 */
+  CHECK (probe (c, bs, 0) && probe (c, bs, 5) && probe (c, bs, 6));
+  s = stats_of (c);
+  CHECK (s.entries == 3 && s.evictions == 4 && s.fill_failures == 2);
+  block_cache_free (c);
+}
+
+static void
+test_byte_bound (void)
+{
+  const uint32_t bs = 128;
+  const uint64_t max = 5 * bs + bs / 2;
+  struct block_cache *c = new_cache (bs, max);
+  struct block_ref ref[3];
+  struct block_cache_stats s;
+
+  say ("bound: after 100 fills at most max_bytes stay, newest kept");
+  for (uint64_t n = 0; n < 100; n++) {
+    add_block (c, bs, n);
+    CHECK (stats_of (c).bytes_cached <= max);
+  }
+  s = stats_of (c);
+  CHECK (s.entries == 5 && s.bytes_cached == 5 * bs);
+  CHECK (s.evictions == 95);
+  for (uint64_t n = 95; n < 100; n++)
+    CHECK (probe (c, bs, n));
+  CHECK (!probe (c, bs, 94));
+  block_cache_free (c);
+
+  say ("bound: blocks released together are trimmed oldest first");
+  c = new_cache (bs, 2 * bs);
+  for (int i = 0; i < 3; i++) {
+    CHECK (acquire (c, 10 + i, &ref[i]) == BLOCK_CLAIMED);
+    fill_pattern (ref[i].data, bs, 10 + i);
+    block_cache_publish (c, &ref[i], 1);
+  }
+  CHECK (stats_of (c).bytes_cached == 3 * bs);   /* pinned may exceed */
+  for (int i = 0; i < 3; i++)
+    block_cache_release (c, &ref[i]);
+  s = stats_of (c);
+  CHECK (s.entries == 2 && s.bytes_cached == 2 * bs && s.evictions == 1);
+  CHECK (probe (c, bs, 11) && probe (c, bs, 12));
+  block_cache_free (c);
+}
+
+static void
+test_pinned (void)
+{
+  const uint32_t bs = 64;
+  struct block_cache *c = new_cache (bs, 2 * bs);
+  struct block_ref pin, again;
+
+  say ("pinning: a pinned block survives eviction pressure");
+  add_block (c, bs, 0);
+  CHECK (acquire (c, 0, &pin) == BLOCK_HIT);
+  for (uint64_t n = 1; n <= 50; n++)
+    add_block (c, bs, n);
+  CHECK (pattern_ok (pin.data, bs, 0));
+  CHECK (acquire (c, 0, &again) == BLOCK_HIT && again.data == pin.data);
+  block_cache_release (c, &again);
+  CHECK (stats_of (c).entries == 3);    /* 2 unpinned + the pinned one */
+  block_cache_release (c, &pin);
+  CHECK (stats_of (c).entries == 2);    /* 0 joined, oldest trimmed */
+  CHECK (probe (c, bs, 0));
+  block_cache_free (c);
+
+  say ("pinning: max_bytes 0 keeps only pinned blocks");
+  c = new_cache (bs, 0);
+  CHECK (acquire (c, 5, &pin) == BLOCK_CLAIMED);
+  fill_pattern (pin.data, bs, 5);
+  block_cache_publish (c, &pin, 1);
+  CHECK (acquire (c, 5, &again) == BLOCK_HIT);
+  block_cache_release (c, &again);
+  block_cache_release (c, &pin);
+  CHECK (stats_of (c).entries == 0 && stats_of (c).bytes_cached == 0);
+  CHECK (!probe (c, bs, 5));
+  block_cache_free (c);
+}
+
+/* ---- waiters ---------------------------------------------------------- */
+
+struct waiter {
+  struct block_cache *cache;
+  uint64_t n;
+  enum block_cache_status status;
+  struct block_ref ref;
+};
+
+static void *
+waiter_thread (void *arg)
+{
+  struct waiter *w = arg;
+
+  w->status = wait_for (w->cache, w->n, &w->ref);
+  return NULL;
+}
+
+/* Start nr threads waiting on block n, return once all are asleep. */
+static void
+start_waiters (struct block_cache *c, struct waiter *w, pthread_t *t,
+               int nr, uint64_t n)
+{
+  uint64_t before = stats_of (c).waits;
+
+  for (int i = 0; i < nr; i++) {
+    w[i].cache = c;
+    w[i].n = n;
+    CHECK (pthread_create (&t[i], NULL, waiter_thread, &w[i]) == 0);
+  }
+  while (stats_of (c).waits < before + nr) {
+    struct timespec ts = { 0, 1000000 };
+    nanosleep (&ts, NULL);
+  }
+}
+
+static void
+test_waiters (void)
+{
+  const uint32_t bs = 64;
+  struct block_cache *c = new_cache (bs, 8 * bs);
+  struct block_ref fill, ref;
+  struct waiter w[3];
+  pthread_t t[3];
+
+  say ("failure: a failed fill wakes waiters with FAILED");
+  CHECK (acquire (c, 9, &fill) == BLOCK_CLAIMED);
+  CHECK (acquire (c, 9, &ref) == BLOCK_BUSY);
+  start_waiters (c, w, t, 3, 9);
+  memset (fill.data, 0xee, bs);
+  block_cache_publish (c, &fill, 0);
+  for (int i = 0; i < 3; i++) {
+    CHECK (pthread_join (t[i], NULL) == 0);
+    CHECK (w[i].status == BLOCK_FAILED);
+  }
+  CHECK (stats_of (c).entries == 0 && stats_of (c).fill_failures == 1);
+
+  say ("failure: a later acquire claims the block afresh");
+  CHECK (acquire (c, 9, &fill) == BLOCK_CLAIMED);
+  fill_pattern (fill.data, bs, 9);
+  block_cache_publish (c, &fill, 1);
+  block_cache_release (c, &fill);
+  CHECK (probe (c, bs, 9));
+
+  say ("waiters: a successful fill wakes waiters with HIT");
+  CHECK (acquire (c, 3, &fill) == BLOCK_CLAIMED);
+  start_waiters (c, w, t, 3, 3);
+  fill_pattern (fill.data, bs, 3);
+  block_cache_publish (c, &fill, 1);
+  block_cache_release (c, &fill);
+  for (int i = 0; i < 3; i++) {
+    CHECK (pthread_join (t[i], NULL) == 0);
+    CHECK (w[i].status == BLOCK_HIT && pattern_ok (w[i].ref.data, bs, 3));
+    block_cache_release (c, &w[i].ref);
+  }
+
+  say ("waiters: waiting on an absent block claims it");
+  CHECK (wait_for (c, 77, &ref) == BLOCK_CLAIMED);
+  block_cache_publish (c, &ref, 0);
+  CHECK (stats_of (c).waits == 6);
+  block_cache_free (c);
+}
+
+/* ---- concurrency: single flight --------------------------------------- */
+
+#define NTHREADS 16
+#define MAX_BLOCKS 64
+
+struct shared {
+  struct block_cache *cache;
+  uint32_t bs;
+  unsigned nblocks, iters, fail_one_in;
+  atomic_uint fills[MAX_BLOCKS];       /* fill calls per block */
+  atomic_uint in_fill[MAX_BLOCKS];     /* fills running now per block */
+  atomic_uint overlaps;                /* single-flight violations */
+  atomic_uint bad_reads;               /* blocks read with wrong bytes */
+  atomic_uint injected;                /* fills made to fail */
+};
+
+/* The decoder stand-in: returns 1 if the block was filled. */
+static int
+fill_block (struct shared *sh, uint64_t n, unsigned char *data,
+            unsigned *seed)
+{
+  int ok = 1;
+
+  if (atomic_fetch_add (&sh->in_fill[n], 1) != 0)
+    atomic_fetch_add (&sh->overlaps, 1);
+  atomic_fetch_add (&sh->fills[n], 1);
+  fill_pattern (data, sh->bs, n);
+  if (rand_r (seed) % 4 == 0)
+    sched_yield ();                     /* widen the race window */
+  if (sh->fail_one_in && rand_r (seed) % sh->fail_one_in == 0) {
+    memset (data, 0xa5, sh->bs);
+    atomic_fetch_add (&sh->injected, 1);
+    ok = 0;
+  }
+  atomic_fetch_sub (&sh->in_fill[n], 1);
+  return ok;
+}
+
+/* Carry block n from status st to a pinned, valid *ref the way the
+ * plugin does: fill a claim, wait on BUSY, retry after FAILED. */
+static void
+resolve (struct shared *sh, uint64_t n, struct block_ref *ref,
+         enum block_cache_status st, unsigned *seed)
+{
+  for (;;) {
+    switch (st) {
+    case BLOCK_HIT:
+      return;
+    case BLOCK_CLAIMED: {
+      int ok = fill_block (sh, n, ref->data, seed);
+
+      block_cache_publish (sh->cache, ref, ok);
+      if (ok)
+        return;
+      st = acquire (sh->cache, n, ref);
+      break;
+    }
+    case BLOCK_BUSY:
+      st = wait_for (sh->cache, n, ref);
+      break;
+    case BLOCK_FAILED:
+      st = acquire (sh->cache, n, ref);
+      break;
+    }
+  }
+}
+
+static void
+get_block (struct shared *sh, uint64_t n, struct block_ref *ref,
+           unsigned *seed)
+{
+  resolve (sh, n, ref, acquire (sh->cache, n, ref), seed);
+}
+
+static void
+read_and_check (struct shared *sh, uint64_t n, unsigned *seed)
+{
+  struct block_ref ref;
+
+  get_block (sh, n, &ref, seed);
+  if (!pattern_ok (ref.data, sh->bs, n))
+    atomic_fetch_add (&sh->bad_reads, 1);
+  block_cache_release (sh->cache, &ref);
+}
+
+struct worker {
+  struct shared *sh;
+  unsigned seed;
+};
+
+static void *
+worker_thread (void *arg)
+{
+  struct worker *w = arg;
+  struct shared *sh = w->sh;
+
+  for (unsigned i = 0; i < sh->iters; i++)
+    read_and_check (sh, rand_r (&w->seed) % sh->nblocks, &w->seed);
+  for (unsigned n = 0; n < sh->nblocks; n++)
+    read_and_check (sh, n, &w->seed);
+  return NULL;
+}
+
+static void
+run_workers (struct shared *sh)
+{
+  pthread_t t[NTHREADS];
+  struct worker w[NTHREADS];
+
+  for (int i = 0; i < NTHREADS; i++) {
+    w[i].sh = sh;
+    w[i].seed = 1234u + 7919u * i;
+    CHECK (pthread_create (&t[i], NULL, worker_thread, &w[i]) == 0);
+  }
+  for (int i = 0; i < NTHREADS; i++)
+    CHECK (pthread_join (t[i], NULL) == 0);
+}
+
+static unsigned
+total_fills (struct shared *sh)
+{
+  unsigned sum = 0;
+
+  for (unsigned n = 0; n < sh->nblocks; n++)
+    sum += atomic_load (&sh->fills[n]);
+  return sum;
+}
+
+static void
+test_single_flight (uint64_t max_blocks, unsigned fail_one_in)
+{
+  struct shared *sh = calloc (1, sizeof *sh);
+  struct block_cache_stats s;
+  char what[160];
+
+  CHECK (sh != NULL);
+  sh->bs = 256;
+  sh->nblocks = 24;
+  sh->iters = 2000;
+  sh->fail_one_in = fail_one_in;
+  sh->cache = new_cache (sh->bs, max_blocks * sh->bs);
+  snprintf (what, sizeof what,
+            "single flight: %d threads, %u blocks, cache of %" PRIu64
+            " blocks, %s", NTHREADS, sh->nblocks, max_blocks,
+            fail_one_in ? "some fills fail" : "no failures");
+  say (what);
+  run_workers (sh);
+  s = stats_of (sh->cache);
+  CHECK (atomic_load (&sh->overlaps) == 0);
+  CHECK (atomic_load (&sh->bad_reads) == 0);
+  CHECK (s.misses == total_fills (sh));
+  CHECK (s.fill_failures == atomic_load (&sh->injected));
+  CHECK (s.bytes_cached <= max_blocks * sh->bs);
+  CHECK (s.entries <= max_blocks);
+  if (max_blocks >= sh->nblocks && fail_one_in == 0) {
+    for (unsigned n = 0; n < sh->nblocks; n++)
+      CHECK (atomic_load (&sh->fills[n]) == 1);
+    CHECK (s.evictions == 0 && s.entries == sh->nblocks);
+  }
+  if (max_blocks < sh->nblocks)
+    CHECK (s.evictions > 0);
+  block_cache_free (sh->cache);
+  free (sh);
+}
+
+/* ---- concurrency: overlapping ranges ---------------------------------- */
+
+#define RANGE 5
+
+/* One round's shared state is swapped in by the main thread between
+ * the two barriers; the barriers order every access to it. */
+struct overlap_run {
+  struct shared *sh;
+  unsigned rounds;
+  pthread_barrier_t start, done;
+};
+
+struct ranger {
+  struct overlap_run *run;
+  bool descending;
+  unsigned seed;
+};
+
+/* One reader of blocks 1..RANGE: never waits while holding a claim. */
+static void
+read_range (struct shared *sh, bool descending, unsigned *seed)
+{
+  struct block_ref ref[RANGE];
+  enum block_cache_status st[RANGE];
+  uint64_t n[RANGE];
+  int k;
+
+  /* Pass 1: take what is cached, claim what is absent. */
+  for (k = 0; k < RANGE; k++) {
+    n[k] = descending ? RANGE - k : 1 + k;
+    st[k] = acquire (sh->cache, n[k], &ref[k]);
+  }
+  /* Pass 2: fill and publish every claim before waiting on anything. */
+  for (k = 0; k < RANGE; k++) {
+    if (st[k] == BLOCK_CLAIMED) {
+      int ok = fill_block (sh, n[k], ref[k].data, seed);
+
+      block_cache_publish (sh->cache, &ref[k], ok);
+      st[k] = ok ? BLOCK_HIT : BLOCK_FAILED;
+    }
+  }
+  /* Pass 3: wait for (or retry) the rest. */
+  for (k = 0; k < RANGE; k++)
+    if (st[k] != BLOCK_HIT)
+      resolve (sh, n[k], &ref[k], st[k], seed);
+  for (k = 0; k < RANGE; k++) {
+    if (!pattern_ok (ref[k].data, sh->bs, n[k]))
+      atomic_fetch_add (&sh->bad_reads, 1);
+    block_cache_release (sh->cache, &ref[k]);
+  }
+}
+
+static void *
+ranger_thread (void *arg)
+{
+  struct ranger *r = arg;
+
+  for (unsigned i = 0; i < r->run->rounds; i++) {
+    pthread_barrier_wait (&r->run->start);
+    read_range (r->run->sh, r->descending, &r->seed);
+    pthread_barrier_wait (&r->run->done);
+  }
+  return NULL;
+}
+
+/* Two readers of blocks 1..5, one ascending, one descending, start at
+ * once on a fresh cache; repeat many times under a watchdog. */
+static void
+test_overlapping (unsigned rounds, unsigned fail_one_in)
+{
+  struct overlap_run run = { .rounds = rounds };
+  struct ranger r[2];
+  pthread_t t[2];
+  uint64_t waits = 0;
+  char what[160];
+
+  snprintf (what, sizeof what,
+            "overlap: readers of 1..%d and %d..1, %u rounds, %s",
+            RANGE, RANGE, rounds,
+            fail_one_in ? "some fills fail" : "no failures");
+  say (what);
+  alarm (20);
+  CHECK (pthread_barrier_init (&run.start, NULL, 3) == 0);
+  CHECK (pthread_barrier_init (&run.done, NULL, 3) == 0);
+  for (int j = 0; j < 2; j++) {
+    r[j] = (struct ranger) { .run = &run, .descending = j == 1,
+                             .seed = 99u + j };
+    CHECK (pthread_create (&t[j], NULL, ranger_thread, &r[j]) == 0);
+  }
+  for (unsigned i = 0; i < rounds; i++) {
+    struct shared *sh = calloc (1, sizeof *sh);
+    /* Odd rounds: a cache too small for the range (evictions while
+     * the readers work); even rounds: room for all, so each block
+     * must be filled exactly once. */
+    uint64_t max_blocks = i % 2 ? 3 : RANGE;
+
+    CHECK (sh != NULL);
+    sh->bs = 64;
+    sh->nblocks = RANGE + 1;
+    sh->fail_one_in = fail_one_in;
+    sh->cache = new_cache (sh->bs, max_blocks * sh->bs);
+    run.sh = sh;
+    pthread_barrier_wait (&run.start);
+    pthread_barrier_wait (&run.done);
+    CHECK (atomic_load (&sh->overlaps) == 0);
+    CHECK (atomic_load (&sh->bad_reads) == 0);
+    if (fail_one_in == 0 && max_blocks == RANGE)
+      for (uint64_t n = 1; n <= RANGE; n++)
+        CHECK (atomic_load (&sh->fills[n]) == 1);
+    CHECK (stats_of (sh->cache).bytes_cached <= max_blocks * sh->bs);
+    waits += stats_of (sh->cache).waits;
+    block_cache_free (sh->cache);
+    free (sh);
+  }
+  for (int j = 0; j < 2; j++)
+    CHECK (pthread_join (t[j], NULL) == 0);
+  pthread_barrier_destroy (&run.start);
+  pthread_barrier_destroy (&run.done);
+  alarm (0);
+  printf ("test-blockcache:   (%" PRIu64 " waits on the other reader)\n",
+          waits);
+  CHECK (waits > 0);            /* the BUSY path really ran */
+}
+
+int
+main (void)
+{
+  signal (SIGALRM, on_alarm);
+  alarm (30);                   /* whole-run watchdog */
+
+  test_basic ();
+  test_lru_order ();
+  test_byte_bound ();
+  test_pinned ();
+  test_waiters ();
+  test_single_flight (2, 0);
+  test_single_flight (24, 0);
+  test_single_flight (3, 5);
+  test_overlapping (3000, 0);
+  test_overlapping (3000, 3);
+
+  alarm (0);
+  say ("PASS");
+  return 0;
+}
