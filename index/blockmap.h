@@ -51,6 +51,11 @@ struct block_map {
   uint64_t num_blocks;
   uint64_t size;           /* exported size, <= num_blocks * block_size */
   uint32_t max_length;     /* largest entries[i].length */
+  /* True when the last block is stored as a full block_size block even
+   * though size ends inside it (dplasa V3 writes it so): its stream
+   * decodes to block_size bytes, of which only the first
+   * block_map_decoded_length are exported. */
+  bool padded_last;
   struct block_entry *entries;   /* num_blocks entries */
   /* Optional per-block content hashes (block stores); NULL for cloop.
    * hash_len bytes per block, block i at hashes + i * hash_len. */
@@ -69,6 +74,11 @@ void block_map_free (struct block_map *map);
 /* Decoded length of block i: block_size, except the last block when
  * size is not a multiple of block_size.  i must be < num_blocks. */
 uint32_t block_map_decoded_length (const struct block_map *map, uint64_t i);
+
+/* Number of bytes block i's stream decodes to: what decoder_decode
+ * must be asked for.  Equal to block_map_decoded_length, except
+ * block_size for the last block of a padded_last map. */
+uint32_t block_map_stream_length (const struct block_map *map, uint64_t i);
 
 /* Validate a finished map against the container size: every stored
  * block lies inside [0, container_size), lengths within the codec's

@@ -1,0 +1,373 @@
+/* nbdkit-cloop: block decoders (see decode.h).
+ *
+ * Every codec must produce exactly out_len bytes.  Decompressor objects
+ * (libdeflate, z_stream, ZSTD_DCtx) are created on first use and reused.
+ * The only process-wide state is liblzo2's one-time lzo_init(), run
+ * under pthread_once.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+#ifdef HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
+#ifdef HAVE_LIBLZMA
+#include <lzma.h>
+#endif
+#ifdef HAVE_LIBLZ4
+#include <lz4.h>
+#endif
+#ifdef HAVE_LIBLZO2
+#include <lzo/lzo1x.h>
+#endif
+#ifdef HAVE_LIBZSTD
+#include <zstd.h>
+#include <zstd_errors.h>
+#endif
+
+#include "decode.h"
+
+#define XZ_MEMLIMIT (UINT64_C (256) * 1024 * 1024)
+
+struct decoder {
+  bool use_libdeflate;
+#ifdef HAVE_LIBDEFLATE
+  struct libdeflate_decompressor *deflate;
+#endif
+  z_stream zs;
+  bool zs_ready;               /* inflateInit done */
+#ifdef HAVE_LIBZSTD
+  ZSTD_DCtx *zstd;
+#endif
+};
+
+struct decoder *
+decoder_new (bool force_zlib)
+{
+  struct decoder *dec = calloc (1, sizeof *dec);
+
+  if (dec == NULL)
+    return NULL;
+#ifdef HAVE_LIBDEFLATE
+  dec->use_libdeflate = !force_zlib;
+#endif
+  return dec;
+}
+
+void
+decoder_free (struct decoder *dec)
+{
+  if (dec == NULL)
+    return;
+#ifdef HAVE_LIBDEFLATE
+  if (dec->deflate)
+    libdeflate_free_decompressor (dec->deflate);
+#endif
+  if (dec->zs_ready)
+    inflateEnd (&dec->zs);
+#ifdef HAVE_LIBZSTD
+  ZSTD_freeDCtx (dec->zstd);
+#endif
+  free (dec);
+}
+
+bool
+codec_supported (enum block_codec codec)
+{
+  switch (codec) {
+  case CODEC_ZERO: case CODEC_NONE: case CODEC_ZLIB:
+    return true;
+#ifdef HAVE_LIBLZMA
+  case CODEC_XZ: return true;
+#endif
+#ifdef HAVE_LIBLZ4
+  case CODEC_LZ4: return true;
+#endif
+#ifdef HAVE_LIBLZO2
+  case CODEC_LZO: return true;
+#endif
+#ifdef HAVE_LIBZSTD
+  case CODEC_ZSTD: return true;
+#endif
+  default:
+    return false;
+  }
+}
+
+const char *
+decoder_zlib_impl (const struct decoder *dec)
+{
+  return dec->use_libdeflate ? "libdeflate" : "zlib";
+}
+
+static int
+wrong_length (const char *codec, size_t got, size_t want,
+              struct cloop_err *err)
+{
+  return cloop_err_set (err, EIO, "%s: decoded %zu bytes, expected %zu",
+                        codec, got, want);
+}
+
+/* ------------------------------------------------------------------ */
+/* zlib format: libdeflate (fast, one shot) or zlib's inflate. */
+
+#ifdef HAVE_LIBDEFLATE
+static int
+decode_libdeflate (struct decoder *dec, const void *in, size_t in_len,
+                   void *out, size_t out_len, struct cloop_err *err)
+{
+  size_t actual = 0;
+  enum libdeflate_result r;
+
+  if (dec->deflate == NULL) {
+    dec->deflate = libdeflate_alloc_decompressor ();
+    if (dec->deflate == NULL)
+      return cloop_err_set (err, ENOMEM, "zlib: cannot allocate libdeflate "
+                            "decompressor");
+  }
+  r = libdeflate_zlib_decompress (dec->deflate, in, in_len, out, out_len,
+                                  &actual);
+  switch (r) {
+  case LIBDEFLATE_SUCCESS:
+    if (actual != out_len)
+      return wrong_length ("zlib", actual, out_len, err);
+    return 0;
+  case LIBDEFLATE_INSUFFICIENT_SPACE:
+    /* Also what a truncated stream gives: libdeflate reads zeros past
+     * the end of the input. */
+    return cloop_err_set (err, EIO, "zlib: stream is truncated or decodes "
+                          "to more than %zu bytes (libdeflate: insufficient "
+                          "space)", out_len);
+  case LIBDEFLATE_SHORT_OUTPUT:
+    return cloop_err_set (err, EIO, "zlib: stream decodes to fewer than %zu "
+                          "bytes", out_len);
+  default:
+    return cloop_err_set (err, EIO, "zlib: invalid stream (libdeflate: bad "
+                          "data)");
+  }
+}
+#endif
+
+static int
+decode_inflate (struct decoder *dec, const void *in, size_t in_len,
+                void *out, size_t out_len, struct cloop_err *err)
+{
+  z_stream *zs = &dec->zs;
+  int r;
+
+  if (!dec->zs_ready) {
+    if (inflateInit (zs) != Z_OK)
+      return cloop_err_set (err, ENOMEM, "zlib: inflateInit failed");
+    dec->zs_ready = true;
+  }
+  else if (inflateReset (zs) != Z_OK)
+    return cloop_err_set (err, EIO, "zlib: inflateReset failed");
+
+  zs->next_in = (Bytef *) in;
+  zs->avail_in = in_len;
+  zs->next_out = out;
+  zs->avail_out = out_len;
+  r = inflate (zs, Z_FINISH);
+  if (r == Z_STREAM_END) {
+    if (zs->total_out != out_len)
+      return wrong_length ("zlib", zs->total_out, out_len, err);
+    return 0;
+  }
+  /* Z_BUF_ERROR: out of input (truncated) or of output (too long). */
+  if (r == Z_BUF_ERROR && zs->avail_in == 0)
+    return cloop_err_set (err, EIO, "zlib: truncated stream (decoded %lu of "
+                          "%zu bytes)", zs->total_out, out_len);
+  if (r == Z_BUF_ERROR)
+    return cloop_err_set (err, EIO, "zlib: stream decodes to more than %zu "
+                          "bytes", out_len);
+  return cloop_err_set (err, EIO, "zlib: invalid stream (%s)",
+                        zs->msg ? zs->msg : zError (r));
+}
+
+/* ------------------------------------------------------------------ */
+/* Optional codecs. */
+
+#ifdef HAVE_LIBLZMA
+static const char *
+lzma_message (lzma_ret r)
+{
+  switch (r) {
+  case LZMA_MEM_ERROR:      return "out of memory";
+  case LZMA_MEMLIMIT_ERROR: return "memory limit exceeded";
+  case LZMA_FORMAT_ERROR:   return "not an xz stream";
+  case LZMA_OPTIONS_ERROR:  return "unsupported options";
+  case LZMA_DATA_ERROR:     return "corrupt data";
+  case LZMA_BUF_ERROR:      return "truncated stream or output too small";
+  default:                  return "internal error";
+  }
+}
+
+/* One complete .xz stream per block (as the cloop driver's XZ_SINGLE);
+ * bytes after the stream are ignored. */
+static int
+decode_xz (const void *in, size_t in_len, void *out, size_t out_len,
+           struct cloop_err *err)
+{
+  uint64_t memlimit = XZ_MEMLIMIT;
+  size_t in_pos = 0, out_pos = 0;
+  lzma_ret r;
+
+  r = lzma_stream_buffer_decode (&memlimit, 0, NULL, in, &in_pos, in_len,
+                                 out, &out_pos, out_len);
+  if (r != LZMA_OK)
+    return cloop_err_set (err, r == LZMA_MEM_ERROR ? ENOMEM : EIO,
+                          "xz: invalid stream (%s)", lzma_message (r));
+  if (out_pos != out_len)
+    return wrong_length ("xz", out_pos, out_len, err);
+  return 0;
+}
+#endif
+
+#ifdef HAVE_LIBLZ4
+/* A raw LZ4 block (no frame). */
+static int
+decode_lz4 (const void *in, size_t in_len, void *out, size_t out_len,
+            struct cloop_err *err)
+{
+  int r = LZ4_decompress_safe (in, out, in_len, out_len);
+
+  if (r < 0)
+    return cloop_err_set (err, EIO, "lz4: invalid or truncated block (or it "
+                          "decodes to more than %zu bytes)", out_len);
+  if ((size_t) r != out_len)
+    return wrong_length ("lz4", r, out_len, err);
+  return 0;
+}
+#endif
+
+#ifdef HAVE_LIBLZO2
+static pthread_once_t lzo_once = PTHREAD_ONCE_INIT;
+static int lzo_init_result;          /* written once, under lzo_once */
+
+static void
+lzo_init_once (void)
+{
+  lzo_init_result = lzo_init ();
+}
+
+static const char *
+lzo_message (int r)
+{
+  switch (r) {
+  case LZO_E_INPUT_OVERRUN:      return "truncated block";
+  case LZO_E_OUTPUT_OVERRUN:     return "output too small";
+  case LZO_E_LOOKBEHIND_OVERRUN: return "corrupt back-reference";
+  case LZO_E_EOF_NOT_FOUND:      return "no end-of-stream marker";
+  case LZO_E_INPUT_NOT_CONSUMED: return "trailing bytes after block";
+  default:                       return "corrupt data";
+  }
+}
+
+/* Raw LZO1X (as lzo1x_1_compress and the cloop driver). */
+static int
+decode_lzo (const void *in, size_t in_len, void *out, size_t out_len,
+            struct cloop_err *err)
+{
+  lzo_uint got = out_len;
+  int r;
+
+  pthread_once (&lzo_once, lzo_init_once);
+  if (lzo_init_result != LZO_E_OK)
+    return cloop_err_set (err, EIO, "lzo1x: lzo_init failed (%d)",
+                          lzo_init_result);
+  r = lzo1x_decompress_safe (in, in_len, out, &got, NULL);
+  if (r == LZO_E_OUTPUT_OVERRUN)
+    return cloop_err_set (err, EIO, "lzo1x: block decodes to more than %zu "
+                          "bytes", out_len);
+  if (r != LZO_E_OK)
+    return cloop_err_set (err, EIO, "lzo1x: invalid block (%s)",
+                          lzo_message (r));
+  if (got != out_len)
+    return wrong_length ("lzo1x", got, out_len, err);
+  return 0;
+}
+#endif
+
+#ifdef HAVE_LIBZSTD
+/* zstd frame(s); the content checksum is checked when present. */
+static int
+decode_zstd (struct decoder *dec, const void *in, size_t in_len,
+             void *out, size_t out_len, struct cloop_err *err)
+{
+  size_t r;
+
+  if (dec->zstd == NULL) {
+    dec->zstd = ZSTD_createDCtx ();
+    if (dec->zstd == NULL)
+      return cloop_err_set (err, ENOMEM, "zstd: cannot allocate context");
+  }
+  r = ZSTD_decompressDCtx (dec->zstd, out, out_len, in, in_len);
+  if (ZSTD_isError (r)) {
+    if (ZSTD_getErrorCode (r) == ZSTD_error_dstSize_tooSmall)
+      return cloop_err_set (err, EIO, "zstd: frame decodes to more than %zu "
+                            "bytes", out_len);
+    return cloop_err_set (err, EIO, "zstd: invalid frame (%s)",
+                          ZSTD_getErrorName (r));
+  }
+  if (r != out_len)
+    return wrong_length ("zstd", r, out_len, err);
+  return 0;
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+
+int
+decoder_decode (struct decoder *dec, enum block_codec codec,
+                const void *in, size_t in_len,
+                void *out, size_t out_len, struct cloop_err *err)
+{
+  /* zlib's uInt, LZ4's int: blocks are bounded far below this. */
+  if (in_len > INT_MAX || out_len > INT_MAX)
+    return cloop_err_set (err, EINVAL, "%s: block too large",
+                          codec_name (codec));
+
+  switch (codec) {
+  case CODEC_ZERO:
+    memset (out, 0, out_len);
+    return 0;
+  case CODEC_NONE:
+    if (in_len != out_len)
+      return cloop_err_set (err, EIO, "none: stored block is %zu bytes, "
+                            "expected %zu", in_len, out_len);
+    memcpy (out, in, out_len);
+    return 0;
+  case CODEC_ZLIB:
+#ifdef HAVE_LIBDEFLATE
+    if (dec->use_libdeflate)
+      return decode_libdeflate (dec, in, in_len, out, out_len, err);
+#endif
+    return decode_inflate (dec, in, in_len, out, out_len, err);
+#ifdef HAVE_LIBLZMA
+  case CODEC_XZ:
+    return decode_xz (in, in_len, out, out_len, err);
+#endif
+#ifdef HAVE_LIBLZ4
+  case CODEC_LZ4:
+    return decode_lz4 (in, in_len, out, out_len, err);
+#endif
+#ifdef HAVE_LIBLZO2
+  case CODEC_LZO:
+    return decode_lzo (in, in_len, out, out_len, err);
+#endif
+#ifdef HAVE_LIBZSTD
+  case CODEC_ZSTD:
+    return decode_zstd (dec, in, in_len, out, out_len, err);
+#endif
+  default:
+    return cloop_err_set (err, ENOTSUP, "%s: codec not supported by this "
+                          "build", codec_name (codec));
+  }
+}
