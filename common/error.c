@@ -33,5 +33,13 @@ cloop_err_prefix (struct cloop_err *err, const char *fmt, ...)
   vsnprintf (prefix, sizeof prefix, fmt, ap);
   va_end (ap);
   memcpy (old, err->msg, sizeof old);
-  snprintf (err->msg, sizeof err->msg, "%s: %s", prefix, old);
+
+  /* "prefix: old", truncated to fit (no snprintf: it warns about the
+   * truncation we want). */
+  size_t plen = strnlen (prefix, sizeof err->msg - 3);
+  size_t olen = strnlen (old, sizeof err->msg - 3 - plen);
+  memcpy (err->msg, prefix, plen);
+  memcpy (err->msg + plen, ": ", 2);
+  memcpy (err->msg + plen + 2, old, olen);
+  err->msg[plen + 2 + olen] = '\0';
 }

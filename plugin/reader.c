@@ -128,7 +128,7 @@ decode_block (struct reader *r, uint64_t b, const void *in, size_t len,
               unsigned char *out, struct cloop_err *err)
 {
   const struct block_entry *e = &r->map->entries[b];
-  uint32_t dlen = block_map_decoded_length (r->map, b);
+  uint32_t dlen = block_map_stream_length (r->map, b);
   struct decoder *dec;
   int ret;
 

@@ -11,7 +11,7 @@ cat "$out"
 grep -q '^cloop_version=[0-9]' "$out" || fail "no cloop_version"
 grep -q '^thread_model=parallel$' "$out" || fail "thread model is not parallel"
 grep -q '^cloop_codecs=.*zlib' "$out" || fail "zlib missing from cloop_codecs"
-for c in none xz lz4 lzo zstd; do
+for c in none xz lz4 lzo1x zstd; do
     grep -q "^cloop_codecs=.*\\b$c\\b" "$out" || fail "codec $c not built"
 done
 grep -Eq '^cloop_zlib_decoder=(libdeflate|zlib)$' "$out" ||

@@ -3,7 +3,7 @@
 # served from memory (no new misses), and a cache smaller than the
 # image stays within its bound while reads stay exact.
 . "${srcdir:-$(dirname "$0")}/functions.sh"
-requires create_compressed_fs --help
+requires command -v create_compressed_fs
 requires nbdsh --version
 
 make_sample "$tmpdir/in" $((4 * 1024 * 1024))

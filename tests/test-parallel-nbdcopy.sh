@@ -4,7 +4,7 @@
 # so small that blocks are evicted and refilled while other requests
 # want them.
 . "${srcdir:-$(dirname "$0")}/functions.sh"
-requires create_compressed_fs --help
+requires command -v create_compressed_fs
 requires nbdcopy --version
 requires nbdinfo --version
 
@@ -19,7 +19,7 @@ nbdkit_cloop -U - --run 'nbdinfo --can multi-conn "$uri"' \
 for cache in 128M 1M 0; do
     rm -f "$tmpdir/out"
     nbdkit_cloop -U - \
-        --run "nbdcopy --connections=4 --requests=64 --request-size=98304 \
+        --run "nbdcopy --connections=4 --requests=64 --request-size=131072 \
                \"\$uri\" \"$tmpdir/out\"" \
         "$PLUGIN" "$tmpdir/img" memory-cache-size=$cache ||
         fail "nbdcopy with memory-cache-size=$cache failed"
