@@ -44,6 +44,12 @@ struct source {
 /* Open a local file read-only (O_CLOEXEC).  Returns NULL with err set. */
 struct source *source_open_file (const char *path, struct cloop_err *err);
 
+/* A source with no bytes behind it, for serving an image entirely from
+ * a cache when its server cannot be reached: every read fails with EIO
+ * ("NAME is offline").  Returns NULL with err set (ENOMEM). */
+struct source *source_open_offline (const char *name, uint64_t size,
+                                    struct cloop_err *err);
+
 /* Read exactly len bytes at offset.  A read past the end of the source
  * is an error (EIO), never a short read.  0 or -1 with err set. */
 int source_pread (struct source *src, void *buf, size_t len, uint64_t offset,

@@ -19,30 +19,38 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
-#include "cloop.h"
 #include "decode.h"
+#include "http.h"
+#include "image.h"
 #include "reader.h"
-#include "source.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 #define DEFAULT_MEMORY_CACHE_SIZE (128 * 1024 * 1024)
+#define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 
 /* Debug flags: -D cloop.map=1 prints the block map at start-up,
- * -D cloop.blocks=1 every block fill, -D cloop.stats=1 cache counters
- * when a connection closes. */
+ * -D cloop.blocks=1 every block fill, -D cloop.stats=1 cache and HTTP
+ * counters when a connection closes, -D cloop.http=1 every HTTP
+ * request. */
 NBDKIT_DLL_PUBLIC int cloop_debug_map = 0;
 NBDKIT_DLL_PUBLIC int cloop_debug_blocks = 0;
 NBDKIT_DLL_PUBLIC int cloop_debug_stats = 0;
+NBDKIT_DLL_PUBLIC int cloop_debug_http = 0;
 
 /* The plugin's whole state. */
 static struct {
   char *file;                   /* file= (absolute path) */
+  struct http_config http;      /* url= and the HTTP keys */
+  char *cache_dir;              /* cache-dir= (NULL: none) */
+  bool cache_dir_set;
+  int64_t cache_max_size;       /* cache-max-size= */
   int64_t memory_cache_size;    /* memory-cache-size= */
   bool force_zlib;              /* zlib-decoder=zlib */
   struct reader *reader;        /* opened in get_ready */
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
+  .cache_max_size = DEFAULT_CACHE_MAX_SIZE,
 };
 
 static void
@@ -67,19 +75,106 @@ report (const struct cloop_err *err)
 }
 
 static void
+warn_printf (const char *fmt, ...)
+{
+  char buf[1024];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  va_end (ap);
+  nbdkit_error ("warning: %s", buf);
+}
+
+static void
+cloop_load (void)
+{
+  http_config_defaults (&state.http);
+}
+
+static void
 cloop_unload (void)
 {
   reader_free (state.reader);
+  http_global_cleanup ();
   free (state.file);
+  free (state.cache_dir);
+}
+
+/* Parse an unsigned key with a range; -1 after an error naming it. */
+static int
+parse_unsigned (const char *key, const char *value, unsigned lo, unsigned hi,
+                unsigned *out)
+{
+  if (nbdkit_parse_unsigned (key, value, out) == -1)
+    return -1;
+  if (*out < lo || *out > hi) {
+    nbdkit_error ("%s must be between %u and %u", key, lo, hi);
+    return -1;
+  }
+  return 0;
+}
+
+/* The keys of remote images.  1 if key was one, 0 if not, -1 on error.
+ * String values stay valid: nbdkit keeps argv alive. */
+static int
+config_http (const char *key, const char *value)
+{
+  struct http_config *h = &state.http;
+  int r;
+
+  if (strcmp (key, "url") == 0)
+    h->url = value;
+  else if (strcmp (key, "connections") == 0)
+    return parse_unsigned (key, value, 1, 256, &h->connections) ?: 1;
+  else if (strcmp (key, "timeout") == 0)
+    return parse_unsigned (key, value, 1, 3600, &h->timeout) ?: 1;
+  else if (strcmp (key, "retries") == 0)
+    return parse_unsigned (key, value, 0, 100, &h->retries) ?: 1;
+  else if (strcmp (key, "cainfo") == 0)
+    h->cainfo = value;
+  else if (strcmp (key, "capath") == 0)
+    h->capath = value;
+  else if (strcmp (key, "sslverify") == 0) {
+    if ((r = nbdkit_parse_bool (value)) == -1)
+      return -1;
+    h->sslverify = r;
+  }
+  else if (strcmp (key, "proxy") == 0)
+    h->proxy = value;
+  else if (strcmp (key, "user-agent") == 0)
+    h->user_agent = value;
+  else if (strcmp (key, "unix-socket-path") == 0)
+    h->unix_socket_path = value;
+  else
+    return 0;
+  return 1;
 }
 
 static int
 cloop_config (const char *key, const char *value)
 {
+  int r;
+
+  if ((r = config_http (key, value)) != 0)
+    return r == -1 ? -1 : 0;
   if (strcmp (key, "file") == 0) {
     free (state.file);
     state.file = nbdkit_absolute_path (value);
     if (state.file == NULL)
+      return -1;
+  }
+  else if (strcmp (key, "cache-dir") == 0) {
+    free (state.cache_dir);
+    state.cache_dir = NULL;
+    state.cache_dir_set = true;
+    if (strcmp (value, "none") != 0 &&
+        (state.cache_dir = nbdkit_absolute_path (value)) == NULL)
+      return -1;
+  }
+  else if (strcmp (key, "cache-max-size") == 0) {
+    state.cache_max_size = nbdkit_parse_size (value);
+    if (state.cache_max_size == -1)
       return -1;
   }
   else if (strcmp (key, "memory-cache-size") == 0) {
@@ -104,21 +199,62 @@ cloop_config (const char *key, const char *value)
   return 0;
 }
 
+/* The default disk cache: $XDG_CACHE_HOME/nbdkit-cloop, else
+ * $HOME/.cache/nbdkit-cloop; NULL (no cache) if neither is set. */
+static char *
+default_cache_dir (void)
+{
+  const char *xdg = getenv ("XDG_CACHE_HOME");
+  const char *home = getenv ("HOME");
+  char *dir = NULL;
+
+  if (xdg && xdg[0] == '/') {
+    if (asprintf (&dir, "%s/nbdkit-cloop", xdg) == -1)
+      dir = NULL;
+  }
+  else if (home && home[0] == '/') {
+    if (asprintf (&dir, "%s/.cache/nbdkit-cloop", home) == -1)
+      dir = NULL;
+  }
+  return dir;
+}
+
 static int
 cloop_config_complete (void)
 {
-  if (state.file == NULL) {
-    nbdkit_error ("you must supply the file=<IMAGE> parameter "
+  if ((state.file == NULL) == (state.http.url == NULL)) {
+    nbdkit_error ("give exactly one of file=<IMAGE> and url=<URL> "
                   "after the plugin name on the command line");
     return -1;
   }
+  if (state.http.url &&
+      strncmp (state.http.url, "http://", 7) != 0 &&
+      strncmp (state.http.url, "https://", 8) != 0) {
+    nbdkit_error ("url must start with http:// or https://: %s",
+                  state.http.url);
+    return -1;
+  }
+  if (state.http.url && !state.cache_dir_set)
+    state.cache_dir = default_cache_dir ();
   return 0;
 }
 
 #define cloop_config_help \
-  "[file=]<IMAGE>            (required) cloop image of any dialect.\n" \
+  "[file=]<IMAGE>            cloop image of any dialect (or url=).\n" \
+  "url=<URL>                 cloop image at an http:// or https:// URL.\n" \
   "memory-cache-size=<SIZE>  Decoded blocks kept in memory (default 128M).\n" \
-  "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib."
+  "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib.\n" \
+  "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
+  "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
+  "cache-max-size=<SIZE>     Bound of the disk cache (default 4G).\n" \
+  "connections=<N>           Parallel HTTP connections (default 8).\n" \
+  "timeout=<SECS>            Deadline of one read (default 30).\n" \
+  "retries=<N>               Retries of a failed HTTP request (default 4).\n" \
+  "cainfo=<FILE>, capath=<DIR>  CA certificates for https.\n" \
+  "sslverify=false           Do not verify the server's certificate.\n" \
+  "proxy=<URL>               HTTP proxy (default: $http_proxy etc.).\n" \
+  "user-agent=<STRING>       User-Agent header.\n" \
+  "unix-socket-path=<PATH>   Connect to the web server over a Unix socket."
 
 static void
 dump_map (const struct block_map *map)
@@ -133,50 +269,57 @@ dump_map (const struct block_map *map)
                   map->entries[i].length, map->entries[i].offset);
 }
 
-static int
-source_reader_pread (void *opaque, void *buf, size_t len, uint64_t offset,
-                     struct cloop_err *err)
-{
-  return source_pread (opaque, buf, len, offset, err);
-}
-
-/* Open the image: source, block map, reader. */
+/* Open the image (probing the server for a URL) before nbdkit forks,
+ * so that every error reaches the user. */
 static int
 cloop_get_ready (void)
 {
   struct cloop_err err = { 0 };
-  struct source *src;
-  struct block_map *map;
-  struct byte_reader br;
-  struct reader_config cfg = {
-    .memory_cache_size = state.memory_cache_size,
-    .force_zlib = state.force_zlib,
-    .debug = debug_printf,
-    .debug_blocks = cloop_debug_blocks,
+  const struct block_map *map;
+  struct image_config cfg = {
+    .file = state.file,
+    .http = state.http.url ? &state.http : NULL,
+    .cache_dir = state.cache_dir,
+    .cache_max_size = state.cache_max_size,
+    .warn = warn_printf,
+    .reader = {
+      .memory_cache_size = state.memory_cache_size,
+      .force_zlib = state.force_zlib,
+      .debug = debug_printf,
+      .debug_blocks = cloop_debug_blocks,
+    },
   };
 
-  src = source_open_file (state.file, &err);
-  if (src == NULL)
-    return report (&err);
-  br = (struct byte_reader) {
-    .opaque = src, .size = source_size (src), .pread = source_reader_pread,
-  };
-  map = cloop_open (&br, &err);
-  if (map == NULL) {
-    cloop_err_prefix (&err, "%s", state.file);
-    source_close (src);
-    return report (&err);
+  if (state.http.url) {
+    if (http_global_init () == -1) {
+      nbdkit_error ("libcurl could not be initialised");
+      return -1;
+    }
+    state.http.verbose = cloop_debug_http;
+    state.http.debug = debug_printf;
   }
+  state.reader = image_open (&cfg, &err);
+  if (state.reader == NULL)
+    return report (&err);
+  map = reader_map (state.reader);
   if (cloop_debug_map)
     dump_map (map);
-  state.reader = reader_new (src, map, &cfg, &err);
-  if (state.reader == NULL) {
-    block_map_free (map);
-    source_close (src);
+  nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s",
+                state.file ? state.file : state.http.url, map->dialect,
+                map->num_blocks, map->block_size,
+                state.cache_dir ? ", disk cache " : "",
+                state.cache_dir ? state.cache_dir : "");
+  return 0;
+}
+
+/* Threads may only start after nbdkit has forked. */
+static int
+cloop_after_fork (void)
+{
+  struct cloop_err err = { 0 };
+
+  if (image_start (state.reader, &err) == -1)
     return report (&err);
-  }
-  nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes",
-                state.file, map->dialect, map->num_blocks, map->block_size);
   return 0;
 }
 
@@ -220,6 +363,13 @@ cloop_close_connection (void *handle)
                 " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks",
                 st.hits, st.misses, st.waits, st.evictions, st.fill_failures,
                 st.bytes_cached, st.entries);
+  if (strcmp (reader_source (state.reader)->ops->name, "http") == 0) {
+    struct http_stats hs;
+    source_http_get_stats (reader_source (state.reader), &hs);
+    nbdkit_debug ("http: %" PRIu64 " requests, %" PRIu64 " bytes fetched, %"
+                  PRIu64 " retries, %" PRIu64 " failed ranges",
+                  hs.requests, hs.bytes_fetched, hs.retries, hs.failures);
+  }
 }
 
 static int64_t
@@ -309,12 +459,14 @@ static struct nbdkit_plugin plugin = {
   .version           = PACKAGE_VERSION,
   .longname          = "nbdkit cloop plugin",
   .description       = "Serve the decoded contents of cloop images",
+  .load              = cloop_load,
   .unload            = cloop_unload,
   .config            = cloop_config,
   .config_complete   = cloop_config_complete,
   .config_help       = cloop_config_help,
   .magic_config_key  = "file",
   .get_ready         = cloop_get_ready,
+  .after_fork        = cloop_after_fork,
   .dump_plugin       = cloop_dump_plugin,
   .open              = cloop_open_connection,
   .close             = cloop_close_connection,

@@ -65,6 +65,7 @@ reader_free (struct reader *r)
   free (r->pool);
   pthread_mutex_destroy (&r->pool_lock);
   block_cache_free (r->cache);
+  disk_cache_close (r->cfg.disk_cache);
   source_close (r->src);
   block_map_free (r->map);
   free (r);
@@ -149,10 +150,81 @@ decode_block (struct reader *r, uint64_t b, const void *in, size_t len,
   return 0;
 }
 
-/* Fill the claimed slots: read all their compressed bytes in one batch,
- * then decode and publish each.  Every claimed slot is published (ok or
- * failed) before returning.  Returns 0, or -1 with err set from the
- * first failure. */
+/* The disk cache key of block b. */
+static void
+block_key (struct reader *r, uint64_t b, char key[DISK_CACHE_KEY_MAX])
+{
+  const struct block_entry *e = &r->map->entries[b];
+
+  disk_cache_key_range (key, DISK_CACHE_KEY_MAX, r->cfg.object_id,
+                        e->offset, e->length);
+}
+
+/* Try to fill slot s from the disk cache, using cbuf (the block's
+ * compressed length) as scratch.  Returns true if the slot's data is
+ * now valid.  A cached copy that fails to decode is left for the
+ * refetch to overwrite. */
+static bool
+fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
+{
+  const struct block_entry *e = &r->map->entries[s->block];
+  char key[DISK_CACHE_KEY_MAX];
+  struct cloop_err err;
+
+  block_key (r, s->block, key);
+  if (disk_cache_get (r->cfg.disk_cache, key, cbuf, e->length, &err) != 1)
+    return false;
+  if (decode_block (r, s->block, cbuf, e->length, s->ref.data, &err) == 0)
+    return true;
+  if (r->cfg.debug)
+    r->cfg.debug ("%s (cached copy; fetching it again)", err.msg);
+  return false;
+}
+
+/* Decode a block just fetched into cbuf.  If it does not decode, fetch
+ * it once more (a fault in transit that the transport did not catch)
+ * before giving up.  A block that decoded is written to the disk cache.
+ * Returns 0, or -1 with err set. */
+static int
+finish_fetched (struct reader *r, struct slot *s, unsigned char *cbuf,
+                struct cloop_err *err)
+{
+  const struct block_entry *e = &r->map->entries[s->block];
+  char key[DISK_CACHE_KEY_MAX];
+  struct cloop_err ignored;
+
+  if (decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1) {
+    if (r->cfg.debug)
+      r->cfg.debug ("%s; fetching it again", err->msg);
+    if (source_pread (r->src, cbuf, e->length, e->offset, err) == -1) {
+      cloop_err_prefix (err, "block %" PRIu64, s->block);
+      return -1;
+    }
+    if (decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1)
+      return -1;
+  }
+  if (r->cfg.disk_cache) {
+    block_key (r, s->block, key);
+    disk_cache_put (r->cfg.disk_cache, key, cbuf, e->length, &ignored);
+  }
+  return 0;
+}
+
+/* Publish slot s as filled (ok) or failed. */
+static void
+publish_slot (struct reader *r, struct slot *s, bool ok)
+{
+  if (r->cfg.debug && r->cfg.debug_blocks)
+    r->cfg.debug ("block %" PRIu64 ": %s", s->block, ok ? "filled" : "failed");
+  block_cache_publish (r->cache, &s->ref, ok);
+  s->pinned = ok;
+  s->status = ok ? BLOCK_HIT : BLOCK_FAILED;
+}
+
+/* Fill the claimed slots: first from the disk cache, then read all the
+ * remaining compressed bytes in one batch, decode and publish each.
+ * Every claimed slot is published (ok or failed) before returning.
+ * Returns 0, or -1 with err set from the first failure. */
 static int
 fill_claimed (struct reader *r, struct slot *slots, size_t n,
               struct cloop_err *err)
@@ -173,19 +245,21 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   if (ranges == NULL || which == NULL || cbuf == NULL) {
     ret = cloop_err_set (err, ENOMEM, "out of memory reading %zu blocks", n);
     for (size_t i = 0; i < n; i++)
-      if (slots[i].status == BLOCK_CLAIMED) {
-        block_cache_publish (r->cache, &slots[i].ref, 0);
-        slots[i].pinned = false;
-      }
+      if (slots[i].status == BLOCK_CLAIMED)
+        publish_slot (r, &slots[i], false);
     goto out;
   }
 
-  /* One range per claimed block, in block order (a source may merge
-   * contiguous ones into one request). */
+  /* One range per claimed block not on disk, in block order (a source
+   * may merge contiguous ones into one request). */
   for (size_t i = 0, pos = 0; i < n; i++) {
     if (slots[i].status != BLOCK_CLAIMED)
       continue;
     const struct block_entry *e = &r->map->entries[slots[i].block];
+    if (r->cfg.disk_cache && fill_from_disk (r, &slots[i], cbuf + pos)) {
+      publish_slot (r, &slots[i], true);
+      continue;
+    }
     ranges[nr] = (struct source_range) {
       .offset = e->offset, .length = e->length, .buf = cbuf + pos,
     };
@@ -193,28 +267,25 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     pos += e->length;
   }
   if (nr > 0 && source_pread_many (r->src, ranges, nr, err) == -1) {
-    cloop_err_prefix (err, "%s", r->src->name);
+    size_t k = 0;
+    while (k < nr - 1 && ranges[k].status == 0)
+      k++;
+    cloop_err_prefix (err, "block %" PRIu64, slots[which[k]].block);
     ret = -1;
   }
 
   for (size_t k = 0; k < nr; k++) {
     struct slot *s = &slots[which[k]];
     struct cloop_err e;
-    int ok = ranges[k].status == 0;
+    bool ok = ranges[k].status == 0;
 
-    if (ok && decode_block (r, s->block, ranges[k].buf, ranges[k].length,
-                            s->ref.data, &e) == -1) {
-      ok = 0;
+    if (ok && finish_fetched (r, s, ranges[k].buf, &e) == -1) {
+      ok = false;
       if (ret == 0 && err)
         *err = e;
       ret = -1;
     }
-    if (r->cfg.debug && r->cfg.debug_blocks)
-      r->cfg.debug ("block %" PRIu64 ": %s", s->block,
-                    ok ? "filled" : "failed");
-    block_cache_publish (r->cache, &s->ref, ok);
-    s->pinned = ok;
-    s->status = ok ? BLOCK_HIT : BLOCK_FAILED;
+    publish_slot (r, s, ok);
   }
 
  out:

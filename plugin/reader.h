@@ -16,6 +16,7 @@
 
 #include "blockcache.h"
 #include "blockmap.h"
+#include "diskcache.h"
 #include "error.h"
 #include "source.h"
 
@@ -24,18 +25,24 @@ struct reader;
 struct reader_config {
   uint64_t memory_cache_size;   /* bytes of decoded blocks kept */
   bool force_zlib;              /* zlib inflate instead of libdeflate */
+  /* Optional persistent cache of compressed blocks (the reader owns
+   * it).  Blocks are keyed by object_id and their byte range, and are
+   * written only after they decoded correctly. */
+  struct disk_cache *disk_cache;
+  char object_id[65];
   /* Optional debug output (may be NULL). */
   void (*debug) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
   bool debug_blocks;            /* log every block fill */
 };
 
-/* Create a reader.  On success it owns src and map (reader_free frees
- * them); on failure (NULL, err set) the caller still owns them. */
+/* Create a reader.  On success it owns src, map and cfg->disk_cache
+ * (reader_free frees them); on failure (NULL, err set) the caller
+ * still owns them. */
 struct reader *reader_new (struct source *src, struct block_map *map,
                            const struct reader_config *cfg,
                            struct cloop_err *err);
 
-/* Free the reader, its source, map, cache and decoders (NULL allowed). */
+/* Free the reader, its source, map, caches and decoders (NULL allowed). */
 void reader_free (struct reader *r);
 
 /* The block map (read-only). */

@@ -1,0 +1,201 @@
+/* nbdkit-cloop: open an exported image from its configuration
+ * (see image.h). */
+#include <config.h>
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloop.h"
+#include "diskcache.h"
+#include "image.h"
+
+/* The identity of a remote object as kept in the disk cache (a meta
+ * blob named by the URL), so that the image can be served with the
+ * server down. */
+struct identity {
+  uint64_t size;
+  char etag[256];
+  char last_modified[128];
+};
+
+#define IDENTITY_MAGIC "nbdkit-cloop identity 1\n"
+
+static void
+identity_format (const struct identity *id, char *buf, size_t len)
+{
+  snprintf (buf, len, IDENTITY_MAGIC "size=%" PRIu64 "\netag=%s\n"
+            "last-modified=%s\n", id->size, id->etag, id->last_modified);
+}
+
+/* Parse what identity_format wrote.  0, or -1 if it is not one. */
+static int
+identity_parse (const char *text, struct identity *id)
+{
+  const char *p;
+
+  memset (id, 0, sizeof *id);
+  if (strncmp (text, IDENTITY_MAGIC, strlen (IDENTITY_MAGIC)) != 0 ||
+      sscanf (text + strlen (IDENTITY_MAGIC), "size=%" SCNu64, &id->size) != 1)
+    return -1;
+  if ((p = strstr (text, "\netag=")) != NULL)
+    sscanf (p + 6, "%255[^\n]", id->etag);
+  if ((p = strstr (text, "\nlast-modified=")) != NULL)
+    sscanf (p + 15, "%127[^\n]", id->last_modified);
+  return 0;
+}
+
+/* Reads the image's header and index through the disk cache, so that
+ * they too are there for an offline start. */
+struct meta_reader {
+  struct source *src;
+  struct disk_cache *dc;        /* may be NULL */
+  const char *object_id;
+};
+
+static int
+meta_pread (void *opaque, void *buf, size_t len, uint64_t offset,
+            struct cloop_err *err)
+{
+  struct meta_reader *m = opaque;
+  char key[DISK_CACHE_KEY_MAX];
+  struct cloop_err ignored;
+
+  if (m->dc == NULL)
+    return source_pread (m->src, buf, len, offset, err);
+  disk_cache_key_range (key, sizeof key, m->object_id, offset, len);
+  if (disk_cache_get (m->dc, key, buf, len, &ignored) == 1)
+    return 0;
+  if (source_pread (m->src, buf, len, offset, err) == -1)
+    return -1;
+  disk_cache_put (m->dc, key, buf, len, &ignored);
+  return 0;
+}
+
+/* Open the remote source, or an offline one from the cached identity
+ * if the server cannot be reached.  Sets object_id. */
+static struct source *
+open_remote (const struct image_config *cfg, struct disk_cache *dc,
+             char object_id[65], struct cloop_err *err)
+{
+  const char *url = cfg->http->url;
+  struct identity id;
+  struct source *src;
+  char text[512];
+  size_t len;
+  struct cloop_err ignored;
+
+  src = source_open_http (cfg->http, err);
+  if (src != NULL) {
+    const struct http_identity *hid = source_http_identity (src);
+    memset (&id, 0, sizeof id);
+    id.size = hid->size;
+    snprintf (id.etag, sizeof id.etag, "%s", hid->etag ? hid->etag : "");
+    snprintf (id.last_modified, sizeof id.last_modified, "%s",
+              hid->last_modified ? hid->last_modified : "");
+    if (dc) {
+      identity_format (&id, text, sizeof text);
+      disk_cache_put_meta (dc, url, text, strlen (text), &ignored);
+    }
+  }
+  else {
+    if (dc == NULL ||
+        disk_cache_get_meta (dc, url, text, sizeof text - 1, &len,
+                             &ignored) != 1)
+      return NULL;              /* err is the network failure */
+    text[len] = '\0';
+    if (identity_parse (text, &id) == -1)
+      return NULL;
+    if (cfg->warn)
+      cfg->warn ("%s; serving the cached copy of %s (%" PRIu64
+                 " bytes, ETag %s) without the server",
+                 err->msg, url, id.size, id.etag[0] ? id.etag : "none");
+    src = source_open_offline (url, id.size, err);
+    if (src == NULL)
+      return NULL;
+  }
+  disk_cache_object_id (object_id, url, id.etag, id.last_modified, id.size);
+  return src;
+}
+
+/* disk_cache hooks: forward to the image's warn and debug callbacks. */
+static void
+cache_hook (void *opaque, const char *fmt, ...)
+{
+  void (*print) (const char *fmt, ...) = opaque;
+  char buf[1024];
+  va_list ap;
+
+  if (print == NULL)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  va_end (ap);
+  print ("disk cache: %s", buf);
+}
+
+struct reader *
+image_open (const struct image_config *cfg, struct cloop_err *err)
+{
+  struct reader_config rcfg = cfg->reader;
+  struct disk_cache *dc = NULL;
+  struct source *src;
+  struct block_map *map;
+  struct reader *r;
+  const char *name = cfg->file ? cfg->file : cfg->http->url;
+
+  if (cfg->http && cfg->cache_dir) {
+    struct disk_cache_hooks hooks = {
+      .warn = cache_hook, .opaque = (void *) cfg->warn,
+    };
+    dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks, err);
+    if (dc == NULL) {
+      cloop_err_prefix (err, "cache-dir %s", cfg->cache_dir);
+      return NULL;
+    }
+  }
+
+  if (cfg->file)
+    src = source_open_file (cfg->file, err);
+  else
+    src = open_remote (cfg, dc, rcfg.object_id, err);
+  if (src == NULL) {
+    disk_cache_close (dc);
+    return NULL;
+  }
+
+  struct meta_reader m = { .src = src, .dc = dc, .object_id = rcfg.object_id };
+  struct byte_reader br = {
+    .opaque = &m, .size = source_size (src), .pread = meta_pread,
+  };
+  map = cloop_open (&br, err);
+  if (map == NULL) {
+    cloop_err_prefix (err, "%s", name);
+    goto fail;
+  }
+
+  rcfg.disk_cache = dc;
+  r = reader_new (src, map, &rcfg, err);
+  if (r == NULL) {
+    block_map_free (map);
+    goto fail;
+  }
+  return r;
+
+ fail:
+  source_close (src);
+  disk_cache_close (dc);
+  return NULL;
+}
+
+int
+image_start (struct reader *r, struct cloop_err *err)
+{
+  struct source *src = reader_source (r);
+
+  if (strcmp (src->ops->name, "http") == 0)
+    return source_http_start (src, err);
+  return 0;
+}

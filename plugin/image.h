@@ -1,0 +1,38 @@
+/* nbdkit-cloop: open an exported image from its configuration.
+ *
+ * Chooses the source (local file, or HTTP(S) URL), attaches the
+ * persistent disk cache to remote images, pins the remote object's
+ * identity in that cache, falls back to serving from the cache alone
+ * when the server cannot be reached, parses the image's format and
+ * returns a ready reader.  Knows nothing of nbdkit.
+ */
+#ifndef CLOOP_IMAGE_H
+#define CLOOP_IMAGE_H
+
+#include <stdint.h>
+
+#include "error.h"
+#include "http.h"
+#include "reader.h"
+
+struct image_config {
+  const char *file;             /* local image, or NULL */
+  const struct http_config *http; /* remote image (http->url), or NULL */
+  const char *cache_dir;        /* disk cache for remote images, or NULL */
+  uint64_t cache_max_size;      /* bound of the disk cache (0 = none) */
+  struct reader_config reader;  /* disk_cache and object_id are set here */
+  /* Where warnings go (offline mode, cache faults); may be NULL. */
+  void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+};
+
+/* Open the image described by cfg (exactly one of file and http).
+ * Returns a reader, or NULL with err set: the message names the image
+ * and the fault. */
+struct reader *image_open (const struct image_config *cfg,
+                           struct cloop_err *err);
+
+/* Start background work that may not run before nbdkit forks (the
+ * HTTP worker thread).  0, or -1 with err set. */
+int image_start (struct reader *r, struct cloop_err *err);
+
+#endif /* CLOOP_IMAGE_H */
