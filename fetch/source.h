@@ -56,7 +56,8 @@ int source_pread (struct source *src, void *buf, size_t len, uint64_t offset,
                   struct cloop_err *err);
 
 /* Read n ranges, concurrently where the source can.  Each range's
- * status is set.  Returns 0 if all succeeded, else -1 with err set
+ * status is set (a range past the end gets EIO; the others are still
+ * read).  Returns 0 if all succeeded, else -1 with err set
  * from the first failure (other ranges may still have succeeded). */
 int source_pread_many (struct source *src, struct source_range *ranges,
                        size_t n, struct cloop_err *err);
