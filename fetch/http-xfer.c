@@ -539,9 +539,11 @@ http_xfer_finish (struct http_xfer *x, CURLcode rc)
               x->first, x->first + x->length - 1, x->attempts,
               http_fault_name (x->fault), x->why);
 
-  /* 404-like replies get one retry (a mirror may be mid-sync); a
-   * configuration error (TLS trust, protocol) gets none. */
-  if (((is_hard_status (x) || x->hard) && ++x->hard_faults >= 2) ||
+  /* 404-like replies and a changed object get one retry (a mirror or
+   * a load-balanced server may be mid-sync); a configuration error
+   * (TLS trust, protocol) gets none. */
+  if (((is_hard_status (x) || x->hard || x->fault == HTTP_FAULT_CHANGED) &&
+       ++x->hard_faults >= 2) ||
       x->permanent)
     allowed = x->attempts;
   x->result = EIO;

@@ -611,24 +611,24 @@ http_close (struct source *src)
   free (hs);
 }
 
-/* Pin what the probe reply said and build the If-Range header: a
- * strong ETag, else Last-Modified (a weak ETag cannot be used). */
+/* Pin the object's identity and build the If-Range header: a strong
+ * ETag, else Last-Modified (a weak ETag cannot be used).  etag and
+ * last_modified may be NULL or empty. */
 static int
-pin_identity (struct http_source *hs, const struct http_xfer *probe,
-              struct cloop_err *err)
+pin_identity (struct http_source *hs, uint64_t size, const char *etag,
+              const char *last_modified, struct cloop_err *err)
 {
   const char *validator = NULL;
   char line[320];
 
-  hs->src.size = probe->range_total;
-  hs->head_len = probe->length;
+  hs->src.size = size;
   hs->id.url = hs->cfg.url;
-  hs->id.size = probe->range_total;
-  if (probe->etag[0] && (hs->id.etag = strdup (probe->etag)) == NULL)
+  hs->id.size = size;
+  if (etag && etag[0] && (hs->id.etag = strdup (etag)) == NULL)
     return cloop_err_set (err, ENOMEM, "http: strdup: %m");
   hs->id.etag_weak = hs->id.etag && strncmp (hs->id.etag, "W/", 2) == 0;
-  if (probe->last_modified[0] &&
-      (hs->id.last_modified = strdup (probe->last_modified)) == NULL)
+  if (last_modified && last_modified[0] &&
+      (hs->id.last_modified = strdup (last_modified)) == NULL)
     return cloop_err_set (err, ENOMEM, "http: strdup: %m");
   if (hs->id.etag && !hs->id.etag_weak)
     validator = hs->id.etag;
@@ -669,11 +669,13 @@ probe (struct http_source *hs, struct cloop_err *err)
     return cloop_err_set (err, x.result, "http: %s: %s (%u attempt%s)",
                           hs->cfg.url, x.why, x.attempts,
                           x.attempts == 1 ? "" : "s");
-  return pin_identity (hs, &x, err);
+  hs->head_len = x.length;
+  return pin_identity (hs, x.range_total, x.etag, x.last_modified, err);
 }
 
-struct source *
-source_open_http (const struct http_config *cfg, struct cloop_err *err)
+/* Allocate a source for cfg, not yet pinned to any object. */
+static struct http_source *
+new_source (const struct http_config *cfg, struct cloop_err *err)
 {
   struct http_source *hs = calloc (1, sizeof *hs);
 
@@ -695,13 +697,41 @@ source_open_http (const struct http_config *cfg, struct cloop_err *err)
                    hs->cfg.url);
     goto fail;
   }
-  if (probe (hs, err) == -1)
-    goto fail;
-  return &hs->src;
+  return hs;
 
  fail:
   http_close (&hs->src);
   return NULL;
+}
+
+struct source *
+source_open_http (const struct http_config *cfg, struct cloop_err *err)
+{
+  struct http_source *hs = new_source (cfg, err);
+
+  if (hs == NULL)
+    return NULL;
+  if (probe (hs, err) == -1) {
+    http_close (&hs->src);
+    return NULL;
+  }
+  return &hs->src;
+}
+
+struct source *
+source_open_http_pinned (const struct http_config *cfg,
+                         const struct http_identity *id,
+                         struct cloop_err *err)
+{
+  struct http_source *hs = new_source (cfg, err);
+
+  if (hs == NULL)
+    return NULL;
+  if (pin_identity (hs, id->size, id->etag, id->last_modified, err) == -1) {
+    http_close (&hs->src);
+    return NULL;
+  }
+  return &hs->src;
 }
 
 int

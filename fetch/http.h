@@ -98,6 +98,15 @@ void http_global_cleanup (void);
 struct source *source_open_http (const struct http_config *cfg,
                                  struct cloop_err *err);
 
+/* Like source_open_http, but pinned to an identity known from an
+ * earlier run (id->url is ignored; cfg->url is used): no request is
+ * made now.  Every later request still carries If-Range, so if the
+ * object has changed since, reads fail with EIO (fault "changed")
+ * rather than mix versions.  NULL with err set on ENOMEM/EINVAL. */
+struct source *source_open_http_pinned (const struct http_config *cfg,
+                                        const struct http_identity *id,
+                                        struct cloop_err *err);
+
 /* Start the worker thread (from the plugin's .after_fork).  From then
  * on reads are queued to it.  0, or -1 with err set. */
 int source_http_start (struct source *src, struct cloop_err *err);

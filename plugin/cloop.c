@@ -28,6 +28,7 @@
 
 #define DEFAULT_MEMORY_CACHE_SIZE (128 * 1024 * 1024)
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
+#define DEFAULT_REVALIDATE 600
 
 /* Debug flags: -D cloop.map=1 prints the block map at start-up,
  * -D cloop.blocks=1 every block fill, -D cloop.stats=1 cache and HTTP
@@ -45,12 +46,14 @@ static struct {
   char *cache_dir;              /* cache-dir= (NULL: none) */
   bool cache_dir_set;
   int64_t cache_max_size;       /* cache-max-size= */
+  unsigned revalidate;          /* revalidate= (seconds) */
   int64_t memory_cache_size;    /* memory-cache-size= */
   bool force_zlib;              /* zlib-decoder=zlib */
   struct reader *reader;        /* opened in get_ready */
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
   .cache_max_size = DEFAULT_CACHE_MAX_SIZE,
+  .revalidate = DEFAULT_REVALIDATE,
 };
 
 static void
@@ -172,6 +175,11 @@ cloop_config (const char *key, const char *value)
         (state.cache_dir = nbdkit_absolute_path (value)) == NULL)
       return -1;
   }
+  else if (strcmp (key, "revalidate") == 0) {
+    if (parse_unsigned (key, value, 0, 10 * 365 * 86400,
+                        &state.revalidate) == -1)
+      return -1;
+  }
   else if (strcmp (key, "cache-max-size") == 0) {
     state.cache_max_size = nbdkit_parse_size (value);
     if (state.cache_max_size == -1)
@@ -247,6 +255,8 @@ cloop_config_complete (void)
   "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
   "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
   "cache-max-size=<SIZE>     Bound of the disk cache (default 4G).\n" \
+  "revalidate=<SECS>         Trust a cached image identity this long\n" \
+  "                          without asking the server (default 600).\n" \
   "connections=<N>           Parallel HTTP connections (default 8).\n" \
   "timeout=<SECS>            Deadline of one read (default 30).\n" \
   "retries=<N>               Retries of a failed HTTP request (default 4).\n" \
@@ -281,6 +291,7 @@ cloop_get_ready (void)
     .http = state.http.url ? &state.http : NULL,
     .cache_dir = state.cache_dir,
     .cache_max_size = state.cache_max_size,
+    .revalidate = state.revalidate,
     .warn = warn_printf,
     .reader = {
       .memory_cache_size = state.memory_cache_size,
@@ -411,8 +422,10 @@ cloop_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
 {
   struct cloop_err err = { 0 };
 
-  if (reader_pread (state.reader, buf, count, offset, &err) == -1)
+  if (reader_pread (state.reader, buf, count, offset, &err) == -1) {
+    image_read_failed (state.reader);
     return report (&err);
+  }
   return 0;
 }
 

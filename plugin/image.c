@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cloop.h"
 #include "diskcache.h"
@@ -19,6 +20,7 @@ struct identity {
   uint64_t size;
   char etag[256];
   char last_modified[128];
+  int64_t checked;              /* when the server last confirmed it */
 };
 
 #define IDENTITY_MAGIC "nbdkit-cloop identity 1\n"
@@ -26,8 +28,9 @@ struct identity {
 static void
 identity_format (const struct identity *id, char *buf, size_t len)
 {
-  snprintf (buf, len, IDENTITY_MAGIC "size=%" PRIu64 "\netag=%s\n"
-            "last-modified=%s\n", id->size, id->etag, id->last_modified);
+  snprintf (buf, len, IDENTITY_MAGIC "size=%" PRIu64 "\nchecked=%" PRId64
+            "\netag=%s\nlast-modified=%s\n",
+            id->size, id->checked, id->etag, id->last_modified);
 }
 
 /* Parse what identity_format wrote.  0, or -1 if it is not one. */
@@ -40,6 +43,8 @@ identity_parse (const char *text, struct identity *id)
   if (strncmp (text, IDENTITY_MAGIC, strlen (IDENTITY_MAGIC)) != 0 ||
       sscanf (text + strlen (IDENTITY_MAGIC), "size=%" SCNu64, &id->size) != 1)
     return -1;
+  if ((p = strstr (text, "\nchecked=")) != NULL)
+    sscanf (p + 9, "%" SCNd64, &id->checked);
   if ((p = strstr (text, "\netag=")) != NULL)
     sscanf (p + 6, "%255[^\n]", id->etag);
   if ((p = strstr (text, "\nlast-modified=")) != NULL)
@@ -74,24 +79,53 @@ meta_pread (void *opaque, void *buf, size_t len, uint64_t offset,
   return 0;
 }
 
-/* Open the remote source, or an offline one from the cached identity
- * if the server cannot be reached.  Sets object_id. */
+/* The identity cached for url, if any.  0 or -1. */
+static int
+cached_identity (struct disk_cache *dc, const char *url, struct identity *id)
+{
+  char text[512];
+  size_t len;
+  struct cloop_err ignored;
+
+  if (dc == NULL ||
+      disk_cache_get_meta (dc, url, text, sizeof text - 1, &len,
+                           &ignored) != 1)
+    return -1;
+  text[len] = '\0';
+  return identity_parse (text, id);
+}
+
+/* Open the remote source:
+ * - pinned to the cached identity without asking the server, if the
+ *   server confirmed it less than cfg->revalidate seconds ago;
+ * - else by probing the server, recording what it says;
+ * - else, if the server cannot be reached, an offline source that
+ *   serves only what the cache holds.
+ * Sets object_id (the cache namespace of this version of the object). */
 static struct source *
 open_remote (const struct image_config *cfg, struct disk_cache *dc,
              char object_id[65], struct cloop_err *err)
 {
   const char *url = cfg->http->url;
   struct identity id;
+  bool have_cached = cached_identity (dc, url, &id) == 0;
+  int64_t now = time (NULL);
   struct source *src;
   char text[512];
-  size_t len;
   struct cloop_err ignored;
 
-  src = source_open_http (cfg->http, err);
-  if (src != NULL) {
+  if (have_cached && now >= id.checked && now - id.checked < cfg->revalidate) {
+    struct http_identity hid = {
+      .url = url, .size = id.size, .etag = id.etag,
+      .last_modified = id.last_modified,
+    };
+    src = source_open_http_pinned (cfg->http, &hid, err);
+  }
+  else if ((src = source_open_http (cfg->http, err)) != NULL) {
     const struct http_identity *hid = source_http_identity (src);
     memset (&id, 0, sizeof id);
     id.size = hid->size;
+    id.checked = now;
     snprintf (id.etag, sizeof id.etag, "%s", hid->etag ? hid->etag : "");
     snprintf (id.last_modified, sizeof id.last_modified, "%s",
               hid->last_modified ? hid->last_modified : "");
@@ -100,22 +134,15 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
       disk_cache_put_meta (dc, url, text, strlen (text), &ignored);
     }
   }
-  else {
-    if (dc == NULL ||
-        disk_cache_get_meta (dc, url, text, sizeof text - 1, &len,
-                             &ignored) != 1)
-      return NULL;              /* err is the network failure */
-    text[len] = '\0';
-    if (identity_parse (text, &id) == -1)
-      return NULL;
+  else if (have_cached) {
     if (cfg->warn)
       cfg->warn ("%s; serving the cached copy of %s (%" PRIu64
                  " bytes, ETag %s) without the server",
                  err->msg, url, id.size, id.etag[0] ? id.etag : "none");
     src = source_open_offline (url, id.size, err);
-    if (src == NULL)
-      return NULL;
   }
+  if (src == NULL)
+    return NULL;
   disk_cache_object_id (object_id, url, id.etag, id.last_modified, id.size);
   return src;
 }
@@ -188,6 +215,22 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   source_close (src);
   disk_cache_close (dc);
   return NULL;
+}
+
+void
+image_read_failed (struct reader *r)
+{
+  struct source *src = reader_source (r);
+  struct disk_cache *dc = reader_disk_cache (r);
+  struct http_stats st;
+  struct cloop_err ignored;
+  static const char invalid[] = "changed on the server\n";
+
+  if (dc == NULL || strcmp (src->ops->name, "http") != 0)
+    return;
+  source_http_get_stats (src, &st);
+  if (st.faults[HTTP_FAULT_CHANGED] > 0)
+    disk_cache_put_meta (dc, src->name, invalid, strlen (invalid), &ignored);
 }
 
 int

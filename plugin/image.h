@@ -20,6 +20,7 @@ struct image_config {
   const struct http_config *http; /* remote image (http->url), or NULL */
   const char *cache_dir;        /* disk cache for remote images, or NULL */
   uint64_t cache_max_size;      /* bound of the disk cache (0 = none) */
+  int64_t revalidate;           /* trust a cached identity this long (s) */
   struct reader_config reader;  /* disk_cache and object_id are set here */
   /* Where warnings go (offline mode, cache faults); may be NULL. */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
@@ -30,6 +31,11 @@ struct image_config {
  * and the fault. */
 struct reader *image_open (const struct image_config *cfg,
                            struct cloop_err *err);
+
+/* Call after a read failed: if the remote object was found changed on
+ * the server, forget its cached identity, so that the next start asks
+ * the server again instead of trusting the cache. */
+void image_read_failed (struct reader *r);
 
 /* Start background work that may not run before nbdkit forks (the
  * HTTP worker thread).  0, or -1 with err set. */

@@ -83,6 +83,12 @@ reader_source (const struct reader *r)
   return r->src;
 }
 
+struct disk_cache *
+reader_disk_cache (const struct reader *r)
+{
+  return r->cfg.disk_cache;
+}
+
 void
 reader_get_cache_stats (struct reader *r, struct block_cache_stats *st)
 {

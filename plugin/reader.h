@@ -51,6 +51,9 @@ const struct block_map *reader_map (const struct reader *r);
 /* The source (for its name and statistics). */
 struct source *reader_source (const struct reader *r);
 
+/* The disk cache, or NULL. */
+struct disk_cache *reader_disk_cache (const struct reader *r);
+
 /* Read count bytes at offset of the decoded image into buf.  The range
  * must lie inside the image.  Returns 0, or -1 with err set (EIO, with
  * the block number and reason) if any block in the range could not be
