@@ -28,6 +28,7 @@ struct http_source {
   struct source src;            /* must be first */
   struct http_config cfg;       /* string fields point at owned copies */
   struct http_identity id;
+  char *base_url;               /* URL up to its last '/', for objects */
   struct curl_slist *headers;   /* If-Range for every ranged GET */
   unsigned char *head;          /* first head_len bytes of the object */
   size_t head_len;
@@ -67,6 +68,9 @@ struct http_xfer {
   size_t length;                /* bytes asked for (> 0) */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC */
   bool probe;                   /* the open-time probe: total unknown */
+  const char *url;              /* another URL than the source's, or NULL */
+  bool whole;                   /* a whole immutable object: plain GET */
+  bool exact;                   /* (whole) must be exactly length bytes */
 
   unsigned attempts;            /* attempts started */
   unsigned hard_faults;         /* 4xx replies seen (retried once) */

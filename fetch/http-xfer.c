@@ -235,10 +235,30 @@ check_range (struct http_xfer *x)
 
 /* Check the status line and headers of the final reply.  0 if body
  * bytes may be stored, else -1 with the fault recorded. */
+/* A whole immutable object (content-addressed, verified by the
+ * caller): a plain 200 whose length is what was asked for. */
+static int
+check_head_whole (struct http_xfer *x)
+{
+  if (x->status != 200)
+    return xfer_fault (x, HTTP_FAULT_STATUS, "HTTP status %ld", x->status),
+      -1;
+  if (x->content_length >= 0 &&
+      (x->exact ? (uint64_t) x->content_length != x->length
+                : (uint64_t) x->content_length > x->length))
+    return xfer_fault (x, HTTP_FAULT_LENGTH, "Content-Length %" PRId64
+                       ", expected %s%zu", x->content_length,
+                       x->exact ? "" : "at most ", x->length), -1;
+  return 0;
+}
+
 static int
 check_head (struct http_xfer *x)
 {
   const struct http_identity *id = &x->hs->id;
+
+  if (x->whole)
+    return check_head_whole (x);
 
   if (x->status == 200 && !x->probe && id->etag && x->etag[0] &&
       strcmp (x->etag, id->etag) != 0)
@@ -411,9 +431,12 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   rc = setup_common (hs, easy);
 #define SET(opt, val) \
   do { if (rc == CURLE_OK) rc = curl_easy_setopt (easy, opt, val); } while (0)
-  SET (CURLOPT_RANGE, range);
+  if (x->url)
+    SET (CURLOPT_URL, x->url);
+  if (!x->whole)
+    SET (CURLOPT_RANGE, range);
   SET (CURLOPT_TIMEOUT_MS, (long) left_ms);
-  if (!x->probe && hs->headers)
+  if (!x->probe && !x->whole && hs->headers)
     SET (CURLOPT_HTTPHEADER, hs->headers);
   SET (CURLOPT_HEADERDATA, x);
   SET (CURLOPT_WRITEDATA, x);
@@ -480,7 +503,8 @@ judge_attempt (struct http_xfer *x, CURLcode rc)
   }
   if (!x->checked && check_head (x) == -1)      /* reply without a body */
     return;
-  if (x->received != x->length)
+  if (x->whole && !x->exact ? x->received > x->length
+                            : x->received != x->length)
     xfer_fault (x, HTTP_FAULT_LENGTH, "body of %zu bytes, %zu asked for",
                 x->received, x->length);
 }
@@ -529,7 +553,7 @@ http_xfer_finish (struct http_xfer *x, CURLcode rc)
   if (x->faulted)
     hs->stats.faults[x->fault]++;
   else
-    hs->stats.bytes_fetched += x->length;
+    hs->stats.bytes_fetched += x->received;
   pthread_mutex_unlock (&hs->lock);
   if (!x->faulted) {
     x->result = 0;

@@ -567,6 +567,71 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
   return ret;
 }
 
+/* Fetch whole objects beside the URL (block files of a store): plain
+ * GETs, no If-Range (they are immutable and verified by the caller). */
+static int
+http_get_objects (struct source *src, struct source_object *objs, size_t n,
+                  struct cloop_err *err)
+{
+  struct http_source *hs = (struct http_source *) src;
+  struct http_xfer *xs = calloc (n, sizeof *xs);
+  struct source_range *rs = calloc (n, sizeof *rs);
+  struct source_range **parts = calloc (n, sizeof *parts);
+  char **urls = calloc (n, sizeof *urls);
+  uint64_t deadline = http_now_ns () + (uint64_t) hs->cfg.timeout * 1000000000;
+  int ret = 0;
+
+  if (xs == NULL || rs == NULL || parts == NULL || urls == NULL) {
+    ret = cloop_err_set (err, ENOMEM, "http: calloc: %m");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (objs[i].path[0] == '/' ||
+        asprintf (&urls[i], "%s%s", hs->base_url, objs[i].path) == -1) {
+      urls[i] = NULL;
+      ret = cloop_err_set (err, EINVAL, "http: bad object path %s",
+                           objs[i].path);
+      goto out;
+    }
+    rs[i] = (struct source_range) { .length = objs[i].length,
+                                    .buf = objs[i].buf };
+    parts[i] = &rs[i];
+    xs[i] = (struct http_xfer) {
+      .hs = hs, .parts = &parts[i], .n_parts = 1, .first = 0,
+      .length = objs[i].length, .deadline_ns = deadline,
+      .url = urls[i], .whole = true, .exact = objs[i].exact,
+    };
+  }
+  if (__atomic_load_n (&hs->started, __ATOMIC_ACQUIRE))
+    run_async (hs, xs, n);
+  else
+    run_sync (hs, xs, n);
+  size_t failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    objs[i].status = xs[i].result;
+    objs[i].received = xs[i].received;
+    failed += xs[i].result != 0;
+    if (xs[i].result != 0 && ret == 0)
+      ret = cloop_err_set (err, xs[i].result, "http: %s: %s (%u attempt%s)",
+                           urls[i], xs[i].why, xs[i].attempts,
+                           xs[i].attempts == 1 ? "" : "s");
+  }
+  pthread_mutex_lock (&hs->lock);
+  hs->stats.ranges += n;
+  hs->stats.failures += failed;
+  pthread_mutex_unlock (&hs->lock);
+
+ out:
+  if (urls)
+    for (size_t i = 0; i < n; i++)
+      free (urls[i]);
+  free (urls);
+  free (parts);
+  free (rs);
+  free (xs);
+  return ret;
+}
+
 static int
 http_pread (struct source *src, void *buf, size_t len, uint64_t offset,
             struct cloop_err *err)
@@ -606,6 +671,7 @@ http_close (struct source *src)
   free ((char *) hs->id.etag);
   free ((char *) hs->id.last_modified);
   free (hs->head);
+  free (hs->base_url);
   free (hs->src.name);
   free_config (&hs->cfg);
   free (hs);
@@ -673,6 +739,24 @@ probe (struct http_source *hs, struct cloop_err *err)
   return pin_identity (hs, x.range_total, x.etag, x.last_modified, err);
 }
 
+/* The URL up to and including its last '/' (before any query or
+ * fragment): where objects named relative to it live.  NULL on ENOMEM. */
+static char *
+base_url (const char *url)
+{
+  size_t end = strcspn (url, "?#");
+  const char *scheme_end = strstr (url, "://");
+  size_t min = scheme_end ? (size_t) (scheme_end - url) + 3 : 0;
+
+  while (end > min && url[end - 1] != '/')
+    end--;
+  if (end <= min) {             /* "http://host" with no path */
+    char *s;
+    return asprintf (&s, "%s/", url) == -1 ? NULL : s;
+  }
+  return strndup (url, end);
+}
+
 /* Allocate a source for cfg, not yet pinned to any object. */
 static struct http_source *
 new_source (const struct http_config *cfg, struct cloop_err *err)
@@ -691,8 +775,9 @@ new_source (const struct http_config *cfg, struct cloop_err *err)
   if (copy_config (&hs->cfg, cfg, err) == -1)
     goto fail;
   hs->src.name = strdup (hs->cfg.url);
+  hs->base_url = base_url (hs->cfg.url);
   hs->sync_easy = curl_easy_init ();
-  if (hs->src.name == NULL || hs->sync_easy == NULL) {
+  if (hs->src.name == NULL || hs->base_url == NULL || hs->sync_easy == NULL) {
     cloop_err_set (err, ENOMEM, "http: out of memory opening %s",
                    hs->cfg.url);
     goto fail;
@@ -781,5 +866,6 @@ static const struct source_ops http_ops = {
   .name = "http",
   .pread = http_pread,
   .pread_many = http_pread_many,
+  .get_objects = http_get_objects,
   .close = http_close,
 };

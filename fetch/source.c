@@ -31,6 +31,25 @@ source_pread_many (struct source *src, struct source_range *ranges, size_t n,
   return src->ops->pread_many (src, ranges, n, err);
 }
 
+int
+source_get_objects (struct source *src, struct source_object *objs,
+                    size_t n, struct cloop_err *err)
+{
+  for (size_t i = 0; i < n; i++) {
+    objs[i].status = 0;
+    objs[i].received = 0;
+  }
+  if (n == 0)
+    return 0;
+  if (src->ops->get_objects == NULL) {
+    for (size_t i = 0; i < n; i++)
+      objs[i].status = ENOTSUP;
+    return cloop_err_set (err, ENOTSUP, "%s: a %s source cannot fetch "
+                          "objects", src->name, src->ops->name);
+  }
+  return src->ops->get_objects (src, objs, n, err);
+}
+
 void
 source_close (struct source *src)
 {

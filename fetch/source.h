@@ -10,6 +10,7 @@
 #ifndef CLOOP_SOURCE_H
 #define CLOOP_SOURCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,18 @@ struct source_range {
   int status;                   /* out: 0 or an errno value */
 };
 
+/* One whole object of a batched object fetch (block stores): a file
+ * named relative to the source's location (the directory of a local
+ * file, or the URL up to its last '/'). */
+struct source_object {
+  const char *path;             /* relative, e.g. "blocks/ab/ab12..." */
+  size_t length;                /* exact size, or the maximum if !exact */
+  bool exact;                   /* the object must be exactly length */
+  void *buf;                    /* length bytes */
+  size_t received;              /* out: bytes stored in buf */
+  int status;                   /* out: 0 or an errno value */
+};
+
 /* Operations a source implements (see the functions below). */
 struct source_ops {
   const char *name;             /* "file", "http" */
@@ -32,6 +45,8 @@ struct source_ops {
                 struct cloop_err *err);
   int (*pread_many) (struct source *src, struct source_range *ranges,
                      size_t n, struct cloop_err *err);
+  int (*get_objects) (struct source *src, struct source_object *objs,
+                      size_t n, struct cloop_err *err);   /* or NULL */
   void (*close) (struct source *src);
 };
 
@@ -61,6 +76,15 @@ int source_pread (struct source *src, void *buf, size_t len, uint64_t offset,
  * from the first failure (other ranges may still have succeeded). */
 int source_pread_many (struct source *src, struct source_range *ranges,
                        size_t n, struct cloop_err *err);
+
+/* Fetch n whole objects beside the source, concurrently where the
+ * source can.  An object of another size than asked (or, if !exact,
+ * larger than length) is an error (EIO), as is a missing one (ENOENT
+ * for a local file, EIO after retries for HTTP).  Each object's status
+ * and received are set.  0 if all succeeded, else -1 with err set from
+ * the first failure.  ENOTSUP if the source has no such notion. */
+int source_get_objects (struct source *src, struct source_object *objs,
+                        size_t n, struct cloop_err *err);
 
 /* Close and free (NULL allowed). */
 void source_close (struct source *src);
