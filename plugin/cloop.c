@@ -23,6 +23,8 @@
 #include "http.h"
 #include "image.h"
 #include "reader.h"
+#include "signature.h"
+#include "store.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -49,6 +51,12 @@ static struct {
   unsigned revalidate;          /* revalidate= (seconds) */
   int64_t memory_cache_size;    /* memory-cache-size= */
   bool force_zlib;              /* zlib-decoder=zlib */
+  struct trust_key **keys;      /* pubkey= (repeatable) */
+  size_t nkeys;
+  bool have_pinned;             /* index-sha256= or url=...#sha256= */
+  unsigned char pinned[32];
+  bool insecure;                /* insecure=true */
+  char *url;                    /* url= without its #sha256= fragment */
   struct reader *reader;        /* opened in get_ready */
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
@@ -100,6 +108,10 @@ cloop_unload (void)
 {
   reader_free (state.reader);
   http_global_cleanup ();
+  for (size_t i = 0; i < state.nkeys; i++)
+    trust_key_free (state.keys[i]);
+  free (state.keys);
+  free (state.url);
   free (state.file);
   free (state.cache_dir);
 }
@@ -118,6 +130,56 @@ parse_unsigned (const char *key, const char *value, unsigned lo, unsigned hi,
   return 0;
 }
 
+/* Pin the SHA-256 of a store index from 64 hex digits. */
+static int
+set_pinned (const char *what, const char *hex)
+{
+  if (store_unhex (state.pinned, hex) == -1) {
+    nbdkit_error ("%s must be 64 hexadecimal digits: %s", what, hex);
+    return -1;
+  }
+  state.have_pinned = true;
+  return 0;
+}
+
+/* The keys of block-store trust.  1 if key was one, 0 if not, -1 on
+ * error. */
+static int
+config_trust (const char *key, const char *value)
+{
+  struct cloop_err err = { 0 };
+  int r;
+
+  if (strcmp (key, "pubkey") == 0) {
+    struct trust_key **keys, *k;
+    char *path = nbdkit_absolute_path (value);
+    if (path == NULL)
+      return -1;
+    k = trust_key_load_public (path, &err);
+    free (path);
+    if (k == NULL)
+      return report (&err);
+    keys = realloc (state.keys, (state.nkeys + 1) * sizeof *keys);
+    if (keys == NULL) {
+      trust_key_free (k);
+      nbdkit_error ("realloc: %m");
+      return -1;
+    }
+    state.keys = keys;
+    state.keys[state.nkeys++] = k;
+  }
+  else if (strcmp (key, "index-sha256") == 0)
+    return set_pinned (key, value) ?: 1;
+  else if (strcmp (key, "insecure") == 0) {
+    if ((r = nbdkit_parse_bool (value)) == -1)
+      return -1;
+    state.insecure = r;
+  }
+  else
+    return 0;
+  return 1;
+}
+
 /* The keys of remote images.  1 if key was one, 0 if not, -1 on error.
  * String values stay valid: nbdkit keeps argv alive. */
 static int
@@ -126,8 +188,21 @@ config_http (const char *key, const char *value)
   struct http_config *h = &state.http;
   int r;
 
-  if (strcmp (key, "url") == 0)
-    h->url = value;
+  if (strcmp (key, "url") == 0) {
+    /* A "#sha256=HEX" fragment pins the index (self-certifying URL);
+     * it is never sent to the server. */
+    const char *frag = strstr (value, "#sha256=");
+    free (state.url);
+    state.url = strndup (value, frag ? (size_t) (frag - value)
+                                     : strlen (value));
+    if (state.url == NULL) {
+      nbdkit_error ("strndup: %m");
+      return -1;
+    }
+    if (frag && set_pinned ("url fragment #sha256", frag + 8) == -1)
+      return -1;
+    h->url = state.url;
+  }
   else if (strcmp (key, "connections") == 0)
     return parse_unsigned (key, value, 1, 256, &h->connections) ?: 1;
   else if (strcmp (key, "timeout") == 0)
@@ -159,7 +234,8 @@ cloop_config (const char *key, const char *value)
 {
   int r;
 
-  if ((r = config_http (key, value)) != 0)
+  if ((r = config_http (key, value)) != 0 ||
+      (r = config_trust (key, value)) != 0)
     return r == -1 ? -1 : 0;
   if (strcmp (key, "file") == 0) {
     free (state.file);
@@ -230,6 +306,8 @@ default_cache_dir (void)
 static int
 cloop_config_complete (void)
 {
+  if (state.insecure)
+    nbdkit_debug ("insecure=true: block-store indexes are not verified");
   if ((state.file == NULL) == (state.http.url == NULL)) {
     nbdkit_error ("give exactly one of file=<IMAGE> and url=<URL> "
                   "after the plugin name on the command line");
@@ -264,7 +342,10 @@ cloop_config_complete (void)
   "sslverify=false           Do not verify the server's certificate.\n" \
   "proxy=<URL>               HTTP proxy (default: $http_proxy etc.).\n" \
   "user-agent=<STRING>       User-Agent header.\n" \
-  "unix-socket-path=<PATH>   Connect to the web server over a Unix socket."
+  "unix-socket-path=<PATH>   Connect to the web server over a Unix socket.\n" \
+  "pubkey=<FILE>             Trusted Ed25519 key of block stores (repeatable).\n" \
+  "index-sha256=<HEX>        Trust the store index with this SHA-256.\n" \
+  "insecure=true             Serve a store index without checking trust."
 
 static void
 dump_map (const struct block_map *map)
@@ -293,6 +374,10 @@ cloop_get_ready (void)
     .cache_max_size = state.cache_max_size,
     .revalidate = state.revalidate,
     .warn = warn_printf,
+    .keys = state.keys,
+    .nkeys = state.nkeys,
+    .have_pinned = state.have_pinned,
+    .insecure = state.insecure,
     .reader = {
       .memory_cache_size = state.memory_cache_size,
       .force_zlib = state.force_zlib,
@@ -301,6 +386,7 @@ cloop_get_ready (void)
     },
   };
 
+  memcpy (cfg.pinned, state.pinned, sizeof cfg.pinned);
   if (state.http.url) {
     if (http_global_init () == -1) {
       nbdkit_error ("libcurl could not be initialised");

@@ -12,6 +12,8 @@
 #include "cloop.h"
 #include "diskcache.h"
 #include "image.h"
+#include "store.h"
+#include "trust.h"
 
 /* The identity of a remote object as kept in the disk cache (a meta
  * blob named by the URL), so that the image can be served with the
@@ -163,27 +165,133 @@ cache_hook (void *opaque, const char *fmt, ...)
   print ("disk cache: %s", buf);
 }
 
+/* The last path component of a file name or URL (before ? or #). */
+static void
+base_name (const char *name, char *out, size_t n)
+{
+  size_t end = strcspn (name, "?#"), start = end;
+
+  while (start > 0 && name[start - 1] != '/')
+    start--;
+  snprintf (out, n, "%.*s", (int) (end - start), name + start);
+}
+
+/* Read the signature file beside the index into *text (malloc'd), or
+ * set *text = NULL if there is none.  Remote signatures are kept in the
+ * disk cache for offline starts. */
+static void
+read_signature (struct source *src, struct disk_cache *dc, const char *name,
+                char **text, size_t *len)
+{
+  char path[300], meta[600];
+  struct source_object o = { .path = path, .length = SIGNATURE_FILE_MAX };
+  struct cloop_err ignored;
+
+  base_name (name, path, sizeof path - 4);
+  strcat (path, ".sig");
+  snprintf (meta, sizeof meta, "signature:%s", name);
+  *text = malloc (SIGNATURE_FILE_MAX + 1);
+  *len = 0;
+  if (*text == NULL)
+    return;
+  o.buf = *text;
+  if (source_get_objects (src, &o, 1, &ignored) == 0) {
+    *len = o.received;
+    if (dc)
+      disk_cache_put_meta (dc, meta, *text, *len, &ignored);
+  }
+  else if (dc == NULL ||
+           disk_cache_get_meta (dc, meta, *text, SIGNATURE_FILE_MAX, len,
+                                &ignored) != 1) {
+    free (*text);
+    *text = NULL;
+    return;
+  }
+  (*text)[*len] = '\0';
+}
+
+/* A block store: read the whole index, decide whether to trust it,
+ * and turn it into a block map.  NULL with err set. */
+static struct block_map *
+open_store (const struct image_config *cfg, struct source *src,
+            struct disk_cache *dc, const struct byte_reader *br,
+            const char *name, struct cloop_err *err)
+{
+  uint64_t size = source_size (src);
+  unsigned char *buf = NULL;
+  char *sig = NULL;
+  size_t sig_len = 0;
+  struct store_index *idx = NULL;
+  struct block_map *map = NULL;
+  struct trust_config tc = {
+    .keys = cfg->keys, .nkeys = cfg->nkeys,
+    .pinned = cfg->have_pinned ? cfg->pinned : NULL,
+    .insecure = cfg->insecure, .state = dc, .warn = cfg->warn,
+  };
+
+  if (size > STORE_INDEX_MAX) {
+    cloop_err_set (err, EINVAL, "store index of %" PRIu64 " bytes is "
+                   "larger than the limit of %u", size, STORE_INDEX_MAX);
+    return NULL;
+  }
+  buf = malloc (size ? size : 1);
+  if (buf == NULL) {
+    cloop_err_set (err, ENOMEM, "out of memory reading the store index");
+    return NULL;
+  }
+  if (br->pread (br->opaque, buf, size, 0, err) == -1)
+    goto out;
+  idx = store_index_parse (buf, size, err);
+  if (idx == NULL)
+    goto out;
+  if (!cfg->insecure && !cfg->have_pinned)
+    read_signature (src, dc, name, &sig, &sig_len);
+  if (trust_check_index (&tc, idx, buf, size, sig, sig_len, time (NULL),
+                         err) == -1)
+    goto out;
+  map = store_index_to_map (idx, err);
+
+ out:
+  store_index_free (idx);
+  free (sig);
+  free (buf);
+  return map;
+}
+
+/* Open the disk cache: for remote images (blocks, identity), and for
+ * any image when cache-dir was given (rollback state of stores). */
+static int
+open_disk_cache (const struct image_config *cfg, struct disk_cache **dc,
+                 struct cloop_err *err)
+{
+  struct disk_cache_hooks hooks = {
+    .warn = cache_hook, .opaque = (void *) cfg->warn,
+  };
+
+  *dc = NULL;
+  if (cfg->cache_dir == NULL)
+    return 0;
+  *dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks, err);
+  if (*dc == NULL) {
+    cloop_err_prefix (err, "cache-dir %s", cfg->cache_dir);
+    return -1;
+  }
+  return 0;
+}
+
 struct reader *
 image_open (const struct image_config *cfg, struct cloop_err *err)
 {
   struct reader_config rcfg = cfg->reader;
-  struct disk_cache *dc = NULL;
+  struct disk_cache *dc;
   struct source *src;
   struct block_map *map;
   struct reader *r;
   const char *name = cfg->file ? cfg->file : cfg->http->url;
+  unsigned char head[STORE_MAGIC_LEN];
 
-  if (cfg->http && cfg->cache_dir) {
-    struct disk_cache_hooks hooks = {
-      .warn = cache_hook, .opaque = (void *) cfg->warn,
-    };
-    dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks, err);
-    if (dc == NULL) {
-      cloop_err_prefix (err, "cache-dir %s", cfg->cache_dir);
-      return NULL;
-    }
-  }
-
+  if (open_disk_cache (cfg, &dc, err) == -1)
+    return NULL;
   if (cfg->file)
     src = source_open_file (cfg->file, err);
   else
@@ -193,16 +301,30 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     return NULL;
   }
 
-  struct meta_reader m = { .src = src, .dc = dc, .object_id = rcfg.object_id };
+  /* Header and index reads of a remote image go through the disk
+   * cache (object_id namespace), so they are there for offline starts. */
+  struct meta_reader m = {
+    .src = src, .dc = cfg->file ? NULL : dc, .object_id = rcfg.object_id,
+  };
   struct byte_reader br = {
     .opaque = &m, .size = source_size (src), .pread = meta_pread,
   };
-  map = cloop_open (&br, err);
-  if (map == NULL) {
-    cloop_err_prefix (err, "%s", name);
-    goto fail;
-  }
+  if (source_size (src) >= STORE_MAGIC_LEN &&
+      meta_pread (&m, head, sizeof head, 0, err) == -1)
+    goto fail_prefix;
+  if (source_size (src) >= STORE_MAGIC_LEN &&
+      store_probe_head (head, sizeof head))
+    map = open_store (cfg, src, dc, &br, name, err);
+  else
+    map = cloop_open (&br, err);
+  if (map == NULL)
+    goto fail_prefix;
 
+  /* Blocks of local images are not copied into the disk cache. */
+  if (cfg->file) {
+    disk_cache_close (dc);
+    dc = NULL;
+  }
   rcfg.disk_cache = dc;
   r = reader_new (src, map, &rcfg, err);
   if (r == NULL) {
@@ -211,6 +333,8 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   }
   return r;
 
+ fail_prefix:
+  cloop_err_prefix (err, "%s", name);
  fail:
   source_close (src);
   disk_cache_close (dc);

@@ -9,24 +9,34 @@
 #ifndef CLOOP_IMAGE_H
 #define CLOOP_IMAGE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "error.h"
 #include "http.h"
 #include "reader.h"
+#include "signature.h"
 
 struct image_config {
   const char *file;             /* local image, or NULL */
   const struct http_config *http; /* remote image (http->url), or NULL */
-  const char *cache_dir;        /* disk cache for remote images, or NULL */
+  const char *cache_dir;        /* disk cache (remote blocks and identity,
+                                   store revisions), or NULL */
   uint64_t cache_max_size;      /* bound of the disk cache (0 = none) */
   int64_t revalidate;           /* trust a cached identity this long (s) */
   struct reader_config reader;  /* disk_cache and object_id are set here */
+  /* Trust in block-store indexes (trust.h). */
+  struct trust_key *const *keys;
+  size_t nkeys;
+  bool have_pinned;
+  unsigned char pinned[32];     /* SHA-256 the index must have */
+  bool insecure;
   /* Where warnings go (offline mode, cache faults); may be NULL. */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 
-/* Open the image described by cfg (exactly one of file and http).
+/* Open the image described by cfg (exactly one of file and http): a
+ * cloop file of any dialect or a block-store index (autodetected).
  * Returns a reader, or NULL with err set: the message names the image
  * and the fault. */
 struct reader *image_open (const struct image_config *cfg,

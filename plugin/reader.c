@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "decode.h"
 #include "reader.h"
+#include "store.h"
 
 /* Requests up to this many blocks keep their bookkeeping on the stack. */
 #define STACK_BLOCKS 16
@@ -162,8 +165,92 @@ block_key (struct reader *r, uint64_t b, char key[DISK_CACHE_KEY_MAX])
 {
   const struct block_entry *e = &r->map->entries[b];
 
-  disk_cache_key_range (key, DISK_CACHE_KEY_MAX, r->cfg.object_id,
-                        e->offset, e->length);
+  if (r->map->hashes)
+    disk_cache_key_hash (key, DISK_CACHE_KEY_MAX,
+                         r->map->hashes + b * r->map->hash_len);
+  else
+    disk_cache_key_range (key, DISK_CACHE_KEY_MAX, r->cfg.object_id,
+                          e->offset, e->length);
+}
+
+/* For maps with block hashes (stores): is cbuf the block's content? */
+static int
+check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
+            struct cloop_err *err)
+{
+  const unsigned char *want;
+  unsigned char got[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+
+  if (r->map->hashes == NULL)
+    return 0;
+  want = r->map->hashes + b * r->map->hash_len;
+  EVP_Digest (cbuf, r->map->entries[b].length, got, &n, EVP_sha256 (), NULL);
+  if (n == r->map->hash_len && memcmp (got, want, n) == 0)
+    return 0;
+  char hex[65];
+  store_hex (hex, want);
+  return cloop_err_set (err, EIO, "block %" PRIu64 ": content does not match "
+                        "its SHA-256 %s", b, hex);
+}
+
+/* Fetch the compressed bytes of the blocks in slots[which[0..n)] into
+ * bufs[k]: byte ranges of the container, or for a store each block's
+ * own file.  status[k] gets 0 or an errno value.  Returns 0, or -1 with
+ * err set from the first failure. */
+static int
+fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
+              size_t n, unsigned char **bufs, int *status,
+              struct cloop_err *err)
+{
+  struct source_range *ranges = NULL;
+  struct source_object *objs = NULL;
+  char (*paths)[STORE_BLOCK_PATH_MAX] = NULL;
+  int ret;
+
+  if (r->map->hashes) {
+    objs = calloc (n, sizeof *objs);
+    paths = calloc (n, sizeof *paths);
+  }
+  else
+    ranges = calloc (n, sizeof *ranges);
+  if (r->map->hashes ? objs == NULL || paths == NULL : ranges == NULL) {
+    free (objs);
+    free (paths);
+    for (size_t k = 0; k < n; k++)
+      status[k] = ENOMEM;
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  }
+  for (size_t k = 0; k < n; k++) {
+    uint64_t b = slots[which[k]].block;
+    const struct block_entry *e = &r->map->entries[b];
+    if (objs) {
+      store_block_path (paths[k], r->map->hashes + b * r->map->hash_len);
+      objs[k] = (struct source_object) {
+        .path = paths[k], .length = e->length, .exact = true, .buf = bufs[k],
+      };
+    }
+    else
+      ranges[k] = (struct source_range) {
+        .offset = e->offset, .length = e->length, .buf = bufs[k],
+      };
+  }
+  if (objs)
+    ret = source_get_objects (r->src, objs, n, err);
+  else
+    ret = source_pread_many (r->src, ranges, n, err);
+  for (size_t k = 0; k < n; k++)
+    status[k] = objs ? objs[k].status : ranges[k].status;
+  if (ret == -1) {
+    size_t k = 0;
+    while (k < n - 1 && status[k] == 0)
+      k++;
+    cloop_err_prefix (err, "block %" PRIu64, slots[which[k]].block);
+  }
+  free (objs);
+  free (paths);
+  free (ranges);
+  return ret;
 }
 
 /* Try to fill slot s from the disk cache, using cbuf (the block's
@@ -187,26 +274,27 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
   return false;
 }
 
-/* Decode a block just fetched into cbuf.  If it does not decode, fetch
- * it once more (a fault in transit that the transport did not catch)
- * before giving up.  A block that decoded is written to the disk cache.
- * Returns 0, or -1 with err set. */
+/* Check (for stores) and decode a block just fetched into cbuf.  If it
+ * fails, fetch it once more (a fault in transit that the transport did
+ * not catch) before giving up.  A block that decoded is written to the
+ * disk cache.  Returns 0, or -1 with err set. */
 static int
-finish_fetched (struct reader *r, struct slot *s, unsigned char *cbuf,
-                struct cloop_err *err)
+finish_fetched (struct reader *r, struct slot *slots, size_t i,
+                unsigned char *cbuf, struct cloop_err *err)
 {
+  struct slot *s = &slots[i];
   const struct block_entry *e = &r->map->entries[s->block];
   char key[DISK_CACHE_KEY_MAX];
   struct cloop_err ignored;
+  int status;
 
-  if (decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1) {
+  if (check_hash (r, s->block, cbuf, err) == -1 ||
+      decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1) {
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
-    if (source_pread (r->src, cbuf, e->length, e->offset, err) == -1) {
-      cloop_err_prefix (err, "block %" PRIu64, s->block);
-      return -1;
-    }
-    if (decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1)
+    if (fetch_blocks (r, slots, &i, 1, &cbuf, &status, err) == -1 ||
+        check_hash (r, s->block, cbuf, err) == -1 ||
+        decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1)
       return -1;
   }
   if (r->cfg.disk_cache) {
@@ -235,20 +323,16 @@ static int
 fill_claimed (struct reader *r, struct slot *slots, size_t n,
               struct cloop_err *err)
 {
-  struct source_range stack_ranges[STACK_BLOCKS], *ranges = stack_ranges;
-  size_t *which = NULL, nr = 0, total = 0;
-  unsigned char *cbuf = NULL;
+  size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
+  unsigned char **bufs = malloc (n * sizeof *bufs), *cbuf = NULL;
+  int *status = malloc (n * sizeof *status);
   int ret = 0;
 
   for (size_t i = 0; i < n; i++)
     if (slots[i].status == BLOCK_CLAIMED)
       total += r->map->entries[slots[i].block].length;
-
-  if (n > STACK_BLOCKS)
-    ranges = malloc (n * sizeof *ranges);
-  which = malloc (n * sizeof *which);
   cbuf = malloc (total ? total : 1);
-  if (ranges == NULL || which == NULL || cbuf == NULL) {
+  if (which == NULL || bufs == NULL || status == NULL || cbuf == NULL) {
     ret = cloop_err_set (err, ENOMEM, "out of memory reading %zu blocks", n);
     for (size_t i = 0; i < n; i++)
       if (slots[i].status == BLOCK_CLAIMED)
@@ -256,36 +340,28 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     goto out;
   }
 
-  /* One range per claimed block not on disk, in block order (a source
-   * may merge contiguous ones into one request). */
+  /* Blocks not on disk are fetched together, in block order (a source
+   * may merge contiguous ranges into one request). */
   for (size_t i = 0, pos = 0; i < n; i++) {
     if (slots[i].status != BLOCK_CLAIMED)
       continue;
-    const struct block_entry *e = &r->map->entries[slots[i].block];
     if (r->cfg.disk_cache && fill_from_disk (r, &slots[i], cbuf + pos)) {
       publish_slot (r, &slots[i], true);
       continue;
     }
-    ranges[nr] = (struct source_range) {
-      .offset = e->offset, .length = e->length, .buf = cbuf + pos,
-    };
-    which[nr++] = i;
-    pos += e->length;
+    which[nf] = i;
+    bufs[nf++] = cbuf + pos;
+    pos += r->map->entries[slots[i].block].length;
   }
-  if (nr > 0 && source_pread_many (r->src, ranges, nr, err) == -1) {
-    size_t k = 0;
-    while (k < nr - 1 && ranges[k].status == 0)
-      k++;
-    cloop_err_prefix (err, "block %" PRIu64, slots[which[k]].block);
+  if (nf > 0 && fetch_blocks (r, slots, which, nf, bufs, status, err) == -1)
     ret = -1;
-  }
 
-  for (size_t k = 0; k < nr; k++) {
+  for (size_t k = 0; k < nf; k++) {
     struct slot *s = &slots[which[k]];
     struct cloop_err e;
-    bool ok = ranges[k].status == 0;
+    bool ok = status[k] == 0;
 
-    if (ok && finish_fetched (r, s, ranges[k].buf, &e) == -1) {
+    if (ok && finish_fetched (r, slots, which[k], bufs[k], &e) == -1) {
       ok = false;
       if (ret == 0 && err)
         *err = e;
@@ -295,9 +371,9 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   }
 
  out:
-  if (ranges != stack_ranges)
-    free (ranges);
   free (which);
+  free (bufs);
+  free (status);
   free (cbuf);
   return ret;
 }
