@@ -1,0 +1,395 @@
+# nbdkit-cloop: web servers for the HTTP tests and benchmarks.
+# Source it after functions.sh (POSIX sh; needs $tmpdir, cleanup_fn,
+# requires and fail from there):
+#   . "$srcdir/functions.sh"
+#   . "$srcdir/web-servers.sh"
+#
+# Every server binds 127.0.0.1 on a free port, is waited for until it
+# answers, and is stopped by the test's exit cleanup (pass or fail).
+# The servers are not children of the test shell, so a bare `wait` for
+# the test's own background jobs does not block on them.
+#
+#   start_nginx ROOT           NGINX_PORT NGINX_URL NGINX_PID NGINX_LOG
+#                              NGINX_ERROR_LOG
+#   nginx_request_count        requests in NGINX_LOG so far
+#   start_lighttpd ROOT        LIGHTTPD_PORT LIGHTTPD_URL LIGHTTPD_PID
+#                              LIGHTTPD_LOG LIGHTTPD_ERROR_LOG
+#   lighttpd_request_count     requests in LIGHTTPD_LOG so far
+#   start_faultserver ROOT     FAULT_PORT FAULT_URL FAULT_PID
+#                              FAULT_FAULTS FAULT_LOG FAULT_STDERR
+#   set_fault JSON...          replace the faults file (one line per arg)
+#   add_fault JSON...          append lines to the faults file
+#   clear_faults               remove the faults file (no faults)
+#   fault_request_count [PATH] requests logged by the fault server
+#   fault_fired_count [KIND]   of those, how many had a fault injected
+#   start_delayproxy TARGET_PORT DELAY_MS [--rate B/S] [--handshake]
+#                              PROXY_PORT PROXY_URL PROXY_PID
+#
+# Access log line formats:
+#   nginx:    STATUS "REQUEST" BODY_BYTES_SENT "RANGE" CONN CONN_REQS SECS
+#   lighttpd: STATUS "REQUEST" BODY_BYTES_SENT "RANGE"
+#   faultserver: JSON {"t","method","path","range","status","bytes",
+#                "fault","conn"[,"error"]}
+
+# (tmpdir comes from functions.sh; the *_URL/*_PORT variables are for
+# the sourcing test.)
+# shellcheck disable=SC2034,SC2154
+_ws_python=/usr/bin/python3
+: "${FAULTSERVER:=$srcdir/faultserver.py}"
+: "${DELAYPROXY:=$srcdir/delayproxy.py}"
+# Path used by the readiness probes; excluded from the request counts.
+_ws_probe=/.web-servers-ready-probe
+
+# _ws_free_port: print a TCP port on 127.0.0.1 that was free just now.
+_ws_free_port ()
+{
+    "$_ws_python" -c '
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# _ws_spawn OUTFILE CMD...: run CMD in the background with stdout and
+# stderr appended to OUTFILE, detached from this shell's job list (its
+# parent exits at once), so that a bare `wait` in a test does not wait
+# for the servers.  Sets _ws_pid and registers its stop at exit.
+_ws_spawn ()
+{
+    _ws_out=$1
+    shift
+    _ws_pid=$( ("$@" </dev/null >>"$_ws_out" 2>&1 & echo $!) )
+    cleanup_fn "_ws_stop $_ws_pid $(_ws_starttime "$_ws_pid")"
+}
+
+# _ws_starttime PID: the process's start time (clock ticks since boot),
+# which tells a recycled PID apart.
+_ws_starttime ()
+{
+    sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
+}
+
+# _ws_stop PID [STARTTIME]: TERM, wait up to 5 s, then KILL; nothing if
+# PID has meanwhile been reused by another process.
+_ws_stop ()
+{
+    if [ -n "${2:-}" ] && [ "$(_ws_starttime "$1")" != "$2" ]; then
+        return 0
+    fi
+    kill -TERM "$1" 2>/dev/null || return 0
+    _ws_i=0
+    while [ "$_ws_i" -lt 50 ] && _ws_alive "$1"; do
+        sleep 0.1
+        _ws_i=$((_ws_i + 1))
+    done
+    if _ws_alive "$1"; then
+        kill -KILL "$1" 2>/dev/null
+    fi
+    return 0
+}
+
+# _ws_alive PID: the process exists and is not a zombie.
+_ws_alive ()
+{
+    kill -0 "$1" 2>/dev/null || return 1
+    _ws_state=$(sed -n 's/^.*) \(.\).*$/\1/p' "/proc/$1/stat" 2>/dev/null)
+    case $_ws_state in Z|X) return 1 ;; esac
+    return 0
+}
+
+# _ws_wait_http URL PID: wait (<= 10 s) until URL gives any HTTP answer;
+# fails early if PID dies.
+_ws_wait_http ()
+{
+    "$_ws_python" - "$1" "$2" <<'PY'
+import os, sys, time, urllib.request, urllib.error
+url, pid = sys.argv[1], int(sys.argv[2])
+def alive():
+    try:
+        os.kill(pid, 0)
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    if not alive():
+        sys.exit(1)
+    try:
+        urllib.request.urlopen(url, timeout=2).read()
+        sys.exit(0)
+    except urllib.error.HTTPError:
+        sys.exit(0)             # any HTTP status: it is serving
+    except OSError:
+        time.sleep(0.05)
+sys.exit(1)
+PY
+}
+
+# _ws_wait_file FILE PID: wait (<= 10 s) until FILE is non-empty.
+_ws_wait_file ()
+{
+    _ws_i=0
+    while [ ! -s "$1" ]; do
+        _ws_alive "$2" || return 1
+        [ "$_ws_i" -lt 200 ] || return 1
+        sleep 0.05
+        _ws_i=$((_ws_i + 1))
+    done
+    return 0
+}
+
+# _ws_count FILE: lines in FILE that are not readiness probes.
+_ws_count ()
+{
+    if [ -f "$1" ]; then
+        grep -vc -e "$_ws_probe" "$1" || true
+    else
+        echo 0
+    fi
+}
+
+# ---------------------------------------------------------------------
+# nginx
+
+start_nginx ()
+{
+    requires /usr/sbin/nginx -v
+    [ -d "$1" ] || fail "start_nginx: $1: not a directory"
+    _ws_root=$(cd "$1" && pwd)
+    _ws_d=$tmpdir/nginx
+    mkdir -p "$_ws_d/logs" "$_ws_d/client_body" "$_ws_d/proxy" \
+        "$_ws_d/fastcgi" "$_ws_d/uwsgi" "$_ws_d/scgi"
+    NGINX_LOG=$tmpdir/nginx-access.log
+    NGINX_ERROR_LOG=$tmpdir/nginx-error.log
+    _ws_user=
+    if [ "$(id -u)" -eq 0 ]; then
+        # Workers would otherwise run as nobody, who cannot read the
+        # 0700 $tmpdir.
+        _ws_user="user root;"
+    fi
+    _ws_try=1
+    while :; do
+        NGINX_PORT=$(_ws_free_port)
+        cat > "$_ws_d/nginx.conf" <<EOF
+$_ws_user
+daemon off;
+worker_processes auto;
+pid $_ws_d/nginx.pid;
+error_log $NGINX_ERROR_LOG;
+events { worker_connections 4096; }
+http {
+    log_format cloop '\$status "\$request" \$body_bytes_sent "\$http_range" \$connection \$connection_requests \$request_time';
+    access_log $NGINX_LOG cloop;
+    client_body_temp_path $_ws_d/client_body;
+    proxy_temp_path $_ws_d/proxy;
+    fastcgi_temp_path $_ws_d/fastcgi;
+    uwsgi_temp_path $_ws_d/uwsgi;
+    scgi_temp_path $_ws_d/scgi;
+    types { }
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        server_name localhost;
+        root "$_ws_root";
+        log_not_found off;
+        location / { }
+    }
+}
+EOF
+        : > "$NGINX_LOG"
+        _ws_spawn "$_ws_d/stderr" /usr/sbin/nginx -p "$_ws_d/" \
+            -e "$NGINX_ERROR_LOG" -c "$_ws_d/nginx.conf"
+        NGINX_PID=$_ws_pid
+        if _ws_wait_http "http://127.0.0.1:$NGINX_PORT$_ws_probe" \
+            "$NGINX_PID"; then
+            break
+        fi
+        _ws_stop "$NGINX_PID"
+        if [ "$_ws_try" -ge 3 ]; then
+            cat "$_ws_d/stderr" "$NGINX_ERROR_LOG" >&2 2>/dev/null
+            fail "start_nginx: nginx did not start"
+        fi
+        _ws_try=$((_ws_try + 1))
+    done
+    NGINX_URL=http://127.0.0.1:$NGINX_PORT
+}
+
+nginx_request_count ()
+{
+    _ws_count "$NGINX_LOG"
+}
+
+# ---------------------------------------------------------------------
+# lighttpd
+
+start_lighttpd ()
+{
+    requires /usr/sbin/lighttpd -v
+    [ -d "$1" ] || fail "start_lighttpd: $1: not a directory"
+    _ws_root=$(cd "$1" && pwd)
+    _ws_d=$tmpdir/lighttpd
+    mkdir -p "$_ws_d/upload"
+    LIGHTTPD_LOG=$tmpdir/lighttpd-access.log
+    LIGHTTPD_ERROR_LOG=$tmpdir/lighttpd-error.log
+    _ws_try=1
+    while :; do
+        LIGHTTPD_PORT=$(_ws_free_port)
+        cat > "$_ws_d/lighttpd.conf" <<EOF
+server.modules = ( "mod_accesslog" )
+server.document-root = "$_ws_root"
+server.bind = "127.0.0.1"
+server.port = $LIGHTTPD_PORT
+server.pid-file = "$_ws_d/lighttpd.pid"
+server.errorlog = "$LIGHTTPD_ERROR_LOG"
+server.upload-dirs = ( "$_ws_d/upload" )
+server.max-keep-alive-requests = 1000000
+server.max-keep-alive-idle = 300
+server.max-fds = 16384
+server.max-connections = 4096
+mimetype.assign = ( "" => "application/octet-stream" )
+accesslog.filename = "|exec /bin/cat >> '$LIGHTTPD_LOG'"
+accesslog.format = "%s \"%r\" %b \"%{Range}i\""
+EOF
+        : > "$LIGHTTPD_LOG"
+        _ws_spawn "$_ws_d/stderr" /usr/sbin/lighttpd -D \
+            -f "$_ws_d/lighttpd.conf"
+        LIGHTTPD_PID=$_ws_pid
+        if _ws_wait_http "http://127.0.0.1:$LIGHTTPD_PORT$_ws_probe" \
+            "$LIGHTTPD_PID"; then
+            break
+        fi
+        _ws_stop "$LIGHTTPD_PID"
+        if [ "$_ws_try" -ge 3 ]; then
+            cat "$_ws_d/stderr" "$LIGHTTPD_ERROR_LOG" >&2 2>/dev/null
+            fail "start_lighttpd: lighttpd did not start"
+        fi
+        _ws_try=$((_ws_try + 1))
+    done
+    LIGHTTPD_URL=http://127.0.0.1:$LIGHTTPD_PORT
+}
+
+# lighttpd buffers a file access log for seconds, so the log goes
+# through a pipe to cat (written at once); allow it a moment to land.
+lighttpd_request_count ()
+{
+    sleep 0.1
+    _ws_count "$LIGHTTPD_LOG"
+}
+
+# ---------------------------------------------------------------------
+# The fault-injecting server (faultserver.py; its --help has the fault
+# specification).
+
+start_faultserver ()
+{
+    [ -d "$1" ] || fail "start_faultserver: $1: not a directory"
+    [ -f "$FAULTSERVER" ] || fail "start_faultserver: $FAULTSERVER missing"
+    FAULT_FAULTS=$tmpdir/faults.jsonl
+    FAULT_LOG=$tmpdir/faultserver.log
+    FAULT_STDERR=$tmpdir/faultserver.err
+    _ws_pf=$tmpdir/faultserver.port
+    rm -f "$_ws_pf" "$FAULT_FAULTS"
+    : > "$FAULT_LOG"
+    _ws_spawn "$FAULT_STDERR" "$_ws_python" "$FAULTSERVER" --root "$1" \
+        --port-file "$_ws_pf" --faults "$FAULT_FAULTS" --log "$FAULT_LOG"
+    FAULT_PID=$_ws_pid
+    if ! _ws_wait_file "$_ws_pf" "$FAULT_PID"; then
+        cat "$FAULT_STDERR" >&2
+        fail "start_faultserver: server did not start"
+    fi
+    FAULT_PORT=$(cat "$_ws_pf")
+    FAULT_URL=http://127.0.0.1:$FAULT_PORT
+}
+
+# _ws_check_faults JSON...: each argument must be a fault line the
+# server understands.
+_ws_check_faults ()
+{
+    "$_ws_python" - "$@" <<'PY' || fail "set_fault: invalid fault line"
+import json, sys
+kinds = {"status", "reset", "truncate", "slow", "delay", "ignore_range",
+         "wrong_content_range", "change_etag", "corrupt", "long_body"}
+for a in sys.argv[1:]:
+    try:
+        o = json.loads(a)
+    except ValueError as e:
+        sys.exit("set_fault: %r: %s" % (a, e))
+    if "\n" in a or not isinstance(o, dict) or o.get("fault") not in kinds:
+        sys.exit("set_fault: %r: not a one-line object with a known "
+                 "\"fault\"" % a)
+PY
+}
+
+# set_fault JSON...: the faults file becomes exactly these lines
+# (replaced atomically, which also resets the server's after/count
+# counters).
+set_fault ()
+{
+    _ws_check_faults "$@"
+    printf '%s\n' "$@" > "$FAULT_FAULTS.tmp"
+    mv -f "$FAULT_FAULTS.tmp" "$FAULT_FAULTS"
+}
+
+# add_fault JSON...: append lines (counters of existing lines are kept).
+add_fault ()
+{
+    _ws_check_faults "$@"
+    printf '%s\n' "$@" >> "$FAULT_FAULTS"
+}
+
+clear_faults ()
+{
+    rm -f "$FAULT_FAULTS"
+}
+
+# fault_request_count [PATH]: requests logged so far (to PATH only, if
+# given; PATH as sent, e.g. /img).
+fault_request_count ()
+{
+    if [ $# -gt 0 ]; then
+        grep -Fc "\"path\":\"$1\"," "$FAULT_LOG" || true
+    else
+        _ws_count "$FAULT_LOG"
+    fi
+}
+
+# fault_fired_count [KIND]: requests that had a fault (of KIND) injected.
+fault_fired_count ()
+{
+    if [ $# -gt 0 ]; then
+        grep -Fc "\"fault\":\"$1\"" "$FAULT_LOG" || true
+    else
+        grep -c '"fault":"' "$FAULT_LOG" || true
+    fi
+}
+
+# ---------------------------------------------------------------------
+# WAN emulation: start_delayproxy TARGET_PORT DELAY_MS [delayproxy args]
+# Each call starts another proxy (all are stopped at exit); PROXY_* name
+# the latest.
+
+start_delayproxy ()
+{
+    [ $# -ge 2 ] || fail "start_delayproxy: TARGET_PORT DELAY_MS needed"
+    [ -f "$DELAYPROXY" ] || fail "start_delayproxy: $DELAYPROXY missing"
+    _ws_pf=$(mktemp "$tmpdir/delayproxy.port.XXXXXX")
+    rm -f "$_ws_pf"
+    _ws_target=$1 _ws_delay=$2
+    shift 2
+    _ws_spawn "$tmpdir/delayproxy.err" "$_ws_python" "$DELAYPROXY" \
+        --listen-port-file "$_ws_pf" --target "127.0.0.1:$_ws_target" \
+        --delay-ms "$_ws_delay" "$@"
+    PROXY_PID=$_ws_pid
+    if ! _ws_wait_file "$_ws_pf" "$PROXY_PID"; then
+        cat "$tmpdir/delayproxy.err" >&2
+        fail "start_delayproxy: proxy did not start"
+    fi
+    PROXY_PORT=$(cat "$_ws_pf")
+    PROXY_URL=http://127.0.0.1:$PROXY_PORT
+}
