@@ -47,9 +47,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "blockcache.h"
 
@@ -303,7 +305,14 @@ block_cache_new (uint32_t block_size, uint64_t max_bytes,
   c->block_size = block_size;
   c->max_bytes = max_bytes;
   pthread_mutex_init (&c->lock, NULL);
-  pthread_cond_init (&c->filled, NULL);
+  {
+    /* Waits have deadlines on the monotonic clock. */
+    pthread_condattr_t attr;
+    pthread_condattr_init (&attr);
+    pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+    pthread_cond_init (&c->filled, &attr);
+    pthread_condattr_destroy (&attr);
+  }
   return c;
 }
 
@@ -382,8 +391,11 @@ block_cache_publish (struct block_cache *c, struct block_ref *ref, int ok)
 int
 block_cache_wait (struct block_cache *c, uint64_t n,
                   struct block_ref *ref, enum block_cache_status *status,
-                  struct cloop_err *err)
+                  uint64_t deadline_ns, struct cloop_err *err)
 {
+  struct timespec until = {
+    .tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000,
+  };
   struct entry *e;
   int r = 0;
 
@@ -403,15 +415,21 @@ block_cache_wait (struct block_cache *c, uint64_t n,
     /* In flight: pin it so that it outlives a failure, then sleep. */
     c->waits++;
     e->refs++;
-    while (e->state == ENTRY_FILLING)
-      pthread_cond_wait (&c->filled, &c->lock);
+    bool timed_out = false;
+    while (e->state == ENTRY_FILLING && !timed_out) {
+      if (deadline_ns == 0)
+        pthread_cond_wait (&c->filled, &c->lock);
+      else
+        timed_out = pthread_cond_timedwait (&c->filled, &c->lock,
+                                            &until) == ETIMEDOUT;
+    }
     if (e->state == ENTRY_VALID) {
       fill_ref (ref, e);
       *status = BLOCK_HIT;
     }
     else {
       unpin (c, e);
-      *status = BLOCK_FAILED;
+      *status = e->state == ENTRY_FILLING ? BLOCK_TIMEDOUT : BLOCK_FAILED;
     }
   }
   pthread_mutex_unlock (&c->lock);

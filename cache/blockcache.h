@@ -35,6 +35,7 @@ enum block_cache_status {
   BLOCK_CLAIMED,        /* ref pinned, caller must fill data then publish */
   BLOCK_BUSY,           /* someone else is filling: block_cache_wait */
   BLOCK_FAILED,         /* (wait only) the filler failed; ref not set */
+  BLOCK_TIMEDOUT,       /* (wait only) deadline passed first; ref not set */
 };
 
 struct block_cache_stats {
@@ -66,12 +67,14 @@ int block_cache_acquire (struct block_cache *cache, uint64_t n,
 void block_cache_publish (struct block_cache *cache, struct block_ref *ref,
                           int ok);
 
-/* Wait for block n, which was BUSY.  Returns BLOCK_HIT with *ref
+/* Wait for block n, which was BUSY, until deadline_ns on the
+ * CLOCK_MONOTONIC clock (0 = no deadline).  Returns BLOCK_HIT with *ref
  * pinned, BLOCK_CLAIMED if the entry vanished meanwhile (the caller now
- * fills it), or BLOCK_FAILED if its filler failed.  -1 on ENOMEM. */
+ * fills it), BLOCK_FAILED if its filler failed, or BLOCK_TIMEDOUT.  -1
+ * on ENOMEM. */
 int block_cache_wait (struct block_cache *cache, uint64_t n,
                       struct block_ref *ref, enum block_cache_status *status,
-                      struct cloop_err *err);
+                      uint64_t deadline_ns, struct cloop_err *err);
 
 /* Drop a pin obtained from HIT, CLAIMED+publish(ok) or wait. */
 void block_cache_release (struct block_cache *cache, struct block_ref *ref);

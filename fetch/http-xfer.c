@@ -266,7 +266,7 @@ check_head (struct http_xfer *x)
                        "object changed on server (200 with ETag %s, "
                        "pinned %s)", x->etag, id->etag), -1;
   if (x->probe && (x->status == 200 || x->status == 416))
-    x->permanent = true;        /* the server's nature, not a hiccup */
+    x->hard = true;             /* likely the server's nature: one retry */
   if (x->status == 200 && x->probe && x->content_length == 0)
     return xfer_fault (x, HTTP_FAULT_NOT_PARTIAL, "the object is empty"), -1;
   if (x->status == 200)

@@ -459,7 +459,10 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
                        hs->id.url, r->length, r->offset, hs->src.size);
       ret = -1;
     }
-    else if (r->offset + r->length <= hs->head_len) {
+    else if (r->offset + r->length <= hs->head_len &&
+             !__atomic_load_n (&hs->started, __ATOMIC_ACQUIRE)) {
+      /* The probe's bytes serve the format parser at start-up only:
+       * a block that fails to decode later is refetched for real. */
       memcpy (r->buf, hs->head + r->offset, r->length);
       hits++;
     }
@@ -496,6 +499,9 @@ plan_transfers (struct http_source *hs, struct source_range **todo, size_t n,
     x->first = todo[i]->offset;
     x->length = total;
     x->deadline_ns = deadline_ns;
+    for (size_t k = i; k < j; k++)
+      if (todo[k]->deadline_ns && todo[k]->deadline_ns < x->deadline_ns)
+        x->deadline_ns = todo[k]->deadline_ns;
     i = j;
   }
   pthread_mutex_lock (&hs->lock);
@@ -598,7 +604,9 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
     parts[i] = &rs[i];
     xs[i] = (struct http_xfer) {
       .hs = hs, .parts = &parts[i], .n_parts = 1, .first = 0,
-      .length = objs[i].length, .deadline_ns = deadline,
+      .length = objs[i].length,
+      .deadline_ns = objs[i].deadline_ns && objs[i].deadline_ns < deadline
+                     ? objs[i].deadline_ns : deadline,
       .url = urls[i], .whole = true, .exact = objs[i].exact,
     };
   }

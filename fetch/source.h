@@ -23,6 +23,7 @@ struct source_range {
   uint64_t offset;
   size_t length;
   void *buf;                    /* length bytes, filled on success */
+  uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
   int status;                   /* out: 0 or an errno value */
 };
 
@@ -34,6 +35,7 @@ struct source_object {
   size_t length;                /* exact size, or the maximum if !exact */
   bool exact;                   /* the object must be exactly length */
   void *buf;                    /* length bytes */
+  uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
   size_t received;              /* out: bytes stored in buf */
   int status;                   /* out: 0 or an errno value */
 };
@@ -70,7 +72,8 @@ struct source *source_open_offline (const char *name, uint64_t size,
 int source_pread (struct source *src, void *buf, size_t len, uint64_t offset,
                   struct cloop_err *err);
 
-/* Read n ranges, concurrently where the source can.  Each range's
+/* Read n ranges, concurrently where the source can.  A range with a
+ * deadline fails (EIO) rather than finish after it.  Each range's
  * status is set (a range past the end gets EIO; the others are still
  * read).  Returns 0 if all succeeded, else -1 with err set
  * from the first failure (other ranges may still have succeeded). */

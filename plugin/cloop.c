@@ -381,6 +381,7 @@ cloop_get_ready (void)
     .reader = {
       .memory_cache_size = state.memory_cache_size,
       .force_zlib = state.force_zlib,
+      .timeout = state.http.url ? state.http.timeout : 0,
       .debug = debug_printf,
       .debug_blocks = cloop_debug_blocks,
     },

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -96,6 +97,29 @@ void
 reader_get_cache_stats (struct reader *r, struct block_cache_stats *st)
 {
   block_cache_get_stats (r->cache, st);
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The deadline of a read starting now (0 = none). */
+static uint64_t
+read_deadline (const struct reader *r)
+{
+  return r->cfg.timeout ? now_ns () + (uint64_t) r->cfg.timeout * 1000000000
+                        : 0;
+}
+
+static bool
+past (uint64_t deadline)
+{
+  return deadline != 0 && now_ns () >= deadline;
 }
 
 /* Take a decoder from the pool, or make one.  NULL on ENOMEM. */
@@ -196,11 +220,12 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
 
 /* Fetch the compressed bytes of the blocks in slots[which[0..n)] into
  * bufs[k]: byte ranges of the container, or for a store each block's
- * own file.  status[k] gets 0 or an errno value.  Returns 0, or -1 with
+ * own file, finishing by deadline (0 = the source's own timeout).
+ * status[k] gets 0 or an errno value.  Returns 0, or -1 with
  * err set from the first failure. */
 static int
 fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
-              size_t n, unsigned char **bufs, int *status,
+              size_t n, unsigned char **bufs, int *status, uint64_t deadline,
               struct cloop_err *err)
 {
   struct source_range *ranges = NULL;
@@ -228,11 +253,13 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
       store_block_path (paths[k], r->map->hashes + b * r->map->hash_len);
       objs[k] = (struct source_object) {
         .path = paths[k], .length = e->length, .exact = true, .buf = bufs[k],
+        .deadline_ns = deadline,
       };
     }
     else
       ranges[k] = (struct source_range) {
         .offset = e->offset, .length = e->length, .buf = bufs[k],
+        .deadline_ns = deadline,
       };
   }
   if (objs)
@@ -280,7 +307,7 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
  * disk cache.  Returns 0, or -1 with err set. */
 static int
 finish_fetched (struct reader *r, struct slot *slots, size_t i,
-                unsigned char *cbuf, struct cloop_err *err)
+                unsigned char *cbuf, uint64_t deadline, struct cloop_err *err)
 {
   struct slot *s = &slots[i];
   const struct block_entry *e = &r->map->entries[s->block];
@@ -290,9 +317,11 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
 
   if (check_hash (r, s->block, cbuf, err) == -1 ||
       decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1) {
+    if (past (deadline))
+      return -1;
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
-    if (fetch_blocks (r, slots, &i, 1, &cbuf, &status, err) == -1 ||
+    if (fetch_blocks (r, slots, &i, 1, &cbuf, &status, deadline, err) == -1 ||
         check_hash (r, s->block, cbuf, err) == -1 ||
         decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1)
       return -1;
@@ -321,7 +350,7 @@ publish_slot (struct reader *r, struct slot *s, bool ok)
  * Returns 0, or -1 with err set from the first failure. */
 static int
 fill_claimed (struct reader *r, struct slot *slots, size_t n,
-              struct cloop_err *err)
+              uint64_t deadline, struct cloop_err *err)
 {
   size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
   unsigned char **bufs = malloc (n * sizeof *bufs), *cbuf = NULL;
@@ -353,7 +382,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     bufs[nf++] = cbuf + pos;
     pos += r->map->entries[slots[i].block].length;
   }
-  if (nf > 0 && fetch_blocks (r, slots, which, nf, bufs, status, err) == -1)
+  if (nf > 0 &&
+      fetch_blocks (r, slots, which, nf, bufs, status, deadline, err) == -1)
     ret = -1;
 
   for (size_t k = 0; k < nf; k++) {
@@ -361,7 +391,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     struct cloop_err e;
     bool ok = status[k] == 0;
 
-    if (ok && finish_fetched (r, slots, which[k], bufs[k], &e) == -1) {
+    if (ok && finish_fetched (r, slots, which[k], bufs[k], deadline,
+                              &e) == -1) {
       ok = false;
       if (ret == 0 && err)
         *err = e;
@@ -378,38 +409,32 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   return ret;
 }
 
-/* Wait for a slot another thread was filling.  If that thread failed,
- * try once to fill the block ourselves (the failure may have been a
- * transient fetch error of the other request). */
+/* Wait, until deadline, for a slot another thread was filling.  If
+ * that thread failed, so does this read: the fill already spent its
+ * retries, and trying again would stretch this read past its deadline
+ * while other readers wait behind it. */
 static int
-wait_busy (struct reader *r, struct slot *s, struct cloop_err *err)
+wait_busy (struct reader *r, struct slot *s, uint64_t deadline,
+           struct cloop_err *err)
 {
-  for (int attempt = 0; attempt < 2; attempt++) {
-    if (block_cache_wait (r->cache, s->block, &s->ref, &s->status, err) == -1)
-      return -1;
-    if (s->status == BLOCK_HIT) {
-      s->pinned = true;
-      return 0;
-    }
-    if (s->status == BLOCK_CLAIMED) {
-      s->pinned = true;
-      return fill_claimed (r, s, 1, err);
-    }
-    /* BLOCK_FAILED: acquire afresh; it may be claimable now. */
-    if (block_cache_acquire (r->cache, s->block, &s->ref, &s->status,
-                             err) == -1)
-      return -1;
-    if (s->status == BLOCK_HIT) {
-      s->pinned = true;
-      return 0;
-    }
-    if (s->status == BLOCK_CLAIMED) {
-      s->pinned = true;
-      return fill_claimed (r, s, 1, err);
-    }
+  if (block_cache_wait (r->cache, s->block, &s->ref, &s->status, deadline,
+                        err) == -1)
+    return -1;
+  switch (s->status) {
+  case BLOCK_HIT:
+    s->pinned = true;
+    return 0;
+  case BLOCK_CLAIMED:           /* evicted meanwhile: fill it ourselves */
+    s->pinned = true;
+    return fill_claimed (r, s, 1, deadline, err);
+  case BLOCK_TIMEDOUT:
+    return cloop_err_set (err, EIO, "block %" PRIu64 ": deadline of %u s "
+                          "reached waiting for another request to fetch it",
+                          s->block, r->cfg.timeout);
+  default:
+    return cloop_err_set (err, EIO, "block %" PRIu64 ": fetching or decoding "
+                          "it failed in a concurrent request", s->block);
   }
-  return cloop_err_set (err, EIO, "block %" PRIu64
-                        ": decoding failed in a concurrent request", s->block);
 }
 
 /* Bring blocks [first, first+n) into the cache, pinned in slots[].
@@ -418,7 +443,8 @@ wait_busy (struct reader *r, struct slot *s, struct cloop_err *err)
  * accurate in both cases. */
 static int
 acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
-                size_t n, bool wait_for_busy, struct cloop_err *err)
+                size_t n, bool wait_for_busy, uint64_t deadline,
+                struct cloop_err *err)
 {
   size_t nclaimed = 0;
   int ret = 0;
@@ -442,13 +468,13 @@ acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
   }
 
   /* Publish our own claims before waiting for anyone else's. */
-  if (nclaimed > 0 && fill_claimed (r, slots, n, err) == -1)
+  if (nclaimed > 0 && fill_claimed (r, slots, n, deadline, err) == -1)
     ret = -1;
 
   if (wait_for_busy)
     for (size_t i = 0; i < n; i++)
       if (slots[i].status == BLOCK_BUSY &&
-          wait_busy (r, &slots[i], ret == 0 ? err : NULL) == -1)
+          wait_busy (r, &slots[i], deadline, ret == 0 ? err : NULL) == -1)
         ret = -1;
   return ret;
 }
@@ -486,7 +512,8 @@ with_blocks (struct reader *r, uint32_t count, uint64_t offset,
       return cloop_err_set (err, ENOMEM, "out of memory");
   }
 
-  ret = acquire_blocks (r, slots, first, n, wait_for_busy, err);
+  ret = acquire_blocks (r, slots, first, n, wait_for_busy,
+                        read_deadline (r), err);
 
   if (ret == 0 && buf) {
     uint64_t pos = offset;

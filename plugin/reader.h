@@ -25,6 +25,7 @@ struct reader;
 struct reader_config {
   uint64_t memory_cache_size;   /* bytes of decoded blocks kept */
   bool force_zlib;              /* zlib inflate instead of libdeflate */
+  unsigned timeout;             /* seconds a read may take (0 = none) */
   /* Optional persistent cache of compressed blocks (the reader owns
    * it).  Blocks are keyed by object_id and their byte range, and are
    * written only after they decoded correctly. */

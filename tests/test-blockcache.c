@@ -100,7 +100,7 @@ wait_for (struct block_cache *c, uint64_t n, struct block_ref *ref)
   struct cloop_err err;
   enum block_cache_status st;
 
-  CHECK (block_cache_wait (c, n, ref, &st, &err) == 0);
+  CHECK (block_cache_wait (c, n, ref, &st, 0, &err) == 0);
   return st;
 }
 
@@ -433,6 +433,7 @@ resolve (struct shared *sh, uint64_t n, struct block_ref *ref,
       st = wait_for (sh->cache, n, ref);
       break;
     case BLOCK_FAILED:
+    case BLOCK_TIMEDOUT:        /* (no deadlines here) */
       st = acquire (sh->cache, n, ref);
       break;
     }
@@ -661,6 +662,45 @@ test_overlapping (unsigned rounds, unsigned fail_one_in)
   CHECK (waits > 0);            /* the BUSY path really ran */
 }
 
+static uint64_t
+mono_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A wait with a deadline gives up with BLOCK_TIMEDOUT, not before the
+ * deadline, and leaves the entry to its filler. */
+static void
+test_wait_deadline (void)
+{
+  const uint32_t bs = 4096;
+  struct cloop_err err;
+  struct block_cache *c = block_cache_new (bs, 8 * bs, &err);
+  struct block_ref a, b;
+  enum block_cache_status st;
+  uint64_t start, took;
+
+  say ("wait with a deadline times out");
+  CHECK (c != NULL);
+  CHECK (acquire (c, 3, &a) == BLOCK_CLAIMED);
+  CHECK (acquire (c, 3, &b) == BLOCK_BUSY);
+  start = mono_ns ();
+  CHECK (block_cache_wait (c, 3, &b, &st, start + 100000000, &err) == 0);
+  took = mono_ns () - start;
+  CHECK (st == BLOCK_TIMEDOUT);
+  CHECK (took >= 100000000 && took < 2000000000);
+  fill_pattern (a.data, bs, 3);
+  block_cache_publish (c, &a, 1);
+  CHECK (block_cache_wait (c, 3, &b, &st, mono_ns () + 100000000, &err) == 0);
+  CHECK (st == BLOCK_HIT && pattern_ok (b.data, bs, 3));
+  block_cache_release (c, &a);
+  block_cache_release (c, &b);
+  block_cache_free (c);
+}
+
 int
 main (void)
 {
@@ -672,6 +712,7 @@ main (void)
   test_byte_bound ();
   test_pinned ();
   test_waiters ();
+  test_wait_deadline ();
   test_single_flight (2, 0);
   test_single_flight (24, 0);
   test_single_flight (3, 5);
