@@ -33,7 +33,8 @@ struct store_index {
   uint64_t created;              /* seconds since the epoch */
   uint64_t expires;              /* 0 = never */
   char name[STORE_NAME_MAX + 1];
-  char *description;             /* never NULL ("" if empty) */
+  char *description;             /* never NULL ("" if empty); malloc'd,
+                                    freed by store_index_free */
   /* num_blocks entries; an all-zero hash with length 0 = zero block. */
   unsigned char *hashes;         /* num_blocks * STORE_HASH_LEN */
   uint32_t *lengths;

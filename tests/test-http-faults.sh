@@ -17,13 +17,8 @@
 #
 # Cases run on $WORKERS fault servers in parallel.
 #
-# Known bugs are reported as "KNOWN" lines and tolerated, unless
-# CLOOP_STRICT=1, which makes them fail: concurrent reads of one block
-# can wait several deadlines; a single 416 or 200 reply to the start-up
-# probe is not retried; corrupt bytes in the probe's first 64 KiB are
-# kept and served (as EIO) for the life of the process.  Wrong bytes,
-# late answers of reads of distinct blocks, and everything else always
-# fail.
+# Three concurrent reads of one block under a long delay must each
+# answer within their own deadline too (they share one fetch).
 
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
@@ -179,10 +174,7 @@ if os.environ.get("OVERLAP"):
     concurrent(t3, [(b, 512), (b + 1000, 512), (b + 2000, 512)])
     overlap = "; %s" % t3
     if t3.late:
-        if os.environ.get("STRICT") == "1":
-            raise AssertionError("overlap: " + "; ".join(t3.late))
-        overlap += "; KNOWN BUG (concurrent reads of one block): " + \
-            "; ".join(t3.late)
+        raise AssertionError("overlap: " + "; ".join(t3.late))
 set_faults("")
 # After the fault: the same ranges again, then the whole image.
 t2 = Tally("after")
@@ -223,12 +215,11 @@ long_body-trailing|{"fault":"long_body","mode":"trailing"}|1
 EOF
 
 # expectations NAME MODE WHEN: set E1 (reads under the fault: exact |
-# either), E2 (reads after it is cleared), REFUSE (nbdkit may refuse to
-# start: no | yes | known, the last a known bug tolerated unless
-# CLOOP_STRICT=1) and KNOWN (a note on the known bug, or "").
+# either), E2 (reads after it is cleared) and REFUSE (nbdkit may refuse
+# to start: no | yes).
 expectations ()
 {
-    E1=exact E2=exact REFUSE=no KNOWN=
+    E1=exact E2=exact REFUSE=no
     case $2 in permanent) E1=either ;; esac
     case $1 in
         delay-short) E1=exact ;;
@@ -243,28 +234,15 @@ expectations ()
             # A fault in the probe's validators pins the identity it
             # saw; the real one later is a change: EIO, never mixing.
             change_etag*) REFUSE=yes E1=either E2=either ;;
-            status416|ignore_range)
-                if [ "$2" = transient ]; then
-                    REFUSE=known
-                    KNOWN="a single 416/200 reply to the start-up probe is not retried"
-                fi ;;
-            corrupt)
-                E1=either E2=either
-                KNOWN="corrupt bytes of the start-up probe (first 64 KiB) are kept and served for the life of the process" ;;
         esac
-    fi
-    if [ "${CLOOP_STRICT:-0}" = 1 ] && [ -n "$KNOWN" ]; then
-        [ "$REFUSE" = known ] && REFUSE=no
-        E1=exact E2=exact
-        [ "$2" = permanent ] && E1=either
     fi
     return 0
 }
 
 # run_case WORKER IMAGE NAME MODE WHEN FAULT: one nbdkit run.
 # MODE: transient|permanent; WHEN: serving (fault set once nbdsh is
-# connected) | startup (set before nbdkit starts).  Appends an "ok",
-# "KNOWN" or "FAIL" line to $tmpdir/results.WORKER.
+# connected) | startup (set before nbdkit starts).  Appends an "ok" or
+# "FAIL" line to $tmpdir/results.WORKER.
 run_case ()
 {
     w=$1 img=$2 name=$3 mode=$4 when=$5 fault=$6
@@ -288,7 +266,7 @@ run_case ()
     EXPECTED=$tmpdir/expected CTL=$ctl FAULT=$script_fault \
     EXPECT1=$E1 EXPECT2=$E2 TIMEOUT=$TIMEOUT SLACK=$SLACK BS=$BS \
     SEED=$(( $(printf '%s' "$id" | cksum | cut -d' ' -f1) % 100000 )) \
-    MARK=$d/connected OVERLAP=$overlap STRICT=${CLOOP_STRICT:-0} \
+    MARK=$d/connected OVERLAP=$overlap \
     timeout 120 nbdkit -U - --run \
         "nbdsh -u \"\$uri\" -c \"exec(open('$tmpdir/reads.py').read())\"" \
         "$PLUGIN" url="$url/$img" cache-dir=none timeout=$TIMEOUT retries=3 \
@@ -304,13 +282,9 @@ run_case ()
         # with a message and a non-zero exit, within the deadlines of the
         # probe and of the index read.
         msg=$(grep -m1 -E 'error' "$d/err" || true)
-        if [ "$REFUSE" != no ] && [ "$rc" -ne 0 ] && [ -n "$msg" ] &&
+        if [ "$REFUSE" = yes ] && [ "$rc" -ne 0 ] && [ -n "$msg" ] &&
            [ "$(echo "$secs < 2 * $TIMEOUT + $SLACK" | bc)" -eq 1 ]; then
-            if [ "$REFUSE" = known ]; then
-                echo "KNOWN $id: refused to start ($secs s): $KNOWN: $msg" >> "$res"
-            else
-                echo "ok $id: refused to start (rc $rc, $secs s): $msg" >> "$res"
-            fi
+            echo "ok $id: refused to start (rc $rc, $secs s): $msg" >> "$res"
         else
             { echo "FAIL $id: did not serve (rc $rc, $secs s)"
               cat "$d/err" "$d/out"; } >> "$res"
@@ -329,15 +303,7 @@ run_case ()
                 echo "FAIL $id: reads failed but nbdkit logged no error" >> "$res"
                 return 0; } ;;
     esac
-    tag=ok
-    case $summary in *KNOWN*) tag=KNOWN ;; esac
-    if [ -n "$KNOWN" ]; then
-        case $summary in
-            *" 0 EIO"*" 0 EIO"*) ;;
-            *) tag=KNOWN summary="$summary ($KNOWN)" ;;
-        esac
-    fi
-    echo "$tag $id ($secs s): $summary" >> "$res"
+    echo "ok $id ($secs s): $summary" >> "$res"
     # One log line per run, for the record.
     grep -m1 -E 'error' "$d/err" | sed "s|^|    log: |" >> "$res" || true
 }
@@ -378,11 +344,9 @@ for p in $pids; do wait $p || fail "worker $p failed"; done
 
 cat "$tmpdir"/results.*
 n_ok=$(cat "$tmpdir"/results.* | grep -c '^ok ' || true)
-n_known=$(cat "$tmpdir"/results.* | grep -c '^KNOWN ' || true)
 n_fail=$(cat "$tmpdir"/results.* | grep -c '^FAIL ' || true)
 n_wrong=$(cat "$tmpdir"/results.* | grep -c 'WRONG BYTES' || true)
-echo "$0: $n_ok runs passed, $n_known passed with a known bug," \
-     "$n_fail failed ($n_wrong with wrong bytes)"
+echo "$0: $n_ok runs passed, $n_fail failed ($n_wrong with wrong bytes)"
 [ "$n_wrong" -eq 0 ] || fail "WRONG BYTES served"
 [ "$n_fail" -eq 0 ] || fail "$n_fail fault runs failed"
-[ $((n_ok + n_known)) -eq "$i" ] || fail "$((n_ok + n_known)) of $i runs reported"
+[ "$n_ok" -eq "$i" ] || fail "$n_ok of $i runs reported"

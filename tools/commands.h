@@ -1,0 +1,14 @@
+/* cloop-store: the subcommands.  Each takes the arguments after the
+ * subcommand name (argv[0] is the subcommand) and returns the process
+ * exit status (tool.h, EXIT_*). */
+#ifndef CLOOP_STORE_COMMANDS_H
+#define CLOOP_STORE_COMMANDS_H
+
+int cmd_create (int argc, char **argv);
+int cmd_keygen (int argc, char **argv);
+int cmd_sign (int argc, char **argv);
+int cmd_verify (int argc, char **argv);
+int cmd_info (int argc, char **argv);
+int cmd_diff (int argc, char **argv);
+
+#endif /* CLOOP_STORE_COMMANDS_H */
