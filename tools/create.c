@@ -32,7 +32,7 @@
 #include "tool.h"
 
 #define DEFAULT_BLOCK_SIZE (256u * 1024)
-#define DEFAULT_CODEC      CODEC_ZSTD
+#define DEFAULT_CODEC      CODEC_ZLIB
 #define DEFAULT_INDEX_NAME "index"
 
 struct create_opts {

@@ -18,7 +18,7 @@
 /* Default levels, chosen by measurement (cloop-store.pod, "BLOCK SIZE
  * AND LEVELS"). */
 #define ZLIB_DEFAULT_LEVEL 6
-#define ZSTD_DEFAULT_LEVEL 19
+#define ZSTD_DEFAULT_LEVEL 9
 #define XZ_DEFAULT_LEVEL   6
 
 struct block_encoder {
