@@ -176,58 +176,101 @@ base_name (const char *name, char *out, size_t n)
   snprintf (out, n, "%.*s", (int) (end - start), name + start);
 }
 
-/* Read the signature file beside the index into *text (malloc'd), or
- * set *text = NULL if there is none.  Remote signatures are kept in the
- * disk cache for offline starts. */
-static void
-read_signature (struct source *src, struct disk_cache *dc, const char *name,
-                char **text, size_t *len)
+/* The signature file beside the index, as malloc'd NUL-terminated
+ * text (*len bytes), or NULL with why set.  For a remote index (mdc
+ * not NULL) the copy cached for this version of the index (object_id)
+ * is used unless fresh is set, so a warm start asks the server nothing;
+ * a fetched copy is cached. */
+static char *
+read_signature (struct source *src, struct disk_cache *mdc,
+                const char *name, const char *object_id, bool fresh,
+                size_t *len, bool *from_cache, struct cloop_err *why)
 {
-  char path[300], meta[600];
+  char path[300], meta[100];
   struct source_object o = { .path = path, .length = SIGNATURE_FILE_MAX };
   struct cloop_err ignored;
+  char *text = malloc (SIGNATURE_FILE_MAX + 1);
 
+  *from_cache = false;
+  if (text == NULL) {
+    cloop_err_set (why, ENOMEM, "out of memory");
+    return NULL;
+  }
   base_name (name, path, sizeof path - 4);
   strcat (path, ".sig");
-  snprintf (meta, sizeof meta, "signature:%s", name);
-  *text = malloc (SIGNATURE_FILE_MAX + 1);
-  *len = 0;
-  if (*text == NULL)
-    return;
-  o.buf = *text;
-  if (source_get_objects (src, &o, 1, &ignored) == 0) {
+  snprintf (meta, sizeof meta, "signature:%s", object_id);
+  if (mdc && !fresh &&
+      disk_cache_get_meta (mdc, meta, text, SIGNATURE_FILE_MAX, len,
+                           &ignored) == 1)
+    *from_cache = true;
+  else {
+    o.buf = text;
+    if (source_get_objects (src, &o, 1, why) == -1) {
+      free (text);
+      return NULL;
+    }
     *len = o.received;
-    if (dc)
-      disk_cache_put_meta (dc, meta, *text, *len, &ignored);
+    if (mdc)
+      disk_cache_put_meta (mdc, meta, text, *len, &ignored);
   }
-  else if (dc == NULL ||
-           disk_cache_get_meta (dc, meta, *text, SIGNATURE_FILE_MAX, len,
-                                &ignored) != 1) {
-    free (*text);
-    *text = NULL;
-    return;
-  }
-  (*text)[*len] = '\0';
+  text[*len] = '\0';
+  return text;
 }
 
-/* A block store: read the whole index, decide whether to trust it,
- * and turn it into a block map.  NULL with err set. */
-static struct block_map *
-open_store (const struct image_config *cfg, struct source *src,
-            struct disk_cache *dc, const struct byte_reader *br,
-            const char *name, struct cloop_err *err)
+/* Rule 2-4 of the trust rules (trust.c) with the signature file
+ * beside the index.  A cached signature that does not verify the index
+ * is fetched afresh once (the publisher may have re-signed). */
+static int
+check_store_trust (const struct image_config *cfg, struct source *src,
+                   struct disk_cache *dc, struct disk_cache *mdc,
+                   const char *name, const char *object_id,
+                   const struct store_index *idx,
+                   const unsigned char *buf, size_t size,
+                   struct cloop_err *err)
 {
-  uint64_t size = source_size (src);
-  unsigned char *buf = NULL;
-  char *sig = NULL;
-  size_t sig_len = 0;
-  struct store_index *idx = NULL;
-  struct block_map *map = NULL;
   struct trust_config tc = {
     .keys = cfg->keys, .nkeys = cfg->nkeys,
     .pinned = cfg->have_pinned ? cfg->pinned : NULL,
     .insecure = cfg->insecure, .state = dc, .warn = cfg->warn,
   };
+  bool need_sig = !cfg->insecure && !cfg->have_pinned && cfg->nkeys > 0;
+  bool from_cache = false;
+  size_t sig_len = 0;
+  char *sig = NULL;
+  int r;
+
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (need_sig) {
+      struct cloop_err why = { 0 };
+      sig = read_signature (src, mdc, name, object_id, attempt > 0,
+                            &sig_len, &from_cache, &why);
+      if (sig == NULL)
+        return cloop_err_set (err, EACCES, "index is not signed: cannot "
+                              "read its signature file: %s", why.msg);
+    }
+    r = trust_check_index (&tc, idx, buf, size, sig, sig_len, time (NULL),
+                           err);
+    free (sig);
+    sig = NULL;
+    if (r == 0 || !from_cache)
+      break;
+  }
+  return r;
+}
+
+/* A block store: read the whole index, decide whether to trust it,
+ * and turn it into a block map.  mdc is the disk cache of a remote
+ * index (NULL for a local one).  NULL with err set. */
+static struct block_map *
+open_store (const struct image_config *cfg, struct source *src,
+            struct disk_cache *dc, struct disk_cache *mdc,
+            const struct byte_reader *br, const char *name,
+            const char *object_id, struct cloop_err *err)
+{
+  uint64_t size = source_size (src);
+  unsigned char *buf = NULL;
+  struct store_index *idx = NULL;
+  struct block_map *map = NULL;
 
   if (size > STORE_INDEX_MAX) {
     cloop_err_set (err, EINVAL, "store index of %" PRIu64 " bytes is "
@@ -239,21 +282,12 @@ open_store (const struct image_config *cfg, struct source *src,
     cloop_err_set (err, ENOMEM, "out of memory reading the store index");
     return NULL;
   }
-  if (br->pread (br->opaque, buf, size, 0, err) == -1)
-    goto out;
-  idx = store_index_parse (buf, size, err);
-  if (idx == NULL)
-    goto out;
-  if (!cfg->insecure && !cfg->have_pinned)
-    read_signature (src, dc, name, &sig, &sig_len);
-  if (trust_check_index (&tc, idx, buf, size, sig, sig_len, time (NULL),
-                         err) == -1)
-    goto out;
-  map = store_index_to_map (idx, err);
-
- out:
+  if (br->pread (br->opaque, buf, size, 0, err) == 0 &&
+      (idx = store_index_parse (buf, size, err)) != NULL &&
+      check_store_trust (cfg, src, dc, mdc, name, object_id, idx, buf, size,
+                         err) == 0)
+    map = store_index_to_map (idx, err);
   store_index_free (idx);
-  free (sig);
   free (buf);
   return map;
 }
@@ -314,7 +348,7 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     goto fail_prefix;
   if (source_size (src) >= STORE_MAGIC_LEN &&
       store_probe_head (head, sizeof head))
-    map = open_store (cfg, src, dc, &br, name, err);
+    map = open_store (cfg, src, dc, m.dc, &br, name, rcfg.object_id, err);
   else
     map = cloop_open (&br, err);
   if (map == NULL)

@@ -273,6 +273,7 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
     while (k < n - 1 && status[k] == 0)
       k++;
     cloop_err_prefix (err, "block %" PRIu64, slots[which[k]].block);
+    err->errnum = EIO;          /* e.g. ENOENT means nothing to a client */
   }
   free (objs);
   free (paths);
