@@ -22,6 +22,11 @@ struct reader {
   struct block_cache *cache;
   struct reader_config cfg;
 
+  /* Per-thread scratch buffer for compressed bytes (struct scratch),
+   * reused from request to request: a fresh allocation per request
+   * page-faults on every fill. */
+  pthread_key_t scratch_key;
+
   /* Pool of idle decoders (decoders are not thread-safe, and creating
    * one per block would cost an allocation on the hot path). */
   pthread_mutex_t pool_lock;
@@ -36,6 +41,53 @@ struct slot {
   struct block_ref ref;
   bool pinned;
 };
+
+struct scratch {
+  unsigned char *buf;
+  size_t cap;
+};
+
+static void
+free_scratch (void *p)
+{
+  struct scratch *sc = p;
+
+  free (sc->buf);
+  free (sc);
+}
+
+/* Scratch buffers grow to this; larger requests allocate for
+ * themselves, so idle threads never hold much. */
+#define SCRATCH_MAX (1024 * 1024)
+
+/* A buffer of at least len bytes: this thread's scratch buffer, or for
+ * len > SCRATCH_MAX a new allocation (*owned set: free it).  NULL on
+ * ENOMEM. */
+static unsigned char *
+get_scratch (struct reader *r, size_t len, bool *owned)
+{
+  struct scratch *sc = pthread_getspecific (r->scratch_key);
+
+  *owned = len > SCRATCH_MAX;
+  if (*owned)
+    return malloc (len);
+  if (sc == NULL) {
+    sc = calloc (1, sizeof *sc);
+    if (sc == NULL || pthread_setspecific (r->scratch_key, sc) != 0) {
+      free (sc);
+      return NULL;
+    }
+  }
+  if (sc->cap < len) {
+    size_t cap = len < 256 * 1024 ? 256 * 1024 : len;
+    unsigned char *b = realloc (sc->buf, cap);
+    if (b == NULL)
+      return NULL;
+    sc->buf = b;
+    sc->cap = cap;
+  }
+  return sc->buf;
+}
 
 struct reader *
 reader_new (struct source *src, struct block_map *map,
@@ -52,11 +104,28 @@ reader_new (struct source *src, struct block_map *map,
     free (r);
     return NULL;
   }
+  if (pthread_key_create (&r->scratch_key, free_scratch) != 0) {
+    block_cache_free (r->cache);
+    free (r);
+    cloop_err_set (err, EAGAIN, "pthread_key_create failed");
+    return NULL;
+  }
   pthread_mutex_init (&r->pool_lock, NULL);
   r->src = src;
   r->map = map;
   r->cfg = *cfg;
   return r;
+}
+
+static void
+free_scratch_of_this_thread (struct reader *r)
+{
+  struct scratch *sc = pthread_getspecific (r->scratch_key);
+
+  if (sc) {
+    pthread_setspecific (r->scratch_key, NULL);
+    free_scratch (sc);
+  }
 }
 
 void
@@ -68,6 +137,10 @@ reader_free (struct reader *r)
     decoder_free (r->pool[i]);
   free (r->pool);
   pthread_mutex_destroy (&r->pool_lock);
+  /* Threads still alive keep their scratch buffers until they exit;
+   * this thread's is freed now. */
+  free_scratch_of_this_thread (r);
+  pthread_key_delete (r->scratch_key);
   block_cache_free (r->cache);
   disk_cache_close (r->cfg.disk_cache);
   source_close (r->src);
@@ -355,13 +428,14 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
 {
   size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
   unsigned char **bufs = malloc (n * sizeof *bufs), *cbuf = NULL;
+  bool owned = false;
   int *status = malloc (n * sizeof *status);
   int ret = 0;
 
   for (size_t i = 0; i < n; i++)
     if (slots[i].status == BLOCK_CLAIMED)
       total += r->map->entries[slots[i].block].length;
-  cbuf = malloc (total ? total : 1);
+  cbuf = get_scratch (r, total ? total : 1, &owned);
   if (which == NULL || bufs == NULL || status == NULL || cbuf == NULL) {
     ret = cloop_err_set (err, ENOMEM, "out of memory reading %zu blocks", n);
     for (size_t i = 0; i < n; i++)
@@ -403,10 +477,11 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   }
 
  out:
+  if (owned)
+    free (cbuf);
   free (which);
   free (bufs);
   free (status);
-  free (cbuf);
   return ret;
 }
 
