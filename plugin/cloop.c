@@ -31,6 +31,7 @@
 #define DEFAULT_MEMORY_CACHE_SIZE (128 * 1024 * 1024)
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 #define DEFAULT_REVALIDATE 600
+#define DEFAULT_READAHEAD (2 * 1024 * 1024)   /* remote images only */
 
 /* Debug flags: -D cloop.map=1 prints the block map at start-up,
  * -D cloop.blocks=1 every block fill, -D cloop.stats=1 cache and HTTP
@@ -49,6 +50,7 @@ static struct {
   bool cache_dir_set;
   int64_t cache_max_size;       /* cache-max-size= */
   unsigned revalidate;          /* revalidate= (seconds) */
+  int64_t readahead;            /* readahead= (-1: default) */
   int64_t memory_cache_size;    /* memory-cache-size= */
   bool force_zlib;              /* zlib-decoder=zlib */
   struct trust_key **keys;      /* pubkey= (repeatable) */
@@ -62,6 +64,7 @@ static struct {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
   .cache_max_size = DEFAULT_CACHE_MAX_SIZE,
   .revalidate = DEFAULT_REVALIDATE,
+  .readahead = -1,
 };
 
 static void
@@ -103,9 +106,12 @@ cloop_load (void)
   http_config_defaults (&state.http);
 }
 
+static void log_stats (void);
+
 static void
 cloop_unload (void)
 {
+  log_stats ();
   reader_free (state.reader);
   http_global_cleanup ();
   for (size_t i = 0; i < state.nkeys; i++)
@@ -256,6 +262,15 @@ cloop_config (const char *key, const char *value)
                         &state.revalidate) == -1)
       return -1;
   }
+  else if (strcmp (key, "readahead") == 0) {
+    state.readahead = nbdkit_parse_size (value);
+    if (state.readahead == -1)
+      return -1;
+    if (state.readahead > 64 * 1024 * 1024) {
+      nbdkit_error ("readahead must be at most 64M");
+      return -1;
+    }
+  }
   else if (strcmp (key, "cache-max-size") == 0) {
     state.cache_max_size = nbdkit_parse_size (value);
     if (state.cache_max_size == -1)
@@ -329,6 +344,7 @@ cloop_config_complete (void)
   "[file=]<IMAGE>            cloop image of any dialect (or url=).\n" \
   "url=<URL>                 cloop image at an http:// or https:// URL.\n" \
   "memory-cache-size=<SIZE>  Decoded blocks kept in memory (default 128M).\n" \
+  "readahead=<SIZE>          Sequential read-ahead (default 2M remote, 0 local).\n" \
   "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib.\n" \
   "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
   "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
@@ -382,6 +398,8 @@ cloop_get_ready (void)
       .memory_cache_size = state.memory_cache_size,
       .force_zlib = state.force_zlib,
       .timeout = state.http.url ? state.http.timeout : 0,
+      .readahead = state.readahead >= 0 ? (uint64_t) state.readahead
+                   : state.http.url ? DEFAULT_READAHEAD : 0,
       .debug = debug_printf,
       .debug_blocks = cloop_debug_blocks,
     },
@@ -448,12 +466,13 @@ cloop_open_connection (int readonly)
   return &state;
 }
 
+/* Log the cache and HTTP counters (-D cloop.stats=1). */
 static void
-cloop_close_connection (void *handle)
+log_stats (void)
 {
   struct block_cache_stats st;
 
-  if (!cloop_debug_stats)
+  if (!cloop_debug_stats || state.reader == NULL)
     return;
   reader_get_cache_stats (state.reader, &st);
   nbdkit_debug ("memory cache: %" PRIu64 " hits, %" PRIu64 " misses, %"
@@ -468,6 +487,14 @@ cloop_close_connection (void *handle)
                   PRIu64 " retries, %" PRIu64 " failed ranges",
                   hs.requests, hs.bytes_fetched, hs.retries, hs.failures);
   }
+}
+
+/* Counters at every disconnection, and at unload (nbdkit may exit
+ * before a last connection's close runs). */
+static void
+cloop_close_connection (void *handle)
+{
+  log_stats ();
 }
 
 static int64_t

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include <openssl/evp.h>
@@ -26,6 +27,13 @@ struct reader {
    * reused from request to request: a fresh allocation per request
    * page-faults on every fill. */
   pthread_key_t scratch_key;
+
+  /* Read-ahead (cfg.readahead_blocks > 0): where a sequential reader
+   * would read next, and the current window in blocks. */
+  pthread_mutex_t ra_lock;
+  uint64_t ra_next;
+  uint32_t ra_window;
+  uint32_t ra_max;              /* cfg.readahead in blocks */
 
   /* Pool of idle decoders (decoders are not thread-safe, and creating
    * one per block would cost an allocation on the hot path). */
@@ -111,6 +119,10 @@ reader_new (struct source *src, struct block_map *map,
     return NULL;
   }
   pthread_mutex_init (&r->pool_lock, NULL);
+  pthread_mutex_init (&r->ra_lock, NULL);
+  r->ra_max = cfg->readahead / map->block_size;
+  if (r->ra_max > 1024)
+    r->ra_max = 1024;
   r->src = src;
   r->map = map;
   r->cfg = *cfg;
@@ -137,6 +149,7 @@ reader_free (struct reader *r)
     decoder_free (r->pool[i]);
   free (r->pool);
   pthread_mutex_destroy (&r->pool_lock);
+  pthread_mutex_destroy (&r->ra_lock);
   /* Threads still alive keep their scratch buffers until they exit;
    * this thread's is freed now. */
   free_scratch_of_this_thread (r);
@@ -424,12 +437,13 @@ publish_slot (struct reader *r, struct slot *s, bool ok)
  * Returns 0, or -1 with err set from the first failure. */
 static int
 fill_claimed (struct reader *r, struct slot *slots, size_t n,
-              uint64_t deadline, struct cloop_err *err)
+              size_t n_required, uint64_t deadline, struct cloop_err *err)
 {
   size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
   unsigned char **bufs = malloc (n * sizeof *bufs), *cbuf = NULL;
-  bool owned = false;
   int *status = malloc (n * sizeof *status);
+  bool owned = false;
+  struct cloop_err fetch_err = { 0 };
   int ret = 0;
 
   for (size_t i = 0; i < n; i++)
@@ -457,19 +471,23 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     bufs[nf++] = cbuf + pos;
     pos += r->map->entries[slots[i].block].length;
   }
-  if (nf > 0 &&
-      fetch_blocks (r, slots, which, nf, bufs, status, deadline, err) == -1)
-    ret = -1;
+  if (nf > 0)
+    fetch_blocks (r, slots, which, nf, bufs, status, deadline, &fetch_err);
 
+  /* Only the blocks the read asked for (not read-ahead) can fail it. */
   for (size_t k = 0; k < nf; k++) {
     struct slot *s = &slots[which[k]];
+    bool required = which[k] < n_required;
     struct cloop_err e;
     bool ok = status[k] == 0;
 
-    if (ok && finish_fetched (r, slots, which[k], bufs[k], deadline,
-                              &e) == -1) {
+    if (!ok)
+      e = fetch_err;
+    else if (finish_fetched (r, slots, which[k], bufs[k], deadline,
+                             &e) == -1)
       ok = false;
-      if (ret == 0 && err)
+    if (!ok && required && ret == 0) {
+      if (err)
         *err = e;
       ret = -1;
     }
@@ -502,7 +520,7 @@ wait_busy (struct reader *r, struct slot *s, uint64_t deadline,
     return 0;
   case BLOCK_CLAIMED:           /* evicted meanwhile: fill it ourselves */
     s->pinned = true;
-    return fill_claimed (r, s, 1, deadline, err);
+    return fill_claimed (r, s, 1, 1, deadline, err);
   case BLOCK_TIMEDOUT:
     return cloop_err_set (err, EIO, "block %" PRIu64 ": deadline of %u s "
                           "reached waiting for another request to fetch it",
@@ -513,17 +531,15 @@ wait_busy (struct reader *r, struct slot *s, uint64_t deadline,
   }
 }
 
-/* Bring blocks [first, first+n) into the cache, pinned in slots[].
- * wait_for_busy == false skips blocks other threads are filling (for
- * prefetch).  Returns 0, or -1 with err set; slots' pinned flags are
- * accurate in both cases. */
-static int
-acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
-                size_t n, bool wait_for_busy, uint64_t deadline,
-                struct cloop_err *err)
+/* Pin or claim blocks [first, first+n) into slots[0..n).  With
+ * optional set, blocks other threads are filling are just skipped.
+ * Returns the number claimed, or -1 with err set (ENOMEM). */
+static ssize_t
+acquire_range (struct reader *r, struct slot *slots, uint64_t first,
+               size_t n, struct cloop_err *err)
 {
   size_t nclaimed = 0;
-  int ret = 0;
+  ssize_t ret = 0;
 
   for (size_t i = 0; i < n; i++) {
     struct slot *s = &slots[i];
@@ -542,9 +558,69 @@ acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
     s->pinned = s->status != BLOCK_BUSY;
     nclaimed += s->status == BLOCK_CLAIMED;
   }
+  return ret == -1 ? -1 : (ssize_t) nclaimed;
+}
+
+/* Read-ahead window for a read of blocks [first, last] that missed
+ * (missed = some block had to be fetched).  A read that starts where
+ * the previous one ended is sequential: its misses fetch a window of
+ * following blocks in the same batch, doubling from 4 blocks up to
+ * cfg.readahead; any other read resets the window to nothing,
+ * so random reads fetch only what they asked for. */
+static size_t
+readahead_window (struct reader *r, uint64_t first, uint64_t last,
+                  bool missed)
+{
+  size_t w = 0;
+
+  if (r->ra_max == 0)
+    return 0;
+  pthread_mutex_lock (&r->ra_lock);
+  if (first == r->ra_next || first + 1 == r->ra_next) {
+    if (missed) {
+      uint32_t grow = r->ra_window ? r->ra_window * 2 : 4;
+      r->ra_window = grow < r->ra_max ? grow : r->ra_max;
+      w = r->ra_window;
+    }
+  }
+  else
+    r->ra_window = 0;
+  r->ra_next = last + 1;
+  pthread_mutex_unlock (&r->ra_lock);
+  if (w > r->map->num_blocks - 1 - last)
+    w = r->map->num_blocks - 1 - last;
+  return w;
+}
+
+/* Bring blocks [first, first+n) into the cache, pinned in slots[0..n);
+ * slots has room for n + ra_max.  wait_for_busy == false
+ * skips blocks other threads are filling (for prefetch), and does no
+ * read-ahead.  Returns 0, or -1 with err set; slots' pinned flags are
+ * accurate in both cases.  *n_used is n plus the read-ahead slots. */
+static int
+acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
+                size_t n, bool wait_for_busy, uint64_t deadline,
+                size_t *n_used, struct cloop_err *err)
+{
+  ssize_t nclaimed = acquire_range (r, slots, first, n, err);
+  size_t extra = 0;
+  bool any_claimed = false;
+  int ret = nclaimed == -1 ? -1 : 0;
+
+  if (wait_for_busy) {
+    extra = readahead_window (r, first, first + n - 1, nclaimed != 0);
+    /* A read-ahead slot that cannot be acquired (ENOMEM) is marked
+     * failed and simply not fetched. */
+    if (extra > 0)
+      acquire_range (r, slots + n, first + n, extra, NULL);
+  }
+  *n_used = n + extra;
+  for (size_t i = 0; i < n + extra; i++)
+    any_claimed |= slots[i].status == BLOCK_CLAIMED;
 
   /* Publish our own claims before waiting for anyone else's. */
-  if (nclaimed > 0 && fill_claimed (r, slots, n, deadline, err) == -1)
+  if (any_claimed &&
+      fill_claimed (r, slots, n + extra, n, deadline, err) == -1)
     ret = -1;
 
   if (wait_for_busy)
@@ -572,7 +648,7 @@ with_blocks (struct reader *r, uint32_t count, uint64_t offset,
   const uint32_t bs = r->map->block_size;
   struct slot stack_slots[STACK_BLOCKS], *slots = stack_slots;
   uint64_t first, last;
-  size_t n;
+  size_t n, n_used;
   int ret;
 
   if (count == 0)
@@ -582,14 +658,14 @@ with_blocks (struct reader *r, uint32_t count, uint64_t offset,
   first = offset / bs;
   last = (offset + count - 1) / bs;
   n = last - first + 1;
-  if (n > STACK_BLOCKS) {
-    slots = malloc (n * sizeof *slots);
+  if (n + r->ra_max > STACK_BLOCKS) {
+    slots = malloc ((n + r->ra_max) * sizeof *slots);
     if (slots == NULL)
       return cloop_err_set (err, ENOMEM, "out of memory");
   }
 
   ret = acquire_blocks (r, slots, first, n, wait_for_busy,
-                        read_deadline (r), err);
+                        read_deadline (r), &n_used, err);
 
   if (ret == 0 && buf) {
     uint64_t pos = offset;
@@ -607,7 +683,7 @@ with_blocks (struct reader *r, uint32_t count, uint64_t offset,
     }
   }
 
-  release_blocks (r, slots, n);
+  release_blocks (r, slots, n_used);
   if (slots != stack_slots)
     free (slots);
   return ret;

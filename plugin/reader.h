@@ -26,6 +26,9 @@ struct reader_config {
   uint64_t memory_cache_size;   /* bytes of decoded blocks kept */
   bool force_zlib;              /* zlib inflate instead of libdeflate */
   unsigned timeout;             /* seconds a read may take (0 = none) */
+  /* Sequential reads that miss also fetch up to this many bytes of
+   * following blocks in the same batch (0 = no read-ahead). */
+  uint64_t readahead;
   /* Optional persistent cache of compressed blocks (the reader owns
    * it).  Blocks are keyed by object_id and their byte range, and are
    * written only after they decoded correctly. */
