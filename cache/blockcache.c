@@ -428,8 +428,10 @@ block_cache_wait (struct block_cache *c, uint64_t n,
       *status = BLOCK_HIT;
     }
     else {
-      unpin (c, e);
+      /* Decide before unpinning: the last unpin of a failed entry
+       * frees it. */
       *status = e->state == ENTRY_FILLING ? BLOCK_TIMEDOUT : BLOCK_FAILED;
+      unpin (c, e);
     }
   }
   pthread_mutex_unlock (&c->lock);

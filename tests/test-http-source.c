@@ -368,7 +368,7 @@ test_coalescing (const char *url, const struct reference *ref)
 {
   struct http_config cfg = base_config (url);
   struct source *src;
-  struct source_range r[64];
+  struct source_range r[64] = { 0 };
   struct http_stats a, b;
   struct cloop_err err = { 0 };
   uint64_t base = 1024 * 1024, seed = 42;
@@ -592,7 +592,7 @@ static int
 fault_reads (struct source *src, const struct reference *ref,
              const struct fault_case *fc, int *wrong)
 {
-  struct source_range r[4];
+  struct source_range r[4] = { 0 };
   struct cloop_err err = { 0 };
   unsigned char *single = malloc (100000);
   int mask = 0;
