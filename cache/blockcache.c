@@ -337,18 +337,18 @@ block_cache_free (struct block_cache *c)
   free (c);
 }
 
-int
-block_cache_acquire (struct block_cache *c, uint64_t n,
-                     struct block_ref *ref, enum block_cache_status *status,
-                     struct cloop_err *err)
+/* With the lock held: claim block n if absent (CLAIMED; *r = -1 on
+ * ENOMEM), pin it if valid (HIT), else BUSY.  Returns the entry found,
+ * or NULL if none was. */
+static struct entry *
+lookup_locked (struct block_cache *c, uint64_t n, struct block_ref *ref,
+               enum block_cache_status *status, int *r, struct cloop_err *err)
 {
-  struct entry *e;
-  int r = 0;
+  struct entry *e = table_find (c, n);
 
-  pthread_mutex_lock (&c->lock);
-  e = table_find (c, n);
+  *r = 0;
   if (e == NULL) {
-    r = claim (c, n, ref, err);
+    *r = claim (c, n, ref, err);
     *status = BLOCK_CLAIMED;
   }
   else if (e->state == ENTRY_VALID) {
@@ -359,6 +359,18 @@ block_cache_acquire (struct block_cache *c, uint64_t n,
   }
   else
     *status = BLOCK_BUSY;
+  return e;
+}
+
+int
+block_cache_acquire (struct block_cache *c, uint64_t n,
+                     struct block_ref *ref, enum block_cache_status *status,
+                     struct cloop_err *err)
+{
+  int r;
+
+  pthread_mutex_lock (&c->lock);
+  lookup_locked (c, n, ref, status, &r, err);
   pthread_mutex_unlock (&c->lock);
   return r;
 }
@@ -400,18 +412,8 @@ block_cache_wait (struct block_cache *c, uint64_t n,
   int r = 0;
 
   pthread_mutex_lock (&c->lock);
-  e = table_find (c, n);
-  if (e == NULL) {
-    r = claim (c, n, ref, err);
-    *status = BLOCK_CLAIMED;
-  }
-  else if (e->state == ENTRY_VALID) {
-    pin_valid (c, e);
-    c->hits++;
-    fill_ref (ref, e);
-    *status = BLOCK_HIT;
-  }
-  else {
+  e = lookup_locked (c, n, ref, status, &r, err);
+  if (*status == BLOCK_BUSY) {
     /* In flight: pin it so that it outlives a failure, then sleep. */
     c->waits++;
     e->refs++;

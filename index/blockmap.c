@@ -105,11 +105,9 @@ block_map_length_bound (uint32_t block_size)
   return (uint64_t) block_size + block_size / 16 + 4096;
 }
 
-static int
-validate_geometry (const struct block_map *map, struct cloop_err *err)
+int
+block_map_check_geometry (uint32_t bs, uint64_t n, struct cloop_err *err)
 {
-  uint32_t bs = map->block_size;
-
   if (bs == 0)
     return cloop_err_set (err, EINVAL, "block size is 0");
   if (bs % BLOCK_SIZE_ALIGN != 0)
@@ -120,10 +118,21 @@ validate_geometry (const struct block_map *map, struct cloop_err *err)
     return cloop_err_set (err, EINVAL,
                           "block size %" PRIu32 " exceeds the limit of %u",
                           bs, BLOCK_SIZE_MAX);
-  if (map->num_blocks > NUM_BLOCKS_MAX ||
-      map->num_blocks > (uint64_t) INT64_MAX / bs)
-    return cloop_err_set (err, EINVAL, "too many blocks (%" PRIu64 ")",
-                          map->num_blocks);
+  if (n > NUM_BLOCKS_MAX)
+    return cloop_err_set (err, EINVAL, "too many blocks (%" PRIu64 ")", n);
+  if (n > (uint64_t) INT64_MAX / bs)
+    return cloop_err_set (err, EINVAL, "image size overflows (%" PRIu64
+                          " blocks of %" PRIu32 " bytes)", n, bs);
+  return 0;
+}
+
+static int
+validate_geometry (const struct block_map *map, struct cloop_err *err)
+{
+  uint32_t bs = map->block_size;
+
+  if (block_map_check_geometry (bs, map->num_blocks, err) == -1)
+    return -1;
   if (map->size > map->num_blocks * bs ||
       (map->num_blocks > 0 && map->size <= (map->num_blocks - 1) * bs))
     return cloop_err_set (err, EINVAL, "image size %" PRIu64

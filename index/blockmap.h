@@ -87,6 +87,13 @@ uint32_t block_map_stream_length (const struct block_map *map, uint64_t i);
 int block_map_validate (struct block_map *map, uint64_t container_size,
                         struct cloop_err *err);
 
+/* Check a block size and block count read from an image before
+ * anything is allocated for them: size not 0, a multiple of 512, at
+ * most BLOCK_SIZE_MAX; count at most NUM_BLOCKS_MAX; count * size
+ * fits in an int64.  0, or -1 with err set (EINVAL). */
+int block_map_check_geometry (uint32_t block_size, uint64_t num_blocks,
+                              struct cloop_err *err);
+
 /* Worst-case compressed length of one block of block_size bytes for
  * any codec we support (bounds what a format may claim). */
 uint64_t block_map_length_bound (uint32_t block_size);

@@ -97,28 +97,6 @@ read_range (const struct byte_reader *r, uint64_t offset, uint64_t len,
   return buf;
 }
 
-/* Reject a hostile block size or block count before anything is
- * allocated for it. */
-static int
-check_geometry (uint32_t bs, uint64_t n, struct cloop_err *err)
-{
-  if (bs == 0)
-    return cloop_err_set (err, EINVAL, "block size is 0");
-  if (bs % BLOCK_SIZE_ALIGN != 0)
-    return cloop_err_set (err, EINVAL,
-                          "block size %" PRIu32 " is not a multiple of %u",
-                          bs, BLOCK_SIZE_ALIGN);
-  if (bs > BLOCK_SIZE_MAX)
-    return cloop_err_set (err, EINVAL,
-                          "block size %" PRIu32 " exceeds the limit of %u",
-                          bs, BLOCK_SIZE_MAX);
-  if (n > NUM_BLOCKS_MAX)
-    return cloop_err_set (err, EINVAL, "too many blocks (%" PRIu64 ")", n);
-  if (n > (uint64_t) INT64_MAX / bs)
-    return cloop_err_set (err, EINVAL, "image size overflows (%" PRIu64
-                          " blocks of %" PRIu32 " bytes)", n, bs);
-  return 0;
-}
 
 /* Store block i, checking its length against the codec bound (the
  * entry's length field is only 32 bits wide). */
@@ -295,7 +273,7 @@ open_table (const struct byte_reader *r, uint32_t bs, uint64_t n,
   unsigned char *idx;
   int ret;
 
-  if (check_geometry (bs, n, err) == -1)
+  if (block_map_check_geometry (bs, n, err) == -1)
     return NULL;
   /* read_range checks that the index is inside the file before any
    * allocation proportional to n. */
@@ -450,7 +428,7 @@ open_slitaz (const struct byte_reader *r, const unsigned char *head,
   if (entry_size != 4)
     return cloop_err_set (err, EINVAL, "SliTaz V3.0: unsupported index "
                           "entry size %" PRIu32, entry_size), NULL;
-  if (check_geometry (bs, n, err) == -1)
+  if (block_map_check_geometry (bs, n, err) == -1)
     return NULL;
   if (4 * n > r->size - HEAD_LEN - SLITAZ_TAIL)
     return cloop_err_set (err, EINVAL, "index (%" PRIu64 " blocks) lies "
@@ -573,7 +551,8 @@ open_dplasa (const struct byte_reader *r, const unsigned char *footer,
     free (idx);
     return NULL;
   }
-  map = check_geometry (bs, n, err) == -1 ? NULL : block_map_new (n, bs, err);
+  map = block_map_check_geometry (bs, n, err) == -1
+        ? NULL : block_map_new (n, bs, err);
   if (map != NULL && (fill_dplasa (map, idx, err) == -1 ||
                       block_map_validate (map, r->size, err) == -1)) {
     block_map_free (map);
@@ -600,7 +579,7 @@ open_header_last (const struct byte_reader *r, const unsigned char *hdr,
                             : "cloop V2.0 (header last)", CODEC_ZLIB);
   f.codec_nibble = v4;
   f.zero_blocks = !v4;
-  if (check_geometry (bs, n, err) == -1)
+  if (block_map_check_geometry (bs, n, err) == -1)
     return NULL;
   if (8 * (n + 1) > r->size - HEAD_LEN)
     return cloop_err_set (err, EINVAL, "index (%" PRIu64 " blocks) lies "
