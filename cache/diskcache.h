@@ -7,15 +7,18 @@
  *                                 directory holding another version is
  *                                 refused (open fails with EINVAL)
  *   DIR/.lock                     empty; flock()ed by whoever evicts
- *   DIR/obj/<object id>/<off>-<len>  a byte range of a remote object
+ *   DIR/obj/<object id>/<ff>/<off>-<len>  a byte range of a remote
+ *                                 object (ff: two hex digits hashed
+ *                                 from off, a 256-way fan-out)
  *   DIR/blk/<hh>/<64 hex>         a content-addressed block, named by
  *                                 the SHA-256 of its payload (hh = the
  *                                 first two hex digits: 256-way fan-out)
  *   DIR/url/<64 hex>              small metadata blob, named by the
  *                                 SHA-256 of a caller-chosen name (the
  *                                 image URL)
- *   <any dir>/.tmp-<pid>-<tid>-<n>  a write in progress (or left by a
- *                                 crashed writer)
+ *   <any dir>/.tmp-<pid>-<tid>-<n>  a url/ write in progress, or any
+ *                                 where O_TMPFILE is unusable (or left
+ *                                 by a crashed writer)
  *
  * Only the namespaces obj/, blk/ and url/ are ever scanned, evicted or
  * written, so pointing DIR at the wrong place cannot delete foreign
@@ -34,17 +37,30 @@
  *
  * CRASH SAFETY
  *
- * An entry is written to a unique temporary file in its final directory
- * and then rename()d over the final name, so a process killed at any
- * instant leaves no entry, the complete old one or the complete new one
- * (plus perhaps a temporary file, removed by the next scan, at open
- * or later, once its writer pid is dead or it is an hour old; a
- * recycled pid only delays that).  There is no
- * fsync: after a power loss a renamed file may be empty or hold stale
- * blocks, but every read checks the length and the SHA-256 in the
- * header, so such an entry is deleted and refetched like any corrupt
- * one.  Durability is not needed, only integrity; fsync per block would
- * cost milliseconds on every miss.
+ * An obj/ or blk/ entry is written to an unnamed O_TMPFILE file in its
+ * final directory, with one writev, and then linkat()ed (through
+ * /proc/self/fd/N, which needs no privilege) to its final name.  The
+ * link appears complete or not at all, and a writer killed before it
+ * leaves nothing behind.  linkat never replaces: if the name exists
+ * (another process cached the same block) and the file has the right
+ * length, it is kept, like ours verified on every read; a file of
+ * another length is replaced as below.  These namespaces are
+ * immutable (the name fixes the content), so no put ever needs to
+ * replace a good entry.
+ *
+ * url/ entries (which change), and every entry where O_TMPFILE is not
+ * supported (old kernel, some filesystems) or /proc is not mounted,
+ * are written to a unique temporary file in the final directory and
+ * then rename()d over the final name.  Either way a process killed at
+ * any instant leaves no entry, the complete old one or the complete
+ * new one (plus, on the rename path only, perhaps a temporary file,
+ * removed by the next scan, at open or later, once its writer pid is
+ * dead or it is an hour old; a recycled pid only delays that).  There
+ * is no fsync: after a power loss a linked or renamed file may be
+ * empty or hold stale blocks, but every read checks the length and the
+ * SHA-256 in the header, so such an entry is deleted and refetched
+ * like any corrupt one.  Durability is not needed, only integrity;
+ * fsync per block would cost milliseconds on every miss.
  *
  * SIZE BOUND
  *
@@ -71,8 +87,8 @@
  *
  * WRITE FAILURES
  *
- * A failed write never fails the caller: the temporary file is removed
- * and the put returns 0 as if it had been cached.  It is warned about
+ * A failed write never fails the caller: the unnamed or temporary file
+ * is dropped and the put returns 0 as if it had been cached.  It is warned about
  * at most once a minute.  ENOSPC/EDQUOT also triggers an eviction down
  * to 80 % of max_bytes or of the current size, whichever is lower; a
  * second one in a row (or a third failure in a row of any other kind)
@@ -110,10 +126,14 @@ struct disk_cache_hooks {
   void (*debug) (void *opaque, const char *fmt, ...)
     __attribute__ ((format (printf, 2, 3)));
   void *opaque;
-  /* Testing only: called between writing an entry's header and its
-   * payload; a non-zero return is taken as the errno of a failed write
-   * (e.g. ENOSPC), leaving a partial temporary file to clean up. */
+  /* Testing only: called just before an entry is written; a non-zero
+   * return is taken as the errno of a failed write (e.g. ENOSPC) after
+   * the header alone, leaving a partial (unnamed or temporary) file to
+   * clean up. */
   int (*inject_write_error) (void *opaque);
+  /* Testing only: non-zero = never use O_TMPFILE + linkat, always a
+   * named temporary file + rename (as without O_TMPFILE or /proc). */
+  int no_tmpfile;
 };
 
 struct disk_cache_stats {
@@ -145,7 +165,7 @@ void disk_cache_close (struct disk_cache *dc);
 int disk_cache_object_id (char out[65], const char *url, const char *etag,
                           const char *last_modified, uint64_t size);
 
-/* Build "obj/<object_id>/<offset>-<length>" in out[n].  Returns 0, or
+/* Build "obj/<object_id>/<ff>/<offset>-<length>" in out[n].  Returns 0, or
  * -1 if object_id is not a plain name or out is too small. */
 int disk_cache_key_range (char out[], size_t n, const char *object_id,
                           uint64_t offset, uint64_t length);

@@ -5,8 +5,11 @@
  * that does not hash to its name), key validation, metadata blobs, the
  * size bound with LRU order, two handles on one directory (as two
  * processes would share it), stale temporary files, refusing foreign
- * directories, and write failures: an injected ENOSPC always, and a
- * real full tmpfs when running as root where mount(2) is allowed.
+ * directories, write failures (an injected ENOSPC always, and a real
+ * full tmpfs when running as root where mount(2) is allowed), and both
+ * write paths, O_TMPFILE + linkat and the temporary file + rename
+ * fallback: an existing entry kept (EEXIST), a damaged one replaced,
+ * directories recreated, a writer killed mid-write.
  * Exit status 0 on success, 1 on failure.
  */
 #include <config.h>
@@ -18,6 +21,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -85,14 +89,34 @@ on_debug (void *opaque, const char *fmt, ...)
   }
 }
 
+static void count_tmp_in (const char *dir);
+
+/* What the write hook does besides injecting inject_errno: count the
+ * temporary files in probe_dir (0 on the O_TMPFILE path, 1 on the
+ * rename path), or die there like a writer killed mid-write. */
+static const char *probe_dir;
+static unsigned probed_tmp_files;
+static bool die_in_write;
+
 static int
 inject (void *opaque)
 {
+  if (probe_dir)
+    count_tmp_in (probe_dir);
+  if (die_in_write)
+    raise (SIGKILL);
   return inject_errno;
 }
 
 static const struct disk_cache_hooks hooks = {
   .warn = on_warn, .debug = on_debug, .inject_write_error = inject,
+};
+
+/* The same, forced onto the temporary file + rename path, as without
+ * O_TMPFILE or /proc. */
+static const struct disk_cache_hooks hooks_rename = {
+  .warn = on_warn, .debug = on_debug, .inject_write_error = inject,
+  .no_tmpfile = 1,
 };
 
 static struct disk_cache *
@@ -181,6 +205,16 @@ du (const char *dir)
   tmp_files = 0;
   CHECK (nftw (dir, du_visit, 16, FTW_PHYS) == 0);
   return du_bytes;
+}
+
+static void
+count_tmp_in (const char *dir)
+{
+  uint64_t saved = du_bytes;
+
+  du (dir);
+  probed_tmp_files = tmp_files;
+  du_bytes = saved;
 }
 
 static void
@@ -567,7 +601,10 @@ test_stale_tmp_and_foreign_dirs (void)
   make_file (p2, 2 * 3600);
   make_file (p3, 0);
   make_file (p4, 0);
-  dc = open_cache (dir, 0);
+  /* On the rename path, the only one that names temporary files (the
+   * pid-reuse case below needs it). */
+  dc = disk_cache_open (dir, 0, &hooks_rename, &err);
+  CHECK (dc != NULL);
   CHECK (access (p1, F_OK) == -1 && access (p2, F_OK) == -1);
   CHECK (access (p3, F_OK) == 0);
   CHECK (access (p4, F_OK) == -1);
@@ -642,6 +679,161 @@ test_write_failures (void)
   CHECK (disk_cache_put (dc, key, data, sizeof data, &err) == 0);
   CHECK (disk_cache_get (dc, key, out, sizeof out, &err) == 1);
   disk_cache_close (dc);
+}
+
+static ino_t
+inode_of (const char *dir, const char *key)
+{
+  char path[512];
+  struct stat st;
+
+  snprintf (path, sizeof path, "%s/%s", dir, key);
+  CHECK (stat (path, &st) == 0);
+  return st.st_ino;
+}
+
+/* Fork a writer that dies (SIGKILL) in the middle of writing key. */
+static void
+put_and_die (const char *dir, const struct disk_cache_hooks *h,
+             const char *key, const unsigned char *data, size_t len)
+{
+  int status;
+  pid_t pid = fork ();
+
+  CHECK (pid != -1);
+  if (pid == 0) {
+    struct cloop_err err;
+    struct disk_cache *dc = disk_cache_open (dir, 0, h, &err);
+
+    if (dc == NULL)
+      _exit (2);
+    die_in_write = true;
+    disk_cache_put (dc, key, data, len, &err);
+    _exit (3);                  /* not reached */
+  }
+  CHECK (waitpid (pid, &status, 0) == pid);
+  CHECK (WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL);
+}
+
+/* Both write paths: O_TMPFILE + linkat (default) and temporary file +
+ * rename (no_tmpfile, as without O_TMPFILE or /proc). */
+static void
+test_write_paths (void)
+{
+  static const struct {
+    const char *name;
+    const struct disk_cache_hooks *hooks;
+    unsigned tmp_while_writing;
+  } paths[] = {
+    { "O_TMPFILE + linkat", &hooks, 0 },
+    { "temporary file + rename (fallback)", &hooks_rename, 1 },
+  };
+  char dir[128], key[DISK_CACHE_KEY_MAX], keydir[512], path[512];
+  char msg[200], *slash;
+  unsigned char data[4000], other[4000], out[4000];
+  struct disk_cache_stats st;
+  struct cloop_err err;
+  struct disk_cache *dc, *dc2;
+  uint64_t one = 4096;          /* 64 + 4000 bytes, in 4 KiB blocks */
+  ino_t ino;
+  int fd;
+
+  for (unsigned p = 0; p < 2; p++) {
+    snprintf (msg, sizeof msg, "%s: writes, creates directories lazily, "
+              "keeps an entry already there (EEXIST), replaces a damaged "
+              "one and url/ entries", paths[p].name);
+    say (msg);
+    snprintf (dir, sizeof dir, "%s/paths%u", base, p);
+    dc = disk_cache_open (dir, 0, paths[p].hooks, &err);
+    CHECK (dc != NULL);
+    key_for (key, sizeof key, 7);
+    snprintf (keydir, sizeof keydir, "%s/%s", dir, key);
+    slash = strrchr (keydir, '/');
+    *slash = '\0';
+    CHECK (!exists (dir, "obj"));       /* nothing made before a put */
+    fill (data, sizeof data, 7);
+
+    /* The first put creates obj/<id>/<ff>; is a named temporary file
+     * visible while it writes? */
+    probe_dir = keydir;
+    probed_tmp_files = 99;
+    CHECK (disk_cache_put (dc, key, data, sizeof data, &err) == 0);
+    probe_dir = NULL;
+    CHECK (probed_tmp_files == paths[p].tmp_while_writing);
+    CHECK (disk_cache_get (dc, key, out, sizeof out, &err) == 1);
+    CHECK (memcmp (out, data, sizeof data) == 0);
+    disk_cache_get_stats (dc, &st);
+    CHECK (st.puts == 1 && st.put_failures == 0 && st.bytes == one);
+    ino = inode_of (dir, key);
+
+    /* Put again, from this handle and from a second one (another
+     * process): the entry is kept, not rewritten, not a failure, not
+     * counted twice. */
+    CHECK (disk_cache_put (dc, key, data, sizeof data, &err) == 0);
+    dc2 = disk_cache_open (dir, 0, paths[p].hooks, &err);
+    CHECK (dc2 != NULL);
+    CHECK (disk_cache_put (dc2, key, data, sizeof data, &err) == 0);
+    CHECK (inode_of (dir, key) == ino);
+    disk_cache_get_stats (dc, &st);
+    CHECK (st.puts == 1 && st.put_failures == 0 && st.bytes == one);
+    disk_cache_get_stats (dc2, &st);
+    CHECK (st.puts == 0 && st.put_failures == 0 && st.bytes == one);
+    disk_cache_close (dc2);
+
+    /* A damaged entry of another length under the name (a power loss
+     * before its blocks reached the disk) is replaced by a put. */
+    snprintf (path, sizeof path, "%s/%s", dir, key);
+    fd = open (path, O_WRONLY | O_TRUNC);
+    CHECK (fd >= 0 && write (fd, "junk", 4) == 4 && close (fd) == 0);
+    CHECK (disk_cache_put (dc, key, data, sizeof data, &err) == 0);
+    CHECK (inode_of (dir, key) != ino);
+    CHECK (disk_cache_get (dc, key, out, sizeof out, &err) == 1);
+    CHECK (memcmp (out, data, sizeof data) == 0);
+    disk_cache_get_stats (dc, &st);
+    CHECK (st.puts == 2 && st.corrupt == 0);
+
+    /* The directory went away (a scan removes empty ones): recreated. */
+    CHECK (unlink (path) == 0 && rmdir (keydir) == 0);
+    CHECK (disk_cache_put (dc, key, data, sizeof data, &err) == 0);
+    CHECK (disk_cache_get (dc, key, out, sizeof out, &err) == 1);
+
+    /* url/ entries are replaced, and accounted once. */
+    fill (other, sizeof other, 8);
+    CHECK (disk_cache_put_meta (dc, "u", data, sizeof data, &err) == 0);
+    disk_cache_get_stats (dc, &st);
+    uint64_t before = st.bytes;
+    CHECK (disk_cache_put_meta (dc, "u", other, sizeof other, &err) == 0);
+    size_t got = 0;
+    CHECK (disk_cache_get_meta (dc, "u", out, sizeof out, &got, &err) == 1);
+    CHECK (got == sizeof other && memcmp (out, other, sizeof other) == 0);
+    disk_cache_get_stats (dc, &st);
+    CHECK (st.bytes == before);
+    du (dir);
+    CHECK (tmp_files == 0);
+    disk_cache_close (dc);
+
+    /* A writer killed mid-write: no entry, and on the O_TMPFILE path
+     * no temporary file either (the rename path leaves one for the
+     * next scan, which the stale-tmp test covers). */
+    snprintf (msg, sizeof msg, "%s: a writer killed mid-write leaves no "
+              "entry%s", paths[p].name,
+              paths[p].tmp_while_writing ? "" : " and no file at all");
+    say (msg);
+    key_for (key, sizeof key, 9);
+    fill (data, sizeof data, 9);
+    put_and_die (dir, paths[p].hooks, key, data, sizeof data);
+    CHECK (!exists (dir, key));
+    du (dir);
+    CHECK (tmp_files == paths[p].tmp_while_writing);
+    dc = disk_cache_open (dir, 0, paths[p].hooks, &err);
+    CHECK (dc != NULL);
+    CHECK (disk_cache_get (dc, key, out, sizeof out, &err) == 0);
+    CHECK (disk_cache_put (dc, key, data, sizeof data, &err) == 0);
+    CHECK (disk_cache_get (dc, key, out, sizeof out, &err) == 1);
+    du (dir);
+    CHECK (tmp_files == 0);     /* the dead writer's one is gone too */
+    disk_cache_close (dc);
+  }
 }
 
 /* Root only, where mount(2) is allowed: a real full filesystem. */
@@ -719,6 +911,7 @@ main (void)
   test_shared_dir ();
   test_stale_tmp_and_foreign_dirs ();
   test_write_failures ();
+  test_write_paths ();
   test_real_enospc ();
 
   nftw (base, rm_visit, 16, FTW_DEPTH | FTW_PHYS);
