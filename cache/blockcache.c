@@ -203,10 +203,20 @@ evict_oldest (struct block_cache *c)
   return e;
 }
 
+/* Bytes of every entry in the table: valid, pinned and in flight. */
+static uint64_t
+held_bytes (const struct block_cache *c)
+{
+  return c->nr_entries * c->block_size;
+}
+
+/* Evict unpinned entries, oldest first, while everything held exceeds
+ * the bound: pinned and in-flight blocks count too, so that memory is
+ * max_bytes in all unless the pins alone exceed it. */
 static void
 enforce_bound (struct block_cache *c)
 {
-  while (c->lru_bytes > c->max_bytes)
+  while (c->lru_tail != NULL && held_bytes (c) > c->max_bytes)
     free (evict_oldest (c));
 }
 
@@ -246,15 +256,15 @@ unpin (struct block_cache *c, struct entry *e)
 }
 
 /* Create an in-flight entry for block n, pinned by the caller.  Reuses
- * the oldest entry's allocation if adding this block would push the
- * unpinned data over the bound anyway. */
+ * the oldest unpinned entry's allocation if adding this block would
+ * push what is held over the bound anyway. */
 static int
 claim (struct block_cache *c, uint64_t n, struct block_ref *ref,
        struct cloop_err *err)
 {
   struct entry *e;
 
-  if (c->lru_tail != NULL && c->lru_bytes + c->block_size > c->max_bytes)
+  if (c->lru_tail != NULL && held_bytes (c) + c->block_size > c->max_bytes)
     e = evict_oldest (c);
   else {
     e = malloc (sizeof *e + c->block_size);

@@ -9,9 +9,10 @@
  * deadlock).  Pinned entries are never evicted or modified, so callers
  * copy out of them without holding any lock.
  *
- * The cache keeps at most max_bytes of unpinned decoded data; pinned
- * and in-flight entries may exceed it temporarily (bounded by the
- * requests in flight).  All functions are thread-safe.  cache/ knows
+ * The cache holds at most max_bytes of decoded data in all, pinned and
+ * in-flight entries included: unpinned entries are evicted to make
+ * room for them.  Only when pinned entries alone exceed max_bytes
+ * does it hold more (bounded by the requests in flight).  All functions are thread-safe.  cache/ knows
  * nothing of nbdkit.
  */
 #ifndef CLOOP_BLOCKCACHE_H
