@@ -359,7 +359,7 @@ worker_main (void *opaque)
   uint64_t last_reap = 0;
 
   for (;;) {
-    struct http_xfer *todo, *x;
+    struct http_xfer *want, *x;
     struct CURLMsg *msg;
     bool stopping;
     int running, left;
@@ -367,13 +367,13 @@ worker_main (void *opaque)
     long wait_ms;
 
     pthread_mutex_lock (&hs->lock);
-    todo = hs->queue;
+    want = hs->queue;
     hs->queue = NULL;
     hs->queue_tail = &hs->queue;
     stopping = hs->stopping;
     pthread_mutex_unlock (&hs->lock);
-    while ((x = todo) != NULL) {
-      todo = x->next;
+    while ((x = want) != NULL) {
+      want = x->next;
       if (stopping)
         fail_now (hs, x, "source closed");
       else
@@ -435,10 +435,10 @@ compare_offsets (const void *a, const void *b)
 }
 
 /* Ranges that need no GET: empty, out of bounds, or in the head.
- * Moves the others into todo; returns -1 (err set) if any is bad. */
+ * Moves the others into want; returns -1 (err set) if any is bad. */
 static int
 triage_ranges (struct http_source *hs, struct source_range *ranges,
-               size_t n, struct source_range **todo, size_t *n_todo,
+               size_t n, struct source_range **want, size_t *n_todo,
                struct cloop_err *err)
 {
   size_t i, hits = 0;
@@ -467,7 +467,7 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
       hits++;
     }
     else
-      todo[(*n_todo)++] = r;
+      want[(*n_todo)++] = r;
   }
   pthread_mutex_lock (&hs->lock);
   hs->stats.ranges += n;
@@ -479,29 +479,29 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
 /* Merge sorted ranges into transfers; xs has room for n.  Returns the
  * number of transfers. */
 static size_t
-plan_transfers (struct http_source *hs, struct source_range **todo, size_t n,
+plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
                 struct http_xfer *xs, uint64_t deadline_ns)
 {
   size_t i = 0, n_xs = 0;
 
   while (i < n) {
     struct http_xfer *x = &xs[n_xs++];
-    size_t j = i + 1, total = todo[i]->length;
+    size_t j = i + 1, total = want[i]->length;
 
-    while (j < n && todo[j - 1]->offset + todo[j - 1]->length ==
-           todo[j]->offset && total + todo[j]->length <= hs->cfg.max_coalesce) {
-      total += todo[j]->length;
+    while (j < n && want[j - 1]->offset + want[j - 1]->length ==
+           want[j]->offset && total + want[j]->length <= hs->cfg.max_coalesce) {
+      total += want[j]->length;
       j++;
     }
     x->hs = hs;
-    x->parts = &todo[i];
+    x->parts = &want[i];
     x->n_parts = j - i;
-    x->first = todo[i]->offset;
+    x->first = want[i]->offset;
     x->length = total;
     x->deadline_ns = deadline_ns;
     for (size_t k = i; k < j; k++)
-      if (todo[k]->deadline_ns && todo[k]->deadline_ns < x->deadline_ns)
-        x->deadline_ns = todo[k]->deadline_ns;
+      if (want[k]->deadline_ns && want[k]->deadline_ns < x->deadline_ns)
+        x->deadline_ns = want[k]->deadline_ns;
     i = j;
   }
   pthread_mutex_lock (&hs->lock);
@@ -543,23 +543,23 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
                  struct cloop_err *err)
 {
   struct http_source *hs = (struct http_source *) src;
-  struct source_range **todo;
+  struct source_range **want;
   struct http_xfer *xs = NULL;
   size_t n_todo, n_xs;
   int ret;
 
-  todo = malloc ((n ? n : 1) * sizeof *todo);
-  if (todo == NULL)
+  want = malloc ((n ? n : 1) * sizeof *want);
+  if (want == NULL)
     return cloop_err_set (err, ENOMEM, "http: malloc: %m");
-  ret = triage_ranges (hs, ranges, n, todo, &n_todo, err);
+  ret = triage_ranges (hs, ranges, n, want, &n_todo, err);
   if (n_todo > 0) {
     xs = calloc (n_todo, sizeof *xs);
     if (xs == NULL) {
-      free (todo);
+      free (want);
       return cloop_err_set (err, ENOMEM, "http: calloc: %m");
     }
-    qsort (todo, n_todo, sizeof *todo, compare_offsets);
-    n_xs = plan_transfers (hs, todo, n_todo, xs,
+    qsort (want, n_todo, sizeof *want, compare_offsets);
+    n_xs = plan_transfers (hs, want, n_todo, xs,
                            http_now_ns () +
                            (uint64_t) hs->cfg.timeout * 1000000000);
     if (__atomic_load_n (&hs->started, __ATOMIC_ACQUIRE))
@@ -569,7 +569,7 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
     ret = report (hs, xs, n_xs, err, ret);
   }
   free (xs);
-  free (todo);
+  free (want);
   return ret;
 }
 

@@ -14,7 +14,7 @@ requires test -f "$FAULTSERVER"
 www=$tmpdir/www
 mkdir -p "$www"
 # Any bytes will do; the source reads them raw.  > 400000 bytes.
-make_sample "$www/data" 3000000
+make_sample "$www/data" $((32 * 1024 * 1024))
 start_nginx "$www"
 start_faultserver "$www"
 
