@@ -1,8 +1,7 @@
 # nbdkit-cloop: shared helpers for the shell tests.  Source it first:
 #   . "$srcdir/functions.sh"
 # The Makefile's TESTS_ENVIRONMENT sets PLUGIN (the built plugin .so),
-# MKCLOOP (the test-vector writer), srcdir, builddir and, in a
-# sanitizer build, LIBASAN.
+# MKCLOOP (the test-vector writer), srcdir and builddir.
 
 set -e
 set -u
@@ -16,7 +15,6 @@ export PATH
 : "${builddir:=$srcdir}"
 : "${PLUGIN:=$builddir/../.libs/nbdkit-cloop-plugin.so}"
 : "${MKCLOOP:=$builddir/mkcloop}"
-: "${LIBASAN:=}"
 
 # requires CMD [ARGS]: skip (exit 77) if a tool is genuinely missing.
 requires ()
@@ -29,15 +27,10 @@ requires ()
 
 # Run nbdkit; name the plugin as "$PLUGIN" after nbdkit's own options:
 #   nbdkit_cloop -U - --run 'nbdinfo "$uri"' "$PLUGIN" file=IMG
-# In a sanitizer build the ASan runtime is preloaded, since nbdkit
-# itself is not instrumented.
+# (One place to change how every test starts nbdkit.)
 nbdkit_cloop ()
 {
-    if [ -n "$LIBASAN" ]; then
-        LD_PRELOAD="$LIBASAN" nbdkit "$@"
-    else
-        nbdkit "$@"
-    fi
+    nbdkit "$@"
 }
 
 # Temporary directory removed at exit; cleanup functions run first.

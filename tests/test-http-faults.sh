@@ -267,7 +267,7 @@ run_case ()
     EXPECT1=$E1 EXPECT2=$E2 TIMEOUT=$TIMEOUT SLACK=$SLACK BS=$BS \
     SEED=$(( $(printf '%s' "$id" | cksum | cut -d' ' -f1) % 100000 )) \
     MARK=$d/connected OVERLAP=$overlap \
-    timeout 120 env ${LIBASAN:+LD_PRELOAD=$LIBASAN} nbdkit -U - --run \
+    timeout -k 10 120 nbdkit -U - --run \
         "nbdsh -u \"\$uri\" -c \"exec(open('$tmpdir/reads.py').read())\"" \
         "$PLUGIN" url="$url/$img" cache-dir=none timeout=$TIMEOUT retries=3 \
         > "$d/out" 2> "$d/err" || rc=$?
