@@ -70,13 +70,11 @@ static struct {
 static void
 debug_printf (const char *fmt, ...)
 {
-  char buf[1024];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (buf, sizeof buf, fmt, ap);
+  nbdkit_vdebug (fmt, ap);
   va_end (ap);
-  nbdkit_debug ("%s", buf);
 }
 
 /* Report a lower layer's error to nbdkit and return -1. */
