@@ -14,12 +14,7 @@ requires nbdcopy --version
 requires test -x "$MKCLOOP"
 requires test -f "$PLUGIN"
 
-www=$tmpdir/www
-cache=$tmpdir/cache
-mkdir -p "$www"
-make_sample "$tmpdir/in" 3000000
-"$MKCLOOP" -d v2 -B 65536 "$tmpdir/in" "$www/img" || fail "mkcloop failed"
-pad_to_block "$tmpdir/in" 65536 "$tmpdir/expected"
+make_served_image v2 3000000
 start_nginx "$www"
 
 # run NAME: read the whole export through the cache, compare.

@@ -17,13 +17,7 @@ requires nbdcopy --version
 requires test -x "$MKCLOOP"
 requires test -f "$PLUGIN"
 
-www=$tmpdir/www
-cache=$tmpdir/cache
-mkdir -p "$www"
-make_sample "$tmpdir/in" 3000001
-"$MKCLOOP" -d v4-footer -B 65536 "$tmpdir/in" "$www/img" ||
-    fail "mkcloop failed"
-pad_to_block "$tmpdir/in" 65536 "$tmpdir/expected"
+make_served_image v4-footer 3000001
 start_nginx "$www"
 url=$NGINX_URL/img
 

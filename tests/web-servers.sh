@@ -395,3 +395,19 @@ start_delayproxy ()
     PROXY_PORT=$(cat "$_ws_pf")
     PROXY_URL=http://127.0.0.1:$PROXY_PORT
 }
+
+# make_served_image DIALECT SIZE: a sample input of SIZE bytes made into
+# a cloop image of DIALECT (mkcloop, 64 KiB blocks) at $www/img, with
+# the expected export (zero-padded input) at $tmpdir/expected.  Sets
+# www and cache (an empty path for cache-dir=).  Start the server
+# yourself (start_nginx "$www").
+make_served_image ()
+{
+    www=$tmpdir/www
+    cache=$tmpdir/cache
+    mkdir -p "$www"
+    make_sample "$tmpdir/in" "$2"
+    "$MKCLOOP" -d "$1" -B 65536 "$tmpdir/in" "$www/img" ||
+        fail "mkcloop $1 failed"
+    pad_to_block "$tmpdir/in" 65536 "$tmpdir/expected"
+}

@@ -185,19 +185,10 @@ static int
 parse_plain (const char *cmd, int argc, char **argv, void (*usage) (FILE *),
              int want_args)
 {
-  static const struct option longopts[] = {
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 }
-  };
-  int c;
+  int r = tool_parse_no_options (cmd, argc, argv, usage);
 
-  while ((c = getopt_long (argc, argv, "+h", longopts, NULL)) != -1) {
-    if (c == 'h') {
-      usage (stdout);
-      return -1;
-    }
-    return tool_usage_error (cmd, "bad option");
-  }
+  if (r != 0)
+    return r;
   if (argc - optind != want_args)
     return tool_usage_error (cmd, want_args == 1 ? "expected one INDEX"
                              : "expected OLD_INDEX and NEW_INDEX");

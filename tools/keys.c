@@ -22,34 +22,13 @@ keygen_usage (FILE *f)
 "overwritten) signs indexes; PUBLIC.pem is what clients trust.\n");
 }
 
-/* Handle --help / unknown options of commands without options.
- * 0 to go on, -1 after --help, else an exit code. */
-static int
-no_options (const char *cmd, int argc, char **argv, void (*usage) (FILE *))
-{
-  static const struct option longopts[] = {
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 }
-  };
-  int c;
-
-  while ((c = getopt_long (argc, argv, "+h", longopts, NULL)) != -1) {
-    if (c == 'h') {
-      usage (stdout);
-      return -1;
-    }
-    return tool_usage_error (cmd, "bad option");
-  }
-  return 0;
-}
-
 int
 cmd_keygen (int argc, char **argv)
 {
   struct trust_key *key;
   struct cloop_err err;
   char id[17];
-  int r = no_options ("keygen", argc, argv, keygen_usage);
+  int r = tool_parse_no_options ("keygen", argc, argv, keygen_usage);
 
   if (r != 0)
     return r == -1 ? EXIT_OK : r;

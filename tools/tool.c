@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -287,4 +288,24 @@ store_description_problem (const char *desc)
   if (strlen (desc) > STORE_DESC_MAX)
     return "is longer than 4096 bytes";
   return text_problem (desc, false);
+}
+
+int
+tool_parse_no_options (const char *cmd, int argc, char **argv,
+                       void (*usage) (FILE *))
+{
+  static const struct option longopts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 }
+  };
+  int c;
+
+  while ((c = getopt_long (argc, argv, "+h", longopts, NULL)) != -1) {
+    if (c == 'h') {
+      usage (stdout);
+      return -1;
+    }
+    return tool_usage_error (cmd, "bad option");
+  }
+  return 0;
 }

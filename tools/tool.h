@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "error.h"
 #include "store.h"
@@ -26,6 +27,12 @@ void tool_error (const char *fmt, ...)
  * returns EXIT_USAGE. */
 int tool_usage_error (const char *cmd, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
+
+/* Parse the options of a command that has none but --help.  Returns
+ * 0 to go on (optind at the first argument), -1 after printing usage
+ * for --help, or EXIT_USAGE after an error message. */
+int tool_parse_no_options (const char *cmd, int argc, char **argv,
+                           void (*usage) (FILE *));
 
 /* Parse a whole decimal unsigned number in [min, max].  0, or -1 (the
  * caller names the option in its message). */
