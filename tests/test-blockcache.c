@@ -291,6 +291,47 @@ test_pinned (void)
   block_cache_free (c);
 }
 
+/* Entries come from an arena of max_bytes / block_size slots, and from
+ * malloc while pins exceed it; freed slots are reused, data intact. */
+static void
+test_arena (void)
+{
+  const uint32_t bs = 4096;
+  struct block_cache *c = new_cache (bs, 3 * bs);
+  struct block_ref pins[8], ref;
+  unsigned char *failed_slot;
+
+  say ("memory: pins beyond the arena, slots reused after failure");
+  for (uint64_t n = 0; n < 8; n++) {
+    CHECK (acquire (c, n, &pins[n]) == BLOCK_CLAIMED);
+    fill_pattern (pins[n].data, bs, n);
+  }
+  for (uint64_t n = 0; n < 8; n++)
+    for (uint64_t m = n + 1; m < 8; m++)
+      CHECK (pins[n].data != pins[m].data);
+  for (uint64_t n = 0; n < 8; n++)
+    block_cache_publish (c, &pins[n], 1);
+  for (uint64_t n = 0; n < 8; n++) {
+    CHECK (pattern_ok (pins[n].data, bs, n));
+    block_cache_release (c, &pins[n]);
+  }
+  /* Back within the bound: the three most recent stay. */
+  CHECK (stats_of (c).entries == 3);
+  CHECK (probe (c, bs, 5) && probe (c, bs, 6) && probe (c, bs, 7));
+  /* A failed fill gives its slot back; the next claim reuses it. */
+  CHECK (acquire (c, 100, &ref) == BLOCK_CLAIMED);
+  failed_slot = ref.data;
+  block_cache_publish (c, &ref, 0);
+  CHECK (acquire (c, 101, &ref) == BLOCK_CLAIMED);
+  CHECK (ref.data == failed_slot);
+  fill_pattern (ref.data, bs, 101);
+  block_cache_publish (c, &ref, 1);
+  block_cache_release (c, &ref);
+  CHECK (probe (c, bs, 101));
+  CHECK (stats_of (c).entries == 3);
+  block_cache_free (c);
+}
+
 /* ---- waiters ---------------------------------------------------------- */
 
 struct waiter {
@@ -713,6 +754,7 @@ main (void)
   test_lru_order ();
   test_byte_bound ();
   test_pinned ();
+  test_arena ();
   test_waiters ();
   test_wait_deadline ();
   test_single_flight (2, 0);
