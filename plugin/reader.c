@@ -107,7 +107,11 @@ reader_new (struct source *src, struct block_map *map,
     cloop_err_set (err, ENOMEM, "out of memory");
     return NULL;
   }
-  r->cache = block_cache_new (map->block_size, cfg->memory_cache_size, err);
+  /* The cache never needs more than the whole image. */
+  uint64_t image_bytes = map->num_blocks * (uint64_t) map->block_size;
+  r->cache = block_cache_new (map->block_size,
+                              cfg->memory_cache_size < image_bytes
+                              ? cfg->memory_cache_size : image_bytes, err);
   if (r->cache == NULL) {
     free (r);
     return NULL;
