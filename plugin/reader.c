@@ -23,10 +23,14 @@ struct reader {
   struct block_cache *cache;
   struct reader_config cfg;
 
-  /* Per-thread scratch buffer for compressed bytes (struct scratch),
-   * reused from request to request: a fresh allocation per request
-   * page-faults on every fill. */
-  pthread_key_t scratch_key;
+  /* Idle scratch buffers for compressed bytes, most recently used
+   * last.  Reused from request to request (a fresh allocation
+   * page-faults on every fill), and shared rather than per thread, so
+   * that their number follows the reads in progress, not nbdkit's
+   * thread count, and the one taken next is the one still in the CPU
+   * cache.  Guarded by pool_lock. */
+  struct scratch **spare;
+  size_t spare_len, spare_cap;
 
   /* Read-ahead (cfg.readahead_blocks > 0): where a sequential reader
    * would read next, and the current window in blocks. */
@@ -56,45 +60,70 @@ struct scratch {
 };
 
 static void
-free_scratch (void *p)
+free_scratch (struct scratch *sc)
 {
-  struct scratch *sc = p;
-
-  free (sc->buf);
-  free (sc);
+  if (sc) {
+    free (sc->buf);
+    free (sc);
+  }
 }
 
 /* Scratch buffers grow to this; larger requests allocate for
- * themselves, so idle threads never hold much. */
+ * themselves, so idle buffers never hold much. */
 #define SCRATCH_MAX (1024 * 1024)
 
-/* A buffer of at least len bytes: this thread's scratch buffer, or for
- * len > SCRATCH_MAX a new allocation (*owned set: free it).  NULL on
- * ENOMEM. */
-static unsigned char *
-get_scratch (struct reader *r, size_t len, bool *owned)
+/* A scratch buffer of at least len bytes: the most recently returned
+ * spare, grown if needed, or a new one.  NULL on ENOMEM.  Give it back
+ * with put_scratch. */
+static struct scratch *
+get_scratch (struct reader *r, size_t len)
 {
-  struct scratch *sc = pthread_getspecific (r->scratch_key);
+  struct scratch *sc = NULL;
 
-  *owned = len > SCRATCH_MAX;
-  if (*owned)
-    return malloc (len);
-  if (sc == NULL) {
-    sc = calloc (1, sizeof *sc);
-    if (sc == NULL || pthread_setspecific (r->scratch_key, sc) != 0) {
-      free (sc);
-      return NULL;
-    }
+  if (len <= SCRATCH_MAX) {
+    pthread_mutex_lock (&r->pool_lock);
+    if (r->spare_len > 0)
+      sc = r->spare[--r->spare_len];
+    pthread_mutex_unlock (&r->pool_lock);
   }
+  if (sc == NULL && (sc = calloc (1, sizeof *sc)) == NULL)
+    return NULL;
   if (sc->cap < len) {
     size_t cap = len < 256 * 1024 ? 256 * 1024 : len;
     unsigned char *b = realloc (sc->buf, cap);
-    if (b == NULL)
+    if (b == NULL) {
+      free_scratch (sc);
       return NULL;
+    }
     sc->buf = b;
     sc->cap = cap;
   }
-  return sc->buf;
+  return sc;
+}
+
+/* Return a scratch buffer to the spares (freed if it is oversized or
+ * the list cannot grow). */
+static void
+put_scratch (struct reader *r, struct scratch *sc)
+{
+  if (sc->cap > SCRATCH_MAX)
+    goto drop;
+  pthread_mutex_lock (&r->pool_lock);
+  if (r->spare_len == r->spare_cap) {
+    size_t cap = r->spare_cap ? r->spare_cap * 2 : 8;
+    struct scratch **p = realloc (r->spare, cap * sizeof *p);
+    if (p == NULL) {
+      pthread_mutex_unlock (&r->pool_lock);
+      goto drop;
+    }
+    r->spare = p;
+    r->spare_cap = cap;
+  }
+  r->spare[r->spare_len++] = sc;
+  pthread_mutex_unlock (&r->pool_lock);
+  return;
+ drop:
+  free_scratch (sc);
 }
 
 struct reader *
@@ -116,12 +145,6 @@ reader_new (struct source *src, struct block_map *map,
     free (r);
     return NULL;
   }
-  if (pthread_key_create (&r->scratch_key, free_scratch) != 0) {
-    block_cache_free (r->cache);
-    free (r);
-    cloop_err_set (err, EAGAIN, "pthread_key_create failed");
-    return NULL;
-  }
   pthread_mutex_init (&r->pool_lock, NULL);
   pthread_mutex_init (&r->ra_lock, NULL);
   r->ra_max = cfg->readahead / map->block_size;
@@ -131,17 +154,6 @@ reader_new (struct source *src, struct block_map *map,
   r->map = map;
   r->cfg = *cfg;
   return r;
-}
-
-static void
-free_scratch_of_this_thread (struct reader *r)
-{
-  struct scratch *sc = pthread_getspecific (r->scratch_key);
-
-  if (sc) {
-    pthread_setspecific (r->scratch_key, NULL);
-    free_scratch (sc);
-  }
 }
 
 void
@@ -154,10 +166,9 @@ reader_free (struct reader *r)
   free (r->pool);
   pthread_mutex_destroy (&r->pool_lock);
   pthread_mutex_destroy (&r->ra_lock);
-  /* Threads still alive keep their scratch buffers until they exit;
-   * this thread's is freed now. */
-  free_scratch_of_this_thread (r);
-  pthread_key_delete (r->scratch_key);
+  for (size_t i = 0; i < r->spare_len; i++)
+    free_scratch (r->spare[i]);
+  free (r->spare);
   block_cache_free (r->cache);
   disk_cache_close (r->cfg.disk_cache);
   source_close (r->src);
@@ -446,14 +457,16 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
   unsigned char **bufs = malloc (n * sizeof *bufs), *cbuf = NULL;
   int *status = malloc (n * sizeof *status);
-  bool owned = false;
+  struct scratch *sc;
   struct cloop_err fetch_err = { 0 };
   int ret = 0;
 
   for (size_t i = 0; i < n; i++)
     if (slots[i].status == BLOCK_CLAIMED)
       total += r->map->entries[slots[i].block].length;
-  cbuf = get_scratch (r, total ? total : 1, &owned);
+  sc = get_scratch (r, total ? total : 1);
+  if (sc)
+    cbuf = sc->buf;
   if (which == NULL || bufs == NULL || status == NULL || cbuf == NULL) {
     ret = cloop_err_set (err, ENOMEM, "out of memory reading %zu blocks", n);
     for (size_t i = 0; i < n; i++)
@@ -499,8 +512,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   }
 
  out:
-  if (owned)
-    free (cbuf);
+  if (sc)
+    put_scratch (r, sc);
   free (which);
   free (bufs);
   free (status);
