@@ -17,6 +17,36 @@
 /* Requests up to this many blocks keep their bookkeeping on the stack. */
 #define STACK_BLOCKS 16
 
+/* A stack of pointers: the pools of idle decoders and scratch buffers,
+ * most recently returned on top (callers hold the reader's pool_lock). */
+struct ptr_stack {
+  void **items;
+  size_t len, cap;
+};
+
+/* Push p; -1 if the stack cannot grow (p not pushed). */
+static int
+ptr_stack_push (struct ptr_stack *st, void *p)
+{
+  if (st->len == st->cap) {
+    size_t cap = st->cap ? st->cap * 2 : 8;
+    void **items = realloc (st->items, cap * sizeof *items);
+    if (items == NULL)
+      return -1;
+    st->items = items;
+    st->cap = cap;
+  }
+  st->items[st->len++] = p;
+  return 0;
+}
+
+/* Pop the top, or NULL if empty. */
+static void *
+ptr_stack_pop (struct ptr_stack *st)
+{
+  return st->len > 0 ? st->items[--st->len] : NULL;
+}
+
 struct reader {
   struct source *src;
   struct block_map *map;
@@ -29,8 +59,7 @@ struct reader {
    * that their number follows the reads in progress, not nbdkit's
    * thread count, and the one taken next is the one still in the CPU
    * cache.  Guarded by pool_lock. */
-  struct scratch **spare;
-  size_t spare_len, spare_cap;
+  struct ptr_stack spare;
 
   /* Read-ahead (cfg.readahead_blocks > 0): where a sequential reader
    * would read next, and the current window in blocks. */
@@ -42,8 +71,7 @@ struct reader {
   /* Pool of idle decoders (decoders are not thread-safe, and creating
    * one per block would cost an allocation on the hot path). */
   pthread_mutex_t pool_lock;
-  struct decoder **pool;
-  size_t pool_len, pool_cap;
+  struct ptr_stack pool;
 };
 
 /* What one request knows about each block it touches. */
@@ -82,8 +110,7 @@ get_scratch (struct reader *r, size_t len)
 
   if (len <= SCRATCH_MAX) {
     pthread_mutex_lock (&r->pool_lock);
-    if (r->spare_len > 0)
-      sc = r->spare[--r->spare_len];
+    sc = ptr_stack_pop (&r->spare);
     pthread_mutex_unlock (&r->pool_lock);
   }
   if (sc == NULL && (sc = calloc (1, sizeof *sc)) == NULL)
@@ -106,24 +133,15 @@ get_scratch (struct reader *r, size_t len)
 static void
 put_scratch (struct reader *r, struct scratch *sc)
 {
-  if (sc->cap > SCRATCH_MAX)
-    goto drop;
-  pthread_mutex_lock (&r->pool_lock);
-  if (r->spare_len == r->spare_cap) {
-    size_t cap = r->spare_cap ? r->spare_cap * 2 : 8;
-    struct scratch **p = realloc (r->spare, cap * sizeof *p);
-    if (p == NULL) {
-      pthread_mutex_unlock (&r->pool_lock);
-      goto drop;
-    }
-    r->spare = p;
-    r->spare_cap = cap;
+  int kept = -1;
+
+  if (sc->cap <= SCRATCH_MAX) {
+    pthread_mutex_lock (&r->pool_lock);
+    kept = ptr_stack_push (&r->spare, sc);
+    pthread_mutex_unlock (&r->pool_lock);
   }
-  r->spare[r->spare_len++] = sc;
-  pthread_mutex_unlock (&r->pool_lock);
-  return;
- drop:
-  free_scratch (sc);
+  if (kept == -1)
+    free_scratch (sc);
 }
 
 struct reader *
@@ -159,16 +177,18 @@ reader_new (struct source *src, struct block_map *map,
 void
 reader_free (struct reader *r)
 {
+  void *p;
+
   if (r == NULL)
     return;
-  for (size_t i = 0; i < r->pool_len; i++)
-    decoder_free (r->pool[i]);
-  free (r->pool);
+  while ((p = ptr_stack_pop (&r->pool)) != NULL)
+    decoder_free (p);
+  free (r->pool.items);
+  while ((p = ptr_stack_pop (&r->spare)) != NULL)
+    free_scratch (p);
+  free (r->spare.items);
   pthread_mutex_destroy (&r->pool_lock);
   pthread_mutex_destroy (&r->ra_lock);
-  for (size_t i = 0; i < r->spare_len; i++)
-    free_scratch (r->spare[i]);
-  free (r->spare);
   block_cache_free (r->cache);
   disk_cache_close (r->cfg.disk_cache);
   source_close (r->src);
@@ -227,11 +247,10 @@ past (uint64_t deadline)
 static struct decoder *
 get_decoder (struct reader *r)
 {
-  struct decoder *dec = NULL;
+  struct decoder *dec;
 
   pthread_mutex_lock (&r->pool_lock);
-  if (r->pool_len > 0)
-    dec = r->pool[--r->pool_len];
+  dec = ptr_stack_pop (&r->pool);
   pthread_mutex_unlock (&r->pool_lock);
   return dec ? dec : decoder_new (r->cfg.force_zlib);
 }
@@ -240,20 +259,13 @@ get_decoder (struct reader *r)
 static void
 put_decoder (struct reader *r, struct decoder *dec)
 {
+  int kept;
+
   pthread_mutex_lock (&r->pool_lock);
-  if (r->pool_len == r->pool_cap) {
-    size_t cap = r->pool_cap ? r->pool_cap * 2 : 8;
-    struct decoder **p = realloc (r->pool, cap * sizeof *p);
-    if (p == NULL) {
-      pthread_mutex_unlock (&r->pool_lock);
-      decoder_free (dec);
-      return;
-    }
-    r->pool = p;
-    r->pool_cap = cap;
-  }
-  r->pool[r->pool_len++] = dec;
+  kept = ptr_stack_push (&r->pool, dec);
   pthread_mutex_unlock (&r->pool_lock);
+  if (kept == -1)
+    decoder_free (dec);
 }
 
 /* Decode block b from in[0..len) into out (block_size bytes; a short
