@@ -35,6 +35,10 @@ nbdkit_cloop ()
 
 # Temporary directory removed at exit; cleanup functions run first.
 tmpdir=$(mktemp -d "${TMPDIR:-/tmp}/cloop-test.XXXXXX")
+# The plugin's default disk cache lives under XDG_CACHE_HOME: keep
+# tests that do not name a cache-dir= out of the user's home.
+XDG_CACHE_HOME=$tmpdir/xdg-cache
+export XDG_CACHE_HOME
 _cleanup_fns=""
 cleanup_fn ()
 {

@@ -10,7 +10,9 @@
 # the test's own background jobs does not block on them.
 #
 #   start_nginx ROOT           NGINX_PORT NGINX_URL NGINX_PID NGINX_LOG
-#                              NGINX_ERROR_LOG
+#                              NGINX_ERROR_LOG; NGINX_EXTRA_CONF, if set,
+#                              is added inside the http block (more
+#                              server blocks)
 #   nginx_request_count        requests in NGINX_LOG so far
 #   start_lighttpd ROOT        LIGHTTPD_PORT LIGHTTPD_URL LIGHTTPD_PID
 #                              LIGHTTPD_LOG LIGHTTPD_ERROR_LOG
@@ -202,6 +204,7 @@ http {
         log_not_found off;
         location / { }
     }
+${NGINX_EXTRA_CONF:-}
 }
 EOF
         : > "$NGINX_LOG"
