@@ -180,9 +180,17 @@ grep -q "corrupt.*$(basename "$blk1")" out.txt || fail "corrupt block not named"
 grep -q "missing.*$(basename "$blk2")" out.txt || fail "missing block not named"
 grep -q '^block [0-9]*: ' out.txt || fail "bad block index not named"
 "$CS" verify --no-blocks D/index > /dev/null || fail "verify --no-blocks"
-# A truncated block (wrong size) is replaced by the next create.
-truncate -s 5 "$blk1"
-"$CS" create -q -B 64K -l 3 -n test-raw raw.img D || fail "repairing create"
+# The next create replaces the missing block, the corrupt one (same
+# size: it is read back, not trusted) and a truncated one, naming the
+# two it rewrites.
+blk3=$(find D/blocks -type f | sort | sed -n 2p)
+truncate -s 5 "$blk3"
+"$CS" create -q -B 64K -l 3 -n test-raw raw.img D 2> repair.err ||
+    fail "repairing create: $(cat repair.err)"
+grep -q "warning: .*$(basename "$blk1").*rewriting" repair.err ||
+    fail "the same-size corrupt block was not rewritten with a warning: $(cat repair.err)"
+grep -q "$(basename "$blk3")" repair.err &&
+    fail "a block of the wrong size needs no warning: $(cat repair.err)"
 "$CS" verify D/index > /dev/null || fail "create did not repair D"
 
 # --- Keys, signatures ---------------------------------------------------

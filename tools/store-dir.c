@@ -151,6 +151,30 @@ ensure_hh (struct store_dir *sd, unsigned hh, const char *rel,
   return 0;
 }
 
+/* Does the regular file rel (below dirfd) hold exactly data[0..len)?
+ * Read errors count as "no". */
+static bool
+same_content (int dirfd, const char *rel, const void *data, size_t len)
+{
+  unsigned char buf[65536];
+  const unsigned char *want = data;
+  size_t done = 0;
+  int fd = openat (dirfd, rel, O_RDONLY | O_CLOEXEC);
+  bool same = fd >= 0;
+
+  while (same && done < len) {
+    size_t n = len - done < sizeof buf ? len - done : sizeof buf;
+    ssize_t r = pread (fd, buf, n, done);
+    if (r <= 0 || memcmp (buf, want + done, r) != 0)
+      same = false;
+    else
+      done += r;
+  }
+  if (fd >= 0)
+    close (fd);
+  return same;
+}
+
 int
 store_dir_put_block (struct store_dir *sd,
                      const unsigned char hash[STORE_HASH_LEN],
@@ -163,8 +187,12 @@ store_dir_put_block (struct store_dir *sd,
   store_block_path (rel, hash);
   if (fstatat (sd->dirfd, rel, &st, 0) == 0 && S_ISREG (st.st_mode) &&
       (uint64_t) st.st_size == len) {
-    *stored_new = false;
-    return 0;
+    if (same_content (sd->dirfd, rel, data, len)) {
+      *stored_new = false;
+      return 0;
+    }
+    fprintf (stderr, "cloop-store: warning: %s/%s: the existing file does "
+             "not hold this block's content; rewriting it\n", sd->path, rel);
   }
   if (ensure_hh (sd, hash[0], rel, err) == -1)
     return -1;

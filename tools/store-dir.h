@@ -26,10 +26,11 @@ struct store_dir *store_dir_open (const char *path, struct cloop_err *err);
 /* Path of the directory (as given). */
 const char *store_dir_path (const struct store_dir *sd);
 
-/* Store one block file named by hash unless a file of that name and
- * exactly len bytes is already there (*stored_new = false); a file of
- * another size is replaced.  0, or -1 with err set (the temporary file
- * is removed). */
+/* Store one block file named by hash unless a file of that name
+ * already holds exactly data[0..len) (*stored_new = false; it is read
+ * and compared).  A file of other content, including one of the same
+ * size, is replaced, with a warning on stderr.  0, or -1 with err set
+ * (the temporary file is removed). */
 int store_dir_put_block (struct store_dir *sd,
                          const unsigned char hash[STORE_HASH_LEN],
                          const void *data, size_t len, bool *stored_new,
