@@ -435,14 +435,18 @@ compare_offsets (const void *a, const void *b)
 }
 
 /* Ranges that need no GET: empty, out of bounds, or in the head.
- * Moves the others into want; returns -1 (err set) if any is bad. */
+ * Moves the others into want; returns -1 (err set) if any is bad.
+ * Before start, a range that begins in the head gets the head's part
+ * copied and only its rest, tails[i], is wanted (the format parser's
+ * index read usually starts inside the probe). */
 static int
 triage_ranges (struct http_source *hs, struct source_range *ranges,
                size_t n, struct source_range **want, size_t *n_todo,
-               struct cloop_err *err)
+               struct source_range *tails, struct cloop_err *err)
 {
   size_t i, hits = 0;
   int ret = 0;
+  bool started = __atomic_load_n (&hs->started, __ATOMIC_ACQUIRE);
 
   *n_todo = 0;
   for (i = 0; i < n; i++) {
@@ -459,11 +463,22 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
                        hs->id.url, r->length, r->offset, hs->src.size);
       ret = -1;
     }
-    else if (r->offset + r->length <= hs->head_len &&
-             !__atomic_load_n (&hs->started, __ATOMIC_ACQUIRE)) {
+    else if (r->offset + r->length <= hs->head_len && !started) {
       /* The probe's bytes serve the format parser at start-up only:
        * a block that fails to decode later is refetched for real. */
       memcpy (r->buf, hs->head + r->offset, r->length);
+      hits++;
+    }
+    else if (r->offset < hs->head_len && !started) {
+      size_t in_head = hs->head_len - r->offset;
+
+      memcpy (r->buf, hs->head + r->offset, in_head);
+      tails[i] = (struct source_range) {
+        .offset = hs->head_len, .length = r->length - in_head,
+        .buf = (unsigned char *) r->buf + in_head,
+        .deadline_ns = r->deadline_ns,
+      };
+      want[(*n_todo)++] = &tails[i];
       hits++;
     }
     else
@@ -543,15 +558,19 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
                  struct cloop_err *err)
 {
   struct http_source *hs = (struct http_source *) src;
-  struct source_range **want;
+  struct source_range **want, *tails;
   struct http_xfer *xs = NULL;
   size_t n_todo, n_xs;
   int ret;
 
   want = malloc ((n ? n : 1) * sizeof *want);
-  if (want == NULL)
+  tails = calloc (n ? n : 1, sizeof *tails);
+  if (want == NULL || tails == NULL) {
+    free (want);
+    free (tails);
     return cloop_err_set (err, ENOMEM, "http: malloc: %m");
-  ret = triage_ranges (hs, ranges, n, want, &n_todo, err);
+  }
+  ret = triage_ranges (hs, ranges, n, want, &n_todo, tails, err);
   if (n_todo > 0) {
     xs = calloc (n_todo, sizeof *xs);
     if (xs == NULL) {
@@ -567,9 +586,14 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
     else
       run_sync (hs, xs, n_xs);
     ret = report (hs, xs, n_xs, err, ret);
+    /* A range whose rest was fetched fails with its rest. */
+    for (size_t i = 0; i < n; i++)
+      if (tails[i].length > 0)
+        ranges[i].status = tails[i].status;
   }
   free (xs);
   free (want);
+  free (tails);
   return ret;
 }
 

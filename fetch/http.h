@@ -71,7 +71,7 @@ enum http_fault {
 struct http_stats {
   uint64_t requests;            /* GETs sent, retries and probe included */
   uint64_t ranges;              /* caller ranges asked for */
-  uint64_t head_hits;           /* ranges served from the probed head */
+  uint64_t head_hits;           /* ranges served (wholly or in part) from the probed head */
   uint64_t coalesced;           /* ranges that rode in another's GET */
   uint64_t bytes_fetched;       /* body bytes of replies that validated */
   uint64_t retries;             /* attempts after the first */

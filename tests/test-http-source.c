@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "http-internal.h"
 #include "source.h"
 
 #define PROG "test-http-source"
@@ -245,6 +246,21 @@ test_sync_reads (struct source *src, const struct reference *ref)
   after = stats_of (src);
   CHECK (after.requests == before.requests);    /* from the probed head */
   CHECK (after.head_hits == before.head_hits + 1);
+
+  /* A read that begins in the head fetches only the rest. */
+  {
+    unsigned char straddle[3000];
+    uint64_t at = HTTP_HEAD_BYTES - 1000;
+
+    CHECK (ref->size >= at + sizeof straddle);
+    before = stats_of (src);
+    CHECK (source_pread (src, straddle, sizeof straddle, at, &err) == 0);
+    CHECK (same_as_file (ref, straddle, sizeof straddle, at));
+    after = stats_of (src);
+    CHECK (after.requests == before.requests + 1);
+    CHECK (after.bytes_fetched == before.bytes_fetched + sizeof straddle - 1000);
+    CHECK (after.head_hits == before.head_hits + 1);
+  }
   check_random_preads (src, ref, 50, 0x5eed1);
 }
 
