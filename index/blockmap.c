@@ -90,6 +90,14 @@ block_map_stream_length (const struct block_map *map, uint64_t i)
   return block_map_decoded_length (map, i);
 }
 
+uint32_t
+block_map_min_stream_length (const struct block_map *map, uint64_t i)
+{
+  if (map->short_last && i + 1 == map->num_blocks)
+    return 1;
+  return block_map_stream_length (map, i);
+}
+
 /* One bound for every codec, so that a format cannot make us allocate
  * more than about 1/16 over the block size per compressed buffer:
  *   zlib stored blocks  bs + 5 per 64 KiB + 6 (2 header, 4 Adler-32)
@@ -166,7 +174,8 @@ validate_entry (const struct block_map *map, uint64_t i,
                           "the file (%" PRIu64 " bytes)",
                           i, e->offset, e->length, container_size);
   if (e->codec == CODEC_NONE &&
-      e->length != block_map_stream_length (map, i))
+      (e->length > block_map_stream_length (map, i) ||
+       e->length < block_map_min_stream_length (map, i)))
     return cloop_err_set (err, EINVAL, "block %" PRIu64 " is stored raw "
                           "with length %" PRIu32 ", expected %" PRIu32,
                           i, e->length, block_map_stream_length (map, i));

@@ -56,6 +56,11 @@ struct block_map {
    * decodes to block_size bytes, of which only the first
    * block_map_decoded_length are exported. */
   bool padded_last;
+  /* True when the last block's stream may decode to fewer bytes than
+   * block_map_stream_length (a Knopper or FreeBSD writer that did not
+   * pad it): the rest of the block reads as zeroes.  Every other block
+   * must decode to exactly its length. */
+  bool short_last;
   struct block_entry *entries;   /* num_blocks entries */
   /* Optional per-block content hashes (block stores); NULL for cloop.
    * hash_len bytes per block, block i at hashes + i * hash_len. */
@@ -79,6 +84,11 @@ uint32_t block_map_decoded_length (const struct block_map *map, uint64_t i);
  * must be asked for.  Equal to block_map_decoded_length, except
  * block_size for the last block of a padded_last map. */
 uint32_t block_map_stream_length (const struct block_map *map, uint64_t i);
+
+/* Fewest bytes block i's stream may decode to: block_map_stream_length,
+ * or 1 for the last block of a short_last map. */
+uint32_t block_map_min_stream_length (const struct block_map *map,
+                                      uint64_t i);
 
 /* Validate a finished map against the container size: every stored
  * block lies inside [0, container_size), lengths within the codec's

@@ -285,6 +285,10 @@ open_table (const struct byte_reader *r, uint32_t bs, uint64_t n,
     free (idx);
     return NULL;
   }
+  /* No table dialect records the image's length, and the 5.3 driver
+   * takes a short last block as it comes (formats.md 1.4): accept one,
+   * zero-filled.  Must be set before validation (raw blocks). */
+  map->short_last = true;
   ret = f->dedup ? fill_dedup (map, f, idx, err)
                  : fill_linear (map, f, idx, err);
   free (idx);
@@ -438,6 +442,7 @@ open_slitaz (const struct byte_reader *r, const unsigned char *head,
   idx = read_range (r, index_off, 4 * n, "index", err);
   if (idx == NULL || (map = block_map_new (n, bs, err)) == NULL)
     goto fail;
+  map->short_last = true;       /* as for the table dialects */
   for (i = 0; i < n; i++) {
     uint32_t len = load_be32 (idx + 4 * i);
     if (set_entry (map, i, offset, len, CODEC_ZLIB, false, err) == -1)

@@ -1,6 +1,7 @@
 /* nbdkit-cloop: block decoders (see decode.h).
  *
- * Every codec must produce exactly out_len bytes.  Decompressor objects
+ * Every codec must produce between min_len and out_len bytes (exactly
+ * out_len unless the caller allows a short block).  Decompressor objects
  * (libdeflate, z_stream, ZSTD_DCtx) are created on first use and reused.
  * The only process-wide state is liblzo2's one-time lzo_init(), run
  * under pthread_once.
@@ -107,12 +108,21 @@ decoder_zlib_impl (const struct decoder *dec)
   return dec->use_libdeflate ? "libdeflate" : "zlib";
 }
 
+/* Check a decoded length against [min_len, out_len] (the codecs
+ * themselves refuse more than out_len); 0 and *got set, or -1. */
 static int
-wrong_length (const char *codec, size_t got, size_t want,
-              struct cloop_err *err)
+check_length (const char *codec, size_t got, size_t min_len, size_t out_len,
+              size_t *got_ret, struct cloop_err *err)
 {
-  return cloop_err_set (err, EIO, "%s: decoded %zu bytes, expected %zu",
-                        codec, got, want);
+  if (got < min_len || got > out_len) {
+    if (min_len == out_len)
+      return cloop_err_set (err, EIO, "%s: decoded %zu bytes, expected %zu",
+                            codec, got, out_len);
+    return cloop_err_set (err, EIO, "%s: decoded %zu bytes, expected %zu "
+                          "to %zu", codec, got, min_len, out_len);
+  }
+  *got_ret = got;
+  return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -121,7 +131,8 @@ wrong_length (const char *codec, size_t got, size_t want,
 #ifdef HAVE_LIBDEFLATE
 static int
 decode_libdeflate (struct decoder *dec, const void *in, size_t in_len,
-                   void *out, size_t out_len, struct cloop_err *err)
+                   void *out, size_t out_len, size_t min_len, size_t *got,
+                   struct cloop_err *err)
 {
   size_t actual = 0;
   enum libdeflate_result r;
@@ -136,9 +147,7 @@ decode_libdeflate (struct decoder *dec, const void *in, size_t in_len,
                                   &actual);
   switch (r) {
   case LIBDEFLATE_SUCCESS:
-    if (actual != out_len)
-      return wrong_length ("zlib", actual, out_len, err);
-    return 0;
+    return check_length ("zlib", actual, min_len, out_len, got, err);
   case LIBDEFLATE_INSUFFICIENT_SPACE:
     /* Also what a truncated stream gives: libdeflate reads zeros past
      * the end of the input. */
@@ -157,7 +166,8 @@ decode_libdeflate (struct decoder *dec, const void *in, size_t in_len,
 
 static int
 decode_inflate (struct decoder *dec, const void *in, size_t in_len,
-                void *out, size_t out_len, struct cloop_err *err)
+                void *out, size_t out_len, size_t min_len, size_t *got,
+                struct cloop_err *err)
 {
   z_stream *zs = &dec->zs;
   int r;
@@ -175,11 +185,8 @@ decode_inflate (struct decoder *dec, const void *in, size_t in_len,
   zs->next_out = out;
   zs->avail_out = out_len;
   r = inflate (zs, Z_FINISH);
-  if (r == Z_STREAM_END) {
-    if (zs->total_out != out_len)
-      return wrong_length ("zlib", zs->total_out, out_len, err);
-    return 0;
-  }
+  if (r == Z_STREAM_END)
+    return check_length ("zlib", zs->total_out, min_len, out_len, got, err);
   /* Z_BUF_ERROR: out of input (truncated) or of output (too long). */
   if (r == Z_BUF_ERROR && zs->avail_in == 0)
     return cloop_err_set (err, EIO, "zlib: truncated stream (decoded %lu of "
@@ -213,7 +220,7 @@ lzma_message (lzma_ret r)
  * bytes after the stream are ignored. */
 static int
 decode_xz (const void *in, size_t in_len, void *out, size_t out_len,
-           struct cloop_err *err)
+           size_t min_len, size_t *got, struct cloop_err *err)
 {
   uint64_t memlimit = XZ_MEMLIMIT;
   size_t in_pos = 0, out_pos = 0;
@@ -224,9 +231,7 @@ decode_xz (const void *in, size_t in_len, void *out, size_t out_len,
   if (r != LZMA_OK)
     return cloop_err_set (err, r == LZMA_MEM_ERROR ? ENOMEM : EIO,
                           "xz: invalid stream (%s)", lzma_message (r));
-  if (out_pos != out_len)
-    return wrong_length ("xz", out_pos, out_len, err);
-  return 0;
+  return check_length ("xz", out_pos, min_len, out_len, got, err);
 }
 #endif
 
@@ -234,16 +239,14 @@ decode_xz (const void *in, size_t in_len, void *out, size_t out_len,
 /* A raw LZ4 block (no frame). */
 static int
 decode_lz4 (const void *in, size_t in_len, void *out, size_t out_len,
-            struct cloop_err *err)
+            size_t min_len, size_t *got, struct cloop_err *err)
 {
   int r = LZ4_decompress_safe (in, out, in_len, out_len);
 
   if (r < 0)
     return cloop_err_set (err, EIO, "lz4: invalid or truncated block (or it "
                           "decodes to more than %zu bytes)", out_len);
-  if ((size_t) r != out_len)
-    return wrong_length ("lz4", r, out_len, err);
-  return 0;
+  return check_length ("lz4", r, min_len, out_len, got, err);
 }
 #endif
 
@@ -273,25 +276,23 @@ lzo_message (int r)
 /* Raw LZO1X (as lzo1x_1_compress and the cloop driver). */
 static int
 decode_lzo (const void *in, size_t in_len, void *out, size_t out_len,
-            struct cloop_err *err)
+            size_t min_len, size_t *got, struct cloop_err *err)
 {
-  lzo_uint got = out_len;
+  lzo_uint n = out_len;
   int r;
 
   pthread_once (&lzo_once, lzo_init_once);
   if (lzo_init_result != LZO_E_OK)
     return cloop_err_set (err, EIO, "lzo1x: lzo_init failed (%d)",
                           lzo_init_result);
-  r = lzo1x_decompress_safe (in, in_len, out, &got, NULL);
+  r = lzo1x_decompress_safe (in, in_len, out, &n, NULL);
   if (r == LZO_E_OUTPUT_OVERRUN)
     return cloop_err_set (err, EIO, "lzo1x: block decodes to more than %zu "
                           "bytes", out_len);
   if (r != LZO_E_OK)
     return cloop_err_set (err, EIO, "lzo1x: invalid block (%s)",
                           lzo_message (r));
-  if (got != out_len)
-    return wrong_length ("lzo1x", got, out_len, err);
-  return 0;
+  return check_length ("lzo1x", n, min_len, out_len, got, err);
 }
 #endif
 
@@ -299,7 +300,8 @@ decode_lzo (const void *in, size_t in_len, void *out, size_t out_len,
 /* zstd frame(s); the content checksum is checked when present. */
 static int
 decode_zstd (struct decoder *dec, const void *in, size_t in_len,
-             void *out, size_t out_len, struct cloop_err *err)
+             void *out, size_t out_len, size_t min_len, size_t *got,
+             struct cloop_err *err)
 {
   size_t r;
 
@@ -316,58 +318,78 @@ decode_zstd (struct decoder *dec, const void *in, size_t in_len,
     return cloop_err_set (err, EIO, "zstd: invalid frame (%s)",
                           ZSTD_getErrorName (r));
   }
-  if (r != out_len)
-    return wrong_length ("zstd", r, out_len, err);
-  return 0;
+  return check_length ("zstd", r, min_len, out_len, got, err);
 }
 #endif
 
 /* ------------------------------------------------------------------ */
 
 int
-decoder_decode (struct decoder *dec, enum block_codec codec,
-                const void *in, size_t in_len,
-                void *out, size_t out_len, struct cloop_err *err)
+decoder_decode_upto (struct decoder *dec, enum block_codec codec,
+                     const void *in, size_t in_len,
+                     void *out, size_t out_len, size_t min_len,
+                     size_t *got, struct cloop_err *err)
 {
+  size_t ignored;
+
+  if (got == NULL)
+    got = &ignored;
   /* zlib's uInt, LZ4's int: blocks are bounded far below this. */
   if (in_len > INT_MAX || out_len > INT_MAX)
     return cloop_err_set (err, EINVAL, "%s: block too large",
                           codec_name (codec));
+  if (min_len > out_len)
+    return cloop_err_set (err, EINVAL, "%s: minimum length %zu is above "
+                          "the buffer's %zu", codec_name (codec), min_len,
+                          out_len);
 
   switch (codec) {
   case CODEC_ZERO:
     memset (out, 0, out_len);
+    *got = out_len;
     return 0;
   case CODEC_NONE:
-    if (in_len != out_len)
+    if (in_len < min_len || in_len > out_len)
       return cloop_err_set (err, EIO, "none: stored block is %zu bytes, "
-                            "expected %zu", in_len, out_len);
-    memcpy (out, in, out_len);
+                            "expected %zu%s", in_len, out_len,
+                            min_len < out_len ? " or fewer" : "");
+    memcpy (out, in, in_len);
+    *got = in_len;
     return 0;
   case CODEC_ZLIB:
 #ifdef HAVE_LIBDEFLATE
     if (dec->use_libdeflate)
-      return decode_libdeflate (dec, in, in_len, out, out_len, err);
+      return decode_libdeflate (dec, in, in_len, out, out_len, min_len, got,
+                                err);
 #endif
-    return decode_inflate (dec, in, in_len, out, out_len, err);
+    return decode_inflate (dec, in, in_len, out, out_len, min_len, got, err);
 #ifdef HAVE_LIBLZMA
   case CODEC_XZ:
-    return decode_xz (in, in_len, out, out_len, err);
+    return decode_xz (in, in_len, out, out_len, min_len, got, err);
 #endif
 #ifdef HAVE_LIBLZ4
   case CODEC_LZ4:
-    return decode_lz4 (in, in_len, out, out_len, err);
+    return decode_lz4 (in, in_len, out, out_len, min_len, got, err);
 #endif
 #ifdef HAVE_LIBLZO2
   case CODEC_LZO:
-    return decode_lzo (in, in_len, out, out_len, err);
+    return decode_lzo (in, in_len, out, out_len, min_len, got, err);
 #endif
 #ifdef HAVE_LIBZSTD
   case CODEC_ZSTD:
-    return decode_zstd (dec, in, in_len, out, out_len, err);
+    return decode_zstd (dec, in, in_len, out, out_len, min_len, got, err);
 #endif
   default:
     return cloop_err_set (err, ENOTSUP, "%s: codec not supported by this "
                           "build", codec_name (codec));
   }
+}
+
+int
+decoder_decode (struct decoder *dec, enum block_codec codec,
+                const void *in, size_t in_len,
+                void *out, size_t out_len, struct cloop_err *err)
+{
+  return decoder_decode_upto (dec, codec, in, in_len, out, out_len, out_len,
+                              NULL, err);
 }

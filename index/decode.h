@@ -39,4 +39,12 @@ int decoder_decode (struct decoder *dec, enum block_codec codec,
                     const void *in, size_t in_len,
                     void *out, size_t out_len, struct cloop_err *err);
 
+/* As decoder_decode, but the block may decode to anything from min_len
+ * to out_len bytes (min_len <= out_len); *got (if not NULL) receives
+ * the length.  For a last block that a writer did not pad. */
+int decoder_decode_upto (struct decoder *dec, enum block_codec codec,
+                         const void *in, size_t in_len,
+                         void *out, size_t out_len, size_t min_len,
+                         size_t *got, struct cloop_err *err);
+
 #endif /* CLOOP_DECODE_H */

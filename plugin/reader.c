@@ -276,13 +276,16 @@ decode_block (struct reader *r, uint64_t b, const void *in, size_t len,
 {
   const struct block_entry *e = &r->map->entries[b];
   uint32_t dlen = block_map_stream_length (r->map, b);
+  size_t got = 0;
   struct decoder *dec;
   int ret;
 
   dec = get_decoder (r);
   if (dec == NULL)
     return cloop_err_set (err, ENOMEM, "block %" PRIu64 ": out of memory", b);
-  ret = decoder_decode (dec, e->codec, in, len, out, dlen, err);
+  ret = decoder_decode_upto (dec, e->codec, in, len, out, dlen,
+                             block_map_min_stream_length (r->map, b), &got,
+                             err);
   put_decoder (r, dec);
   if (ret == -1) {
     cloop_err_prefix (err, "block %" PRIu64 " (%s, %" PRIu32
@@ -291,8 +294,8 @@ decode_block (struct reader *r, uint64_t b, const void *in, size_t len,
     err->errnum = EIO;
     return -1;
   }
-  if (dlen < r->map->block_size)
-    memset (out + dlen, 0, r->map->block_size - dlen);
+  if (got < r->map->block_size)
+    memset (out + got, 0, r->map->block_size - got);
   return 0;
 }
 

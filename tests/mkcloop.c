@@ -8,7 +8,8 @@
  * index/, so that it cross-checks the reader instead of sharing its
  * bugs).  The whole image is built in memory: test inputs are small.
  *
- * Every dialect zero-pads the last block to the block size.  Exit
+ * Every dialect zero-pads the last block to the block size (unless
+ * --short-last).  Exit
  * status: 0 ok, 1 usage or I/O error, 2 a requested codec is not built
  * into this binary (tests may turn that into a skip).
  */
@@ -487,7 +488,8 @@ usage (FILE *fp)
 {
   fprintf (fp,
 "Usage: %s -d DIALECT [-B BLOCKSIZE] [-c CODEC[,CODEC...]]\n"
-"               [--corrupt-block N] [--data-offset N] INPUT OUTPUT\n"
+"               [--corrupt-block N] [--data-offset N] [--short-last]\n"
+"               INPUT OUTPUT\n"
 "Write INPUT as a cloop image of DIALECT (last block zero-padded).\n"
 "  -d DIALECT   v2 | v4 | v4-footer | 0.68 | 1.0 | slitaz-v3 | dplasa-v3 |\n"
 "               fbsd-v2 | fbsd-l3 | fbsd-z4 | fbsd-dedup\n"
@@ -496,6 +498,8 @@ usage (FILE *fp)
 "               cycled per block); fbsd-dedup: zlib | xz | zstd\n"
 "  --corrupt-block N  flip a byte in the middle of block N's stored data\n"
 "  --data-offset N    v4-footer, dplasa-v3: start block data at offset N\n"
+"  --short-last       do not pad the last block: it decodes to only the\n"
+"                     input's remaining bytes (not dplasa-v3, fbsd-dedup)\n"
 "Exit status 2 if a codec is not built into this program.\n",
            progname);
 }
@@ -572,10 +576,11 @@ all_zero (const unsigned char *p, size_t n)
 int
 main (int argc, char *argv[])
 {
-  enum { OPT_CORRUPT = 256, OPT_DATA_OFFSET };
+  enum { OPT_CORRUPT = 256, OPT_DATA_OFFSET, OPT_SHORT_LAST };
   static const struct option long_opts[] = {
     { "corrupt-block", required_argument, NULL, OPT_CORRUPT },
     { "data-offset", required_argument, NULL, OPT_DATA_OFFSET },
+    { "short-last", no_argument, NULL, OPT_SHORT_LAST },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -584,6 +589,7 @@ main (int argc, char *argv[])
   enum codec codecs[64];
   size_t ncodecs = 0;
   const char *codec_arg = NULL;
+  bool short_last = false;
   int opt;
 
   while ((opt = getopt_long (argc, argv, "d:B:c:h", long_opts, NULL)) != -1) {
@@ -602,6 +608,7 @@ main (int argc, char *argv[])
     case 'c': codec_arg = optarg; break;
     case OPT_CORRUPT: corrupt = parse_u64 ("--corrupt-block", optarg); break;
     case OPT_DATA_OFFSET: lead = parse_u64 ("--data-offset", optarg); break;
+    case OPT_SHORT_LAST: short_last = true; break;
     case 'h': usage (stdout); exit (0);
     default: usage (stderr); exit (1);
     }
@@ -620,6 +627,8 @@ main (int argc, char *argv[])
     die ("-B: block size must be a non-zero multiple of 512, at most 64M");
   if (lead && di->d != D_V4_FOOTER && di->d != D_DPLASA_V3)
     die ("--data-offset applies only to v4-footer and dplasa-v3");
+  if (short_last && (di->d == D_DPLASA_V3 || di->d == D_FBSD_DEDUP))
+    die ("--short-last does not apply to %s", di->name);
   const uint32_t bs = bs64;
 
   if (codec_arg) {
@@ -656,6 +665,8 @@ main (int argc, char *argv[])
   memcpy (padded, in, in_len);
   memset (padded + in_len, 0, (size_t) n * bs - in_len);
   free (in);
+  if (short_last && in_len % bs == 0)
+    die ("--short-last: the input is a whole number of blocks");
 
   const bool freebsd = di->d == D_FBSD_V2 || di->d == D_FBSD_L3 ||
     di->d == D_FBSD_Z4 || di->d == D_FBSD_DEDUP;
@@ -693,7 +704,9 @@ main (int argc, char *argv[])
         continue;
     }
 
-    b[i].data = compress_block (b[i].codec, src, bs, &b[i].len);
+    /* --short-last: the last block holds only the input's bytes. */
+    size_t src_len = short_last && i + 1 == n && in_len % bs ? in_len % bs : bs;
+    b[i].data = compress_block (b[i].codec, src, src_len, &b[i].len);
     if (di->d == D_DPLASA_V3 && b[i].codec != C_NONE && b[i].len >= bs) {
       /* dplasa stores a block raw when compression does not shrink it. */
       free (b[i].data);

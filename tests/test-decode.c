@@ -300,6 +300,25 @@ test_codec (struct decoder *dec, const struct codec_case *c)
                BLOCK);
   flip_bytes (dec, c, &enc, orig);
 
+  /* A short last block: accepted within [min_len, out_len], with the
+   * length reported; refused below min_len. */
+  {
+    size_t got = 0;
+
+    memset (out, 0xEE, BLOCK);
+    r = decoder_decode_upto (dec, c->codec, half.data, half.len, out, BLOCK,
+                             1, &got, &err);
+    CHECK (r == 0 && got == BLOCK / 2 && memcmp (out, orig, BLOCK / 2) == 0);
+    r = decoder_decode_upto (dec, c->codec, half.data, half.len, out, BLOCK,
+                             BLOCK / 2 + 1, &got, &err);
+    printf ("    %-26s %s\n", "short, below the minimum",
+            r == -1 ? err.msg : "FAIL: accepted");
+    CHECK (r == -1 && err.errnum == EIO);
+    r = decoder_decode_upto (dec, c->codec, enc.data, enc.len, out, BLOCK / 2,
+                             1, &got, &err);
+    CHECK (r == -1);            /* still no more than out_len */
+  }
+
   free (half.data);
   free (enc.data);
   free (orig);
@@ -318,6 +337,19 @@ test_raw (struct decoder *dec)
                          &err) == 0);
   CHECK (memcmp (in, out, sizeof in) == 0);
   expect_fail (dec, "none, wrong length", CODEC_NONE, in, 4000, sizeof out);
+  {
+    size_t got = 0;
+
+    CHECK (decoder_decode_upto (dec, CODEC_NONE, in, 4000, out, sizeof out,
+                                1, &got, &err) == 0 && got == 4000);
+    CHECK (memcmp (in, out, 4000) == 0);
+    CHECK (decoder_decode_upto (dec, CODEC_NONE, in, 4000, out, sizeof out,
+                                4001, &got, &err) == -1);
+    CHECK (decoder_decode_upto (dec, CODEC_NONE, in, sizeof in, out, 100,
+                                1, &got, &err) == -1);
+    CHECK (decoder_decode_upto (dec, CODEC_ZLIB, in, 10, out, 100, 101,
+                                &got, &err) == -1 && err.errnum == EINVAL);
+  }
   memset (out, 0xEE, sizeof out);
   CHECK (decoder_decode (dec, CODEC_ZERO, NULL, 0, out, sizeof out,
                          &err) == 0);

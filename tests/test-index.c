@@ -337,6 +337,11 @@ test_v2 (void)
   if (map) {
     CHECK (map->max_length == 61200);
     CHECK (block_map_decoded_length (map, 4) == BS);
+    /* Only the last block may decode short (an unpadded writer). */
+    CHECK (map->short_last);
+    CHECK (block_map_min_stream_length (map, 3) == BS);
+    CHECK (block_map_min_stream_length (map, 4) == 1);
+    CHECK (block_map_stream_length (map, 4) == BS);
   }
   block_map_free (map);
   image_free (&img);
@@ -418,6 +423,9 @@ test_v3 (void)
 
   map = expect_map ("SliTaz V3.0", &img, "SliTaz cloop V3.0", BS, 5 * BS, 5,
                     lens5, zlib5, 136);
+  if (map)
+    CHECK (map->short_last && block_map_min_stream_length (map, 4) == 1 &&
+           block_map_min_stream_length (map, 0) == BS);
   block_map_free (map);
   image_free (&img);
 
@@ -438,6 +446,8 @@ test_v3 (void)
     CHECK (block_map_stream_length (map, 3) == 4096);
     CHECK (block_map_stream_length (map, 2) == 4096);
     CHECK (map->padded_last);
+    /* dplasa records the length: its padded last block is exact. */
+    CHECK (!map->short_last && block_map_min_stream_length (map, 3) == 4096);
   }
   block_map_free (map);
   image_free (&img);

@@ -162,6 +162,11 @@ extract S4/index out.img && cmp expected out.img || fail "v4 mixed store"
 "$MKCLOOP" -d v4-footer -B 4096 -c lz4 cin footer.cloop
 "$CS" create -q -B 8K -c zlib footer.cloop S4 || fail "create from footer"
 extract S4/index out.img && cmp expected out.img || fail "v4-footer store"
+# A last block its writer did not pad reads as zeroes after its data.
+"$MKCLOOP" -d v4 -B 4096 -c lz4 --short-last cin short.cloop ||
+    fail "mkcloop --short-last"
+"$CS" create -q -B 8K -c zlib short.cloop S4 || fail "create from a short last block"
+extract S4/index out.img && cmp expected out.img || fail "short last block store"
 "$MKCLOOP" -d dplasa-v3 -B 4096 -c zlib cin plasa.cloop
 "$CS" create -q -B 8K -c zlib plasa.cloop S4 || fail "create from dplasa"
 extract S4/index out.img && cmp cin out.img || fail "dplasa store"

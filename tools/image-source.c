@@ -185,15 +185,20 @@ decode_next (struct image_source *src, struct cloop_err *err)
   const struct block_map *map = src->map;
   const struct block_entry *e = &map->entries[src->next_block];
   uint32_t stream_len = block_map_stream_length (map, src->next_block);
+  size_t got = 0;
 
   if (e->codec != CODEC_ZERO &&
       fd_pread (src, src->packed, e->length, e->offset, err) == -1)
     return -1;
-  if (decoder_decode (src->dec, e->codec, src->packed, e->length,
-                      src->block, stream_len, err) == -1) {
+  if (decoder_decode_upto (src->dec, e->codec, src->packed, e->length,
+                           src->block, stream_len,
+                           block_map_min_stream_length (map, src->next_block),
+                           &got, err) == -1) {
     cloop_err_prefix (err, "%s: block %" PRIu64, src->path, src->next_block);
     return -1;
   }
+  /* A short last block reads as zeroes beyond what it decoded to. */
+  memset (src->block + got, 0, stream_len - got);
   src->block_len = block_map_decoded_length (map, src->next_block);
   src->block_pos = 0;
   src->next_block++;
