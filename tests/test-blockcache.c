@@ -22,14 +22,7 @@
 
 #include "blockcache.h"
 
-#define CHECK(expr)                                                     \
-  do {                                                                  \
-    if (!(expr)) {                                                      \
-      fprintf (stderr, "test-blockcache: FAIL: %s:%d: %s\n",            \
-               __FILE__, __LINE__, #expr);                              \
-      exit (1);                                                         \
-    }                                                                   \
-  } while (0)
+#include "check.h"
 
 static void
 say (const char *what)

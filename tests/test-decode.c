@@ -34,15 +34,8 @@
 
 #define BLOCK 65536u
 
-static int failures;
-
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      failures++; \
-    } \
-  } while (0)
+#define CHECK_COUNT_FAILURES
+#include "check.h"
 
 struct buffer {
   unsigned char *data;
@@ -393,8 +386,8 @@ main (void)
   decoder_free (decs[1]);
   decoder_free (NULL);
 
-  if (failures) {
-    printf ("test-decode: %d check(s) FAILED\n", failures);
+  if (check_failures) {
+    printf ("test-decode: %d check(s) FAILED\n", check_failures);
     return 1;
   }
   printf ("test-decode: all checks passed\n");

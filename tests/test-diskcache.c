@@ -37,14 +37,7 @@
 
 #include "diskcache.h"
 
-#define CHECK(expr)                                                     \
-  do {                                                                  \
-    if (!(expr)) {                                                      \
-      fprintf (stderr, "test-diskcache: FAIL: %s:%d: %s\n",             \
-               __FILE__, __LINE__, #expr);                              \
-      exit (1);                                                         \
-    }                                                                   \
-  } while (0)
+#include "check.h"
 
 #define HDR DISK_CACHE_HEADER_SIZE
 

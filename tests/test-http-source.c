@@ -39,14 +39,7 @@
 
 #define PROG "test-http-source"
 
-#define CHECK(expr)                                                     \
-  do {                                                                  \
-    if (!(expr)) {                                                      \
-      fprintf (stderr, PROG ": FAIL: %s:%d: %s\n", __FILE__, __LINE__,  \
-               #expr);                                                  \
-      exit (1);                                                         \
-    }                                                                   \
-  } while (0)
+#include "check.h"
 
 static void __attribute__ ((format (printf, 1, 2)))
 say (const char *fmt, ...)

@@ -18,15 +18,8 @@
 #include "byteorder.h"
 #include "cloop.h"
 
-static int failures;
-
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      failures++; \
-    } \
-  } while (0)
+#define CHECK_COUNT_FAILURES
+#include "check.h"
 
 /* ------------------------------------------------------------------ */
 /* An image under construction, and a reader over it. */
@@ -153,7 +146,7 @@ expect_map (const char *what, const struct image *img, const char *dialect,
   printf ("%-34s ", what);
   if (map == NULL) {
     printf ("FAIL: %s\n", err.msg);
-    failures++;
+    check_failures++;
     return NULL;
   }
   printf ("ok: \"%s\", %" PRIu64 " blocks, %u reads\n",
@@ -192,7 +185,7 @@ expect_error (const char *what, const struct image *img, const char *needle)
   if (map != NULL) {
     printf ("FAIL: accepted as \"%s\"\n", map->dialect);
     block_map_free (map);
-    failures++;
+    check_failures++;
     return;
   }
   printf ("refused: %s\n", err.msg);
@@ -200,7 +193,7 @@ expect_error (const char *what, const struct image *img, const char *needle)
   CHECK (strchr (err.msg, '\n') == NULL);
   if (strstr (err.msg, needle) == NULL) {
     fprintf (stderr, "  FAIL: message lacks \"%s\"\n", needle);
-    failures++;
+    check_failures++;
   }
   /* Never read more than the image: a hostile header must not make us
    * allocate beyond what the file holds. */
@@ -789,8 +782,8 @@ main (void)
   test_reader_error ();
   test_probe_and_blockmap ();
 
-  if (failures) {
-    printf ("test-index: %d check(s) FAILED\n", failures);
+  if (check_failures) {
+    printf ("test-index: %d check(s) FAILED\n", check_failures);
     return 1;
   }
   printf ("test-index: all checks passed\n");

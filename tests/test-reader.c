@@ -29,14 +29,7 @@
 #define NBLOCKS  64u
 #define SIZE     (BS * NBLOCKS)
 
-#define CHECK(expr)                                                     \
-  do {                                                                  \
-    if (!(expr)) {                                                      \
-      fprintf (stderr, "test-reader: FAIL: %s:%d: %s\n",                \
-               __FILE__, __LINE__, #expr);                              \
-      exit (1);                                                         \
-    }                                                                   \
-  } while (0)
+#include "check.h"
 
 static unsigned char expected[SIZE];
 

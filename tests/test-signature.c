@@ -21,15 +21,8 @@
 
 #include "signature.h"
 
-static int failures;
-
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      failures++; \
-    } \
-  } while (0)
+#define CHECK_COUNT_FAILURES
+#include "check.h"
 
 static char dir[] = "/tmp/test-signature-XXXXXX";
 
@@ -126,7 +119,7 @@ expect_malformed_at (const char *text, size_t len, struct trust_key *key,
   if (r != -1 || err.errnum != EINVAL || strstr (err.msg, want) == NULL) {
     fprintf (stderr, "  FAIL %s:%d: r=%d errnum=%d \"%s\", expected EINVAL "
              "\"%s\"\n", __FILE__, line, r, err.errnum, err.msg, want);
-    failures++;
+    check_failures++;
   }
 }
 #define expect_malformed(text, key, want) \
@@ -440,7 +433,7 @@ test_other_key_types (void)
            "-out %s && openssl pkey -in %s -pubout -out %s",
            in_dir ("ec.pem"), in_dir ("ec.pem"), in_dir ("ec.pub")) != 0) {
     fprintf (stderr, "  FAIL: cannot make RSA/EC keys with openssl\n");
-    failures++;
+    check_failures++;
     return;
   }
   CHECK (trust_key_load_public (in_dir ("rsa.pub"), &err) == NULL);
@@ -550,8 +543,8 @@ main (void)
   trust_key_free (k.pub2);
   trust_key_free (k.pub3);
   run ("rm -rf %s", dir);
-  if (failures) {
-    fprintf (stderr, "test-signature: %d failure(s)\n", failures);
+  if (check_failures) {
+    fprintf (stderr, "test-signature: %d failure(s)\n", check_failures);
     return 1;
   }
   printf ("test-signature: ok\n");

@@ -19,15 +19,8 @@
 #include "byteorder.h"
 #include "store.h"
 
-static int failures;
-
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "  FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      failures++; \
-    } \
-  } while (0)
+#define CHECK_COUNT_FAILURES
+#include "check.h"
 
 /* Offsets in the header (FORMAT.md). */
 #define O_VERSION 8
@@ -123,14 +116,14 @@ expect_reject_at (const void *buf, size_t len, const char *want,
   if (idx != NULL) {
     fprintf (stderr, "  FAIL %s:%d: accepted, expected \"%s\"\n",
              file, line, want);
-    failures++;
+    check_failures++;
     store_index_free (idx);
     return;
   }
   if (err.errnum != EINVAL || strstr (err.msg, want) == NULL) {
     fprintf (stderr, "  FAIL %s:%d: error %d \"%s\", expected \"%s\"\n",
              file, line, err.errnum, err.msg, want);
-    failures++;
+    check_failures++;
   }
 }
 #define expect_reject(buf, len, want) \
@@ -150,7 +143,7 @@ round_trip (const struct store_index *idx)
 
   if (store_index_write (idx, &buf, &len, &err) == -1) {
     fprintf (stderr, "  FAIL write: %s\n", err.msg);
-    failures++;
+    check_failures++;
     return;
   }
   CHECK (len == 100 + strlen (idx->name) + strlen (idx->description) +
@@ -664,8 +657,8 @@ main (void)
   test_string_rejects ();
   test_write_rejects ();
   test_fuzz ();
-  if (failures) {
-    fprintf (stderr, "test-store-index: %d failure(s)\n", failures);
+  if (check_failures) {
+    fprintf (stderr, "test-store-index: %d failure(s)\n", check_failures);
     return 1;
   }
   printf ("test-store-index: ok\n");
