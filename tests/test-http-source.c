@@ -12,11 +12,14 @@
  *   HTTP_BAD_REDIRECT_URL   (optional) redirects to a non-HTTP URL
  *   HTTP_DEBUG=1            print the source's debug lines
  *
- * With neither URL set it skips (exit 77).  Checks: byte-exact reads
+ * With neither URL set it is a usage error (exit 2): the test is
+ * tests/test-http-source.sh, which starts the servers.  Checks:
+ * byte-exact reads
  * before and after the worker starts, from 16 threads at once;
  * coalescing (by counting requests); bounds; then, with FAULT_URL,
  * that every injected fault gives exact data or EIO within the
- * deadline, and never wrong bytes.  Exit 0 on success, 1 on failure.
+ * deadline, and never wrong bytes.  Exit 0 on success, 1 on failure,
+ * 2 on a usage error.
  */
 #include <config.h>
 
@@ -793,9 +796,9 @@ main (int argc, char *argv[])
   if (argc > 2)
     http_file = argv[2];
   if (http_url == NULL && fault_url == NULL) {
-    say ("SKIP: set HTTP_URL (+HTTP_FILE) and/or FAULT_URL "
-         "(+FAULT_FILE, FAULT_CONTROL)");
-    return 77;
+    say ("usage: set HTTP_URL (+HTTP_FILE) and/or FAULT_URL "
+         "(+FAULT_FILE, FAULT_CONTROL); tests/test-http-source.sh does");
+    return 2;
   }
   CHECK (http_global_init () == 0);
 
