@@ -33,6 +33,16 @@ nbdkit_cloop ()
     nbdkit "$@"
 }
 
+# requires_plugin_tools: what every test of the plugin needs: nbdkit,
+# nbdcopy, the test-vector writer tests/mkcloop and the built plugin.
+requires_plugin_tools ()
+{
+    requires nbdkit --version
+    requires nbdcopy --version
+    requires test -x "$MKCLOOP"
+    requires test -f "$PLUGIN"
+}
+
 # Temporary directory removed at exit; cleanup functions run first.
 tmpdir=$(mktemp -d "${TMPDIR:-/tmp}/cloop-test.XXXXXX")
 # The plugin's default disk cache lives under XDG_CACHE_HOME: keep

@@ -12,10 +12,7 @@
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
 
-requires nbdkit --version
-requires nbdcopy --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
+requires_plugin_tools
 requires test -f "$FAULTSERVER"
 
 ITER=25
@@ -90,14 +87,7 @@ left=$(find "$cache" -name '.tmp-*')
 
 # Offline: the server stopped, its port closed.
 _ws_stop "$FAULT_PID"
-/usr/bin/python3 -c '
-import socket, sys
-s = socket.socket()
-try:
-    s.connect(("127.0.0.1", int(sys.argv[1])))
-except ConnectionRefusedError:
-    sys.exit(0)
-sys.exit("port still open")' "$FAULT_PORT" || fail "the server is still up"
+port_closed "$FAULT_PORT" || fail "the server is still up"
 rm -f "$tmpdir/out"
 nbdkit_cloop -U - --run "nbdcopy \"\$uri\" \"$tmpdir/out\"" \
     "$PLUGIN" url="$FAULT_URL/img" cache-dir="$cache" revalidate=0 \

@@ -7,10 +7,7 @@
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
 
-requires nbdkit --version
-requires nbdcopy --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
+requires_plugin_tools
 
 LIMIT=$((2 * 1024 * 1024))
 BS=65536

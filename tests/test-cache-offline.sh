@@ -12,10 +12,7 @@
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
 
-requires nbdkit --version
-requires nbdcopy --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
+requires_plugin_tools
 
 make_served_image v4-footer 3000001
 start_nginx "$www"
@@ -38,14 +35,7 @@ read_all warm
 [ "$(nginx_request_count)" -gt 0 ] || fail "the warm-up made no request"
 
 _ws_stop "$NGINX_PID"
-/usr/bin/python3 -c '
-import socket, sys
-s = socket.socket()
-try:
-    s.connect(("127.0.0.1", int(sys.argv[1])))
-except ConnectionRefusedError:
-    sys.exit(0)
-sys.exit("port still open")' "$NGINX_PORT" || fail "nginx is still up"
+port_closed "$NGINX_PORT" || fail "nginx is still up"
 
 read_all offline-trusted
 if grep -q 'warning' "$tmpdir/offline-trusted.err"; then

@@ -6,11 +6,8 @@
 
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 
-requires nbdkit --version
-requires nbdcopy --version
+requires_plugin_tools
 requires nbdinfo --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
 
 cases=0
 skipped=0

@@ -9,11 +9,8 @@
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
 
-requires nbdkit --version
-requires nbdcopy --version
+requires_plugin_tools
 requires nbdinfo --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
 requires /usr/sbin/nginx -v
 requires /usr/sbin/lighttpd -v
 

@@ -12,11 +12,8 @@
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
 
-requires nbdkit --version
+requires_plugin_tools
 requires nbdsh --version
-requires nbdcopy --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
 
 BS=65536
 www=$tmpdir/www

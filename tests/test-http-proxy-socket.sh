@@ -12,10 +12,7 @@
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
 
-requires nbdkit --version
-requires nbdcopy --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
+requires_plugin_tools
 
 # Only the proxy this test names.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY

@@ -8,10 +8,7 @@
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
 
-requires nbdkit --version
-requires nbdcopy --version
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
+requires_plugin_tools
 
 make_served_image v2 5000000
 start_nginx "$www"

@@ -18,12 +18,9 @@
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"
-requires nbdkit --version
-requires nbdcopy --version
+requires_plugin_tools
 requires nbdinfo --version
 requires test -x "$CLOOP_STORE"
-requires test -x "$MKCLOOP"
-requires test -f "$PLUGIN"
 CS=$CLOOP_STORE
 BS=65536
 

@@ -24,6 +24,7 @@
 #   clear_faults               remove the faults file (no faults)
 #   fault_request_count [PATH] requests logged by the fault server
 #   fault_fired_count [KIND]   of those, how many had a fault injected
+#   port_closed PORT           true if nothing listens on 127.0.0.1:PORT
 #   start_delayproxy TARGET_PORT DELAY_MS [--rate B/S] [--handshake]
 #                              PROXY_PORT PROXY_URL PROXY_PID
 #
@@ -150,6 +151,20 @@ _ws_count ()
     else
         echo 0
     fi
+}
+
+# port_closed PORT: true once nothing accepts connections on
+# 127.0.0.1:PORT (a stopped server's port, for offline tests).
+port_closed ()
+{
+    "$_ws_python" -c '
+import socket, sys
+s = socket.socket()
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+except ConnectionRefusedError:
+    sys.exit(0)
+sys.exit("port still open")' "$1"
 }
 
 # ---------------------------------------------------------------------
