@@ -1382,6 +1382,28 @@ disk_cache_get_meta (struct disk_cache *dc, const char *name,
 }
 
 int
+disk_cache_drop_meta (struct disk_cache *dc, const char *name,
+                      struct cloop_err *err)
+{
+  char key[4 + 65];
+  struct stat st;
+
+  if (meta_key (dc, name, key, err) == -1)
+    return -1;
+  if (fstatat (dc->dirfd, key, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+      unlinkat (dc->dirfd, key, 0) == -1) {
+    if (errno == ENOENT || errno == ENOTDIR)
+      return 0;
+    return cloop_err_set (err, errno, "%s/%s: unlink: %m", dc->dir, key);
+  }
+  pthread_mutex_lock (&dc->lock);
+  uint64_t size = accounted (st.st_size);
+  dc->stats.bytes -= size < dc->stats.bytes ? size : dc->stats.bytes;
+  pthread_mutex_unlock (&dc->lock);
+  return 0;
+}
+
+int
 disk_cache_trim (struct disk_cache *dc, struct cloop_err *err)
 {
   return scan_and_evict (dc, SCAN_PERIODIC, NULL, err);

@@ -13,9 +13,9 @@
  *   DIR/blk/<hh>/<64 hex>         a content-addressed block, named by
  *                                 the SHA-256 of its payload (hh = the
  *                                 first two hex digits: 256-way fan-out)
- *   DIR/url/<64 hex>              small metadata blob, named by the
- *                                 SHA-256 of a caller-chosen name (the
- *                                 image URL)
+ *   DIR/url/<64 hex>              metadata blob, named by the SHA-256
+ *                                 of a caller-chosen name (an image's
+ *                                 identity, header and index bytes)
  *   <any dir>/.tmp-<pid>-<tid>-<n>  a url/ write in progress, or any
  *                                 where O_TMPFILE is unusable (or left
  *                                 by a crashed writer)
@@ -195,9 +195,11 @@ int disk_cache_get (struct disk_cache *dc, const char *key,
 int disk_cache_put (struct disk_cache *dc, const char *key,
                     const void *buf, size_t len, struct cloop_err *err);
 
-/* Small metadata blobs (e.g. the identity of an image: URL, ETag,
- * Last-Modified, size), stored as "url/<SHA-256 of name>" and evicted
- * only after all blocks.  put_meta behaves like disk_cache_put.
+/* Metadata blobs (the identity of an image: URL, ETag, Last-Modified,
+ * size; its header and index bytes), stored as "url/<SHA-256 of
+ * name>" and evicted only after all blocks, so that an image whose
+ * blocks are cached can still be opened without its server.  They
+ * count towards max_bytes like blocks.  put_meta behaves like disk_cache_put.
  * get_meta returns 1 and sets *len_out if a verified blob of at most
  * bufsize bytes exists, else 0 (or -1) like disk_cache_get. */
 int disk_cache_put_meta (struct disk_cache *dc, const char *name,
@@ -205,6 +207,12 @@ int disk_cache_put_meta (struct disk_cache *dc, const char *name,
 int disk_cache_get_meta (struct disk_cache *dc, const char *name,
                          void *buf, size_t bufsize, size_t *len_out,
                          struct cloop_err *err);
+
+/* Remove the metadata blob name (e.g. one that turned out not to
+ * parse).  0 (also if there was none), or -1 with err set on an
+ * unexpected I/O error. */
+int disk_cache_drop_meta (struct disk_cache *dc, const char *name,
+                          struct cloop_err *err);
 
 /* Re-scan the directory now and evict down to 80 % if over 95 % of
  * max_bytes (for a background thread or an admin command).  Returns 0
