@@ -54,31 +54,119 @@ identity_parse (const char *text, struct identity *id)
   return 0;
 }
 
-/* Reads the image's header and index through the disk cache, so that
- * they too are there for an offline start. */
+/* Reads the image's header and index (everything the format parser
+ * reads at open) through the disk cache, so that they too are there
+ * for an offline start.  They are cached as metadata entries, which
+ * eviction removes only after every block (so an image whose blocks
+ * are cached can still start offline), and only once the whole map
+ * has parsed (and, for a store, been trusted): a corrupt reply is
+ * never cached.  A cached copy that does not parse is dropped and
+ * fetched again (image_open). */
+struct meta_piece {
+  uint64_t offset;
+  size_t len;
+  bool from_cache;              /* else fetched: commit it on success */
+  struct meta_piece *next;
+  unsigned char data[];         /* len bytes (fetched pieces only) */
+};
+
 struct meta_reader {
   struct source *src;
   struct disk_cache *dc;        /* may be NULL */
   const char *object_id;
+  bool bypass;                  /* read from the source only */
+  struct meta_piece *pieces;    /* what this open read, newest first */
 };
+
+/* The metadata name of bytes [offset, offset+len) of the object. */
+static void
+meta_name (char *name, size_t n, const char *object_id, uint64_t offset,
+           size_t len)
+{
+  snprintf (name, n, "image-bytes:%s:%" PRIu64 "-%zu", object_id, offset,
+            len);
+}
+
+/* Remember a piece read (from the cache, or fetched: then its bytes). */
+static int
+meta_remember (struct meta_reader *m, const void *buf, size_t len,
+               uint64_t offset, bool from_cache, struct cloop_err *err)
+{
+  struct meta_piece *p = malloc (sizeof *p + (from_cache ? 0 : len));
+
+  if (p == NULL)
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  p->offset = offset;
+  p->len = len;
+  p->from_cache = from_cache;
+  if (!from_cache)
+    memcpy (p->data, buf, len);
+  p->next = m->pieces;
+  m->pieces = p;
+  return 0;
+}
 
 static int
 meta_pread (void *opaque, void *buf, size_t len, uint64_t offset,
             struct cloop_err *err)
 {
   struct meta_reader *m = opaque;
-  char key[DISK_CACHE_KEY_MAX];
+  char name[160];
+  size_t got;
   struct cloop_err ignored;
 
   if (m->dc == NULL)
     return source_pread (m->src, buf, len, offset, err);
-  disk_cache_key_range (key, sizeof key, m->object_id, offset, len);
-  if (disk_cache_get (m->dc, key, buf, len, &ignored) == 1)
-    return 0;
+  meta_name (name, sizeof name, m->object_id, offset, len);
+  if (!m->bypass &&
+      disk_cache_get_meta (m->dc, name, buf, len, &got, &ignored) == 1 &&
+      got == len)
+    return meta_remember (m, buf, len, offset, true, err);
   if (source_pread (m->src, buf, len, offset, err) == -1)
     return -1;
-  disk_cache_put (m->dc, key, buf, len, &ignored);
-  return 0;
+  return meta_remember (m, buf, len, offset, false, err);
+}
+
+/* After a successful open: cache what was fetched. */
+static void
+meta_commit (struct meta_reader *m)
+{
+  char name[160];
+  struct cloop_err ignored;
+
+  for (struct meta_piece *p = m->pieces; p; p = p->next)
+    if (!p->from_cache) {
+      meta_name (name, sizeof name, m->object_id, p->offset, p->len);
+      disk_cache_put_meta (m->dc, name, p->data, p->len, &ignored);
+    }
+}
+
+/* After a failed open: drop the cached pieces it read; true if there
+ * were any (then the open is worth trying again from the source). */
+static bool
+meta_drop_cached (struct meta_reader *m)
+{
+  char name[160];
+  struct cloop_err ignored;
+  bool any = false;
+
+  for (struct meta_piece *p = m->pieces; p; p = p->next)
+    if (p->from_cache) {
+      meta_name (name, sizeof name, m->object_id, p->offset, p->len);
+      disk_cache_drop_meta (m->dc, name, &ignored);
+      any = true;
+    }
+  return any;
+}
+
+static void
+meta_forget (struct meta_reader *m)
+{
+  while (m->pieces) {
+    struct meta_piece *next = m->pieces->next;
+    free (m->pieces);
+    m->pieces = next;
+  }
 }
 
 /* The identity cached for url, if any.  0 or -1. */
@@ -313,6 +401,25 @@ open_disk_cache (const struct image_config *cfg, struct disk_cache **dc,
   return 0;
 }
 
+/* Parse the image's format through br: a block store (signed index)
+ * or a cloop file of any dialect.  NULL with err set. */
+static struct block_map *
+read_map (const struct image_config *cfg, struct source *src,
+          struct disk_cache *dc, struct meta_reader *m,
+          const struct byte_reader *br, const char *name,
+          const char *object_id, struct cloop_err *err)
+{
+  unsigned char head[STORE_MAGIC_LEN];
+
+  if (source_size (src) >= STORE_MAGIC_LEN &&
+      br->pread (br->opaque, head, sizeof head, 0, err) == -1)
+    return NULL;
+  if (source_size (src) >= STORE_MAGIC_LEN &&
+      store_probe_head (head, sizeof head))
+    return open_store (cfg, src, dc, m->dc, br, name, object_id, err);
+  return cloop_open (br, err);
+}
+
 struct reader *
 image_open (const struct image_config *cfg, struct cloop_err *err)
 {
@@ -322,7 +429,6 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   struct block_map *map;
   struct reader *r;
   const char *name = cfg->file ? cfg->file : cfg->http->url;
-  unsigned char head[STORE_MAGIC_LEN];
 
   if (open_disk_cache (cfg, &dc, err) == -1)
     return NULL;
@@ -343,14 +449,19 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   struct byte_reader br = {
     .opaque = &m, .size = source_size (src), .pread = meta_pread,
   };
-  if (source_size (src) >= STORE_MAGIC_LEN &&
-      meta_pread (&m, head, sizeof head, 0, err) == -1)
-    goto fail_prefix;
-  if (source_size (src) >= STORE_MAGIC_LEN &&
-      store_probe_head (head, sizeof head))
-    map = open_store (cfg, src, dc, m.dc, &br, name, rcfg.object_id, err);
-  else
-    map = cloop_open (&br, err);
+  map = read_map (cfg, src, dc, &m, &br, name, rcfg.object_id, err);
+  if (map == NULL && m.dc && meta_drop_cached (&m)) {
+    if (cfg->warn)
+      cfg->warn ("%s: the cached header and index do not parse (%s); "
+                 "dropped them, fetching them again", name, err->msg);
+    meta_forget (&m);
+    m.bypass = true;
+    *err = (struct cloop_err) { 0 };
+    map = read_map (cfg, src, dc, &m, &br, name, rcfg.object_id, err);
+  }
+  if (map && m.dc)
+    meta_commit (&m);
+  meta_forget (&m);
   if (map == NULL)
     goto fail_prefix;
 

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# nbdkit-cloop: the header and index of a remote image in the disk
+# cache.
+#  1. A corrupt reply of the header/index is never cached: a start that
+#     got one fails naming the URL, and the next start against the
+#     healthy server (revalidate=0, same object) reads byte-exact.
+#  2. A cached header/index that does not parse (written by a faulty
+#     build, or corrupted with its entry checksum kept consistent) is
+#     dropped with one warning and fetched again: byte-exact.
+#  3. With cache-max-size far below the image, the header and index
+#     outlive the evicted blocks: after a whole read, a start with the
+#     server stopped still opens the image from the cache and serves
+#     the cached blocks byte-exact.
+
+. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "$srcdir/web-servers.sh"
+
+requires_plugin_tools
+
+www=$tmpdir/www
+cache=$tmpdir/cache
+mkdir -p "$www"
+# 8192 blocks of 512 bytes: the index (65544 bytes) fills the whole
+# probed head, so a corrupted middle byte lands in the index.
+make_sample "$tmpdir/in" $((4 * 1024 * 1024))
+"$MKCLOOP" -d v2 -B 512 "$tmpdir/in" "$www/img" || fail "mkcloop failed"
+cp "$tmpdir/in" "$tmpdir/expected"
+start_faultserver "$www"
+url=$FAULT_URL/img
+
+# read_all NAME [ARGS]: whole export through cache-dir, compared.
+read_all ()
+{
+    name=$1
+    shift
+    rm -f "$tmpdir/out"
+    nbdkit_cloop -U - --run "nbdcopy \"\$uri\" \"$tmpdir/out\"" \
+        "$PLUGIN" url="$url" cache-dir="$cache" timeout=20 "$@" \
+        2> "$tmpdir/$name.err" || {
+        cat "$tmpdir/$name.err"; fail "$name: nbdkit failed"; }
+    cmp "$tmpdir/out" "$tmpdir/expected" || fail "$name: wrong bytes"
+}
+
+# 1. The probe (the first GET, which carries header and index) comes
+# back with one byte flipped in the index.
+set_fault '{"fault": "corrupt", "count": 1}'
+rc=0
+nbdkit_cloop -U - --run 'nbdcopy "$uri" null:' \
+    "$PLUGIN" url="$url" cache-dir="$cache" timeout=20 \
+    2> "$tmpdir/corrupt.err" || rc=$?
+cat "$tmpdir/corrupt.err"
+[ "$rc" -ne 0 ] || fail "a corrupt index was served"
+grep -q "error.*$url" "$tmpdir/corrupt.err" ||
+    fail "the error does not name the URL"
+clear_faults
+read_all healthy revalidate=0
+echo "$0: ok: a corrupt index reply was not cached"
+
+# 2. Corrupt the cached index itself, keeping the entry's own header
+# (payload length, SHA-256) consistent, as a faulty writer would.
+# The index is the largest metadata entry (cache/diskcache.h layout).
+/usr/bin/python3 - "$cache" <<'PY'
+import glob, hashlib, os, sys
+files = glob.glob(os.path.join(sys.argv[1], "url", "*"))
+path = max(files, key=os.path.getsize)
+data = bytearray(open(path, "rb").read())
+assert data[:8] == b"CLDCACHE", path
+payload = data[64:]
+assert len(payload) == 8193 * 8, len(payload)
+payload[8 * 4000] ^= 0xFF        # top byte of entry 4000: absurd offset
+data[24:56] = hashlib.sha256(payload).digest()
+data[64:] = payload
+open(path, "wb").write(data)
+PY
+read_all reparse
+n=$(grep -c 'cached header and index do not parse' "$tmpdir/reparse.err" || true)
+[ "$n" -eq 1 ] || { cat "$tmpdir/reparse.err"
+    fail "expected one warning about the cached index, got $n"; }
+read_all reparsed
+grep -q 'do not parse' "$tmpdir/reparsed.err" &&
+    fail "the index fetched again was not cached"
+echo "$0: ok: a cached index that does not parse is dropped and refetched"
+
+# 3. A bound far below the image: blocks are evicted, the header and
+# index are not.  Incompressible input, 64 KiB blocks.
+/usr/bin/python3 -c 'import random, sys
+sys.stdout.buffer.write(random.Random(7).randbytes(8 * 1024 * 1024))' \
+    > "$tmpdir/in2"
+"$MKCLOOP" -d v2 -B 65536 "$tmpdir/in2" "$www/img2" || fail "mkcloop failed"
+url=$FAULT_URL/img2
+cp "$tmpdir/in2" "$tmpdir/expected"
+cache=$tmpdir/cache2
+read_all small cache-max-size=2M
+_ws_stop "$FAULT_PID"
+port_closed "$FAULT_PORT" || fail "the server is still up"
+# The last blocks read are the most recently used: still cached.
+tail_off=$((8 * 1024 * 1024 - 256 * 1024))
+for mode in trusted revalidate; do
+    args=
+    [ $mode = revalidate ] && args=revalidate=0
+    nbdkit_cloop -U - --run "nbdsh -u \"\$uri\" -c '
+import sys
+want = open(\"$tmpdir/in2\", \"rb\").read()[$tail_off:]
+assert h.pread(len(want), $tail_off) == want
+'" "$PLUGIN" url="$url" cache-dir="$cache" cache-max-size=2M timeout=10 \
+        $args 2> "$tmpdir/offline-$mode.err" || {
+        cat "$tmpdir/offline-$mode.err"
+        fail "offline start after eviction ($mode) failed"; }
+done
+echo "$0: ok: offline start after eviction of blocks"
