@@ -70,6 +70,7 @@ block_map_free (struct block_map *map)
     return;
   free (map->entries);
   free (map->hashes);
+  free (map->description);
   free (map);
 }
 

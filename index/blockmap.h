@@ -66,6 +66,11 @@ struct block_map {
    * hash_len bytes per block, block i at hashes + i * hash_len. */
   unsigned char *hashes;
   uint32_t hash_len;
+  /* What the format says of the image (block stores: their signed
+   * description and revision); NULL and 0 when it says nothing.
+   * description is malloc'd and freed by block_map_free. */
+  char *description;
+  uint64_t revision;
 };
 
 /* Allocate a map for num_blocks blocks with zeroed entries.

@@ -533,6 +533,13 @@ store_index_to_map (const struct store_index *idx, struct cloop_err *err)
     return NULL;
   }
   memcpy (map->hashes, idx->hashes, idx->num_blocks * STORE_HASH_LEN);
+  map->revision = idx->revision;
+  if (idx->description[0] &&
+      (map->description = strdup (idx->description)) == NULL) {
+    cloop_err_set (err, ENOMEM, "strdup: %m");
+    block_map_free (map);
+    return NULL;
+  }
   for (i = 0; i < idx->num_blocks; i++) {
     struct block_entry *e = &map->entries[i];
     bool zero = store_index_is_zero (idx, i);
