@@ -237,22 +237,6 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
   return src;
 }
 
-/* disk_cache hooks: forward to the image's warn and debug callbacks. */
-static void
-cache_hook (void *opaque, const char *fmt, ...)
-{
-  void (*print) (const char *fmt, ...) = opaque;
-  char buf[1024];
-  va_list ap;
-
-  if (print == NULL)
-    return;
-  va_start (ap, fmt);
-  vsnprintf (buf, sizeof buf, fmt, ap);
-  va_end (ap);
-  print ("disk cache: %s", buf);
-}
-
 /* The last path component of a file name or URL (before ? or #). */
 static void
 base_name (const char *name, char *out, size_t n)
@@ -380,27 +364,6 @@ open_store (const struct image_config *cfg, struct source *src,
   return map;
 }
 
-/* Open the disk cache: for remote images (blocks, identity), and for
- * any image when cache-dir was given (rollback state of stores). */
-static int
-open_disk_cache (const struct image_config *cfg, struct disk_cache **dc,
-                 struct cloop_err *err)
-{
-  struct disk_cache_hooks hooks = {
-    .warn = cache_hook, .opaque = (void *) cfg->warn,
-  };
-
-  *dc = NULL;
-  if (cfg->cache_dir == NULL)
-    return 0;
-  *dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks, err);
-  if (*dc == NULL) {
-    cloop_err_prefix (err, "cache-dir %s", cfg->cache_dir);
-    return -1;
-  }
-  return 0;
-}
-
 /* Parse the image's format through br: a block store (signed index)
  * or a cloop file of any dialect.  NULL with err set. */
 static struct block_map *
@@ -424,22 +387,18 @@ struct reader *
 image_open (const struct image_config *cfg, struct cloop_err *err)
 {
   struct reader_config rcfg = cfg->reader;
-  struct disk_cache *dc;
+  struct disk_cache *dc = cfg->disk_cache;
   struct source *src;
   struct block_map *map;
   struct reader *r;
   const char *name = cfg->file ? cfg->file : cfg->http->url;
 
-  if (open_disk_cache (cfg, &dc, err) == -1)
-    return NULL;
   if (cfg->file)
     src = source_open_file (cfg->file, err);
   else
     src = open_remote (cfg, dc, rcfg.object_id, err);
-  if (src == NULL) {
-    disk_cache_close (dc);
+  if (src == NULL)
     return NULL;
-  }
 
   /* Header and index reads of a remote image go through the disk
    * cache (object_id namespace), so they are there for offline starts. */
@@ -466,11 +425,7 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     goto fail_prefix;
 
   /* Blocks of local images are not copied into the disk cache. */
-  if (cfg->file) {
-    disk_cache_close (dc);
-    dc = NULL;
-  }
-  rcfg.disk_cache = dc;
+  rcfg.disk_cache = cfg->file ? NULL : dc;
   r = reader_new (src, map, &rcfg, err);
   if (r == NULL) {
     block_map_free (map);
@@ -482,7 +437,6 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   cloop_err_prefix (err, "%s", name);
  fail:
   source_close (src);
-  disk_cache_close (dc);
   return NULL;
 }
 
@@ -510,4 +464,37 @@ image_start (struct reader *r, struct cloop_err *err)
   if (strcmp (src->ops->name, "http") == 0)
     return source_http_start (src, err);
   return 0;
+}
+
+/* byte_reader over a source. */
+static int
+source_byte_pread (void *opaque, void *buf, size_t len, uint64_t offset,
+                   struct cloop_err *err)
+{
+  return source_pread (opaque, buf, len, offset, err);
+}
+
+enum image_kind
+image_probe_file (const char *path, struct cloop_err *why)
+{
+  struct source *src = source_open_file (path, why);
+  unsigned char head[STORE_MAGIC_LEN];
+  enum image_kind kind = IMAGE_NONE;
+  struct block_map *map;
+
+  if (src == NULL)
+    return IMAGE_NONE;
+  struct byte_reader br = {
+    .opaque = src, .size = source_size (src), .pread = source_byte_pread,
+  };
+  if (source_size (src) >= STORE_MAGIC_LEN &&
+      source_pread (src, head, sizeof head, 0, why) == 0 &&
+      store_probe_head (head, sizeof head))
+    kind = IMAGE_STORE;
+  else if ((map = cloop_open (&br, why)) != NULL) {
+    block_map_free (map);
+    kind = IMAGE_CLOOP;
+  }
+  source_close (src);
+  return kind;
 }

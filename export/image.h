@@ -20,9 +20,9 @@
 struct image_config {
   const char *file;             /* local image, or NULL */
   const struct http_config *http; /* remote image (http->url), or NULL */
-  const char *cache_dir;        /* disk cache (remote blocks and identity,
-                                   store revisions), or NULL */
-  uint64_t cache_max_size;      /* bound of the disk cache (0 = none) */
+  struct disk_cache *disk_cache; /* remote blocks and identity, store
+                                   revisions; or NULL.  Borrowed: it
+                                   must outlive the reader */
   int64_t revalidate;           /* trust a cached identity this long (s) */
   struct reader_config reader;  /* disk_cache and object_id are set here */
   /* Trust in block-store indexes (trust.h). */
@@ -50,5 +50,16 @@ void image_read_failed (struct reader *r);
 /* Start background work that may not run before nbdkit forks (the
  * HTTP worker thread).  0, or -1 with err set. */
 int image_start (struct reader *r, struct cloop_err *err);
+
+/* What a local file holds, judged by its content. */
+enum image_kind {
+  IMAGE_NONE,                   /* neither (or unreadable) */
+  IMAGE_CLOOP,                  /* a cloop file of a dialect we read */
+  IMAGE_STORE,                  /* a block-store index */
+};
+
+/* Look at the local file path.  On IMAGE_NONE, why says why (for a
+ * debug line). */
+enum image_kind image_probe_file (const char *path, struct cloop_err *why);
 
 #endif /* CLOOP_IMAGE_H */

@@ -193,7 +193,6 @@ reader_free (struct reader *r)
   pthread_mutex_destroy (&r->pool_lock);
   pthread_mutex_destroy (&r->ra_lock);
   block_cache_free (r->cache);
-  disk_cache_close (r->cfg.disk_cache);
   source_close (r->src);
   block_map_free (r->map);
   free (r);

@@ -29,8 +29,8 @@ struct reader_config {
   /* Sequential reads that miss also fetch up to this many bytes of
    * following blocks in the same batch (0 = no read-ahead). */
   uint64_t readahead;
-  /* Optional persistent cache of compressed blocks (the reader owns
-   * it).  Blocks are keyed by object_id and their byte range, and are
+  /* Optional persistent cache of compressed blocks (borrowed: it
+   * must outlive the reader).  Blocks are keyed by object_id and their byte range, and are
    * written only after they decoded correctly. */
   struct disk_cache *disk_cache;
   char object_id[65];
@@ -39,14 +39,14 @@ struct reader_config {
   bool debug_blocks;            /* log every block fill */
 };
 
-/* Create a reader.  On success it owns src, map and cfg->disk_cache
- * (reader_free frees them); on failure (NULL, err set) the caller
- * still owns them. */
+/* Create a reader.  On success it owns src and map (reader_free frees
+ * them); on failure (NULL, err set) the caller still owns them. */
 struct reader *reader_new (struct source *src, struct block_map *map,
                            const struct reader_config *cfg,
                            struct cloop_err *err);
 
-/* Free the reader, its source, map, caches and decoders (NULL allowed). */
+/* Free the reader, its source, map, memory cache and decoders (NULL
+ * allowed). */
 void reader_free (struct reader *r);
 
 /* The block map (read-only). */

@@ -1,10 +1,13 @@
 /* nbdkit-cloop: nbdkit glue.
  *
- * Parses configuration, opens the image once in .get_ready (so that a
- * bad image stops nbdkit with a clear error before it serves anything)
- * and translates NBD callbacks into calls on the reader (reader.h).
- * Everything else lives in the layers below: index/ (formats and
- * decoders), cache/ (memory cache), fetch/ (sources).
+ * Parses configuration into the exports to serve (export/registry.h):
+ * one image (file= or url=), opened in .get_ready so that a bad image
+ * stops nbdkit with a clear error before it serves anything; or many
+ * (dir= or an exports= catalogue), opened on first use.  Each
+ * connection holds the revision of its export that it started on, and
+ * NBD callbacks become calls on that revision's reader (reader.h).
+ * Everything else lives in the layers below: export/ (what is served),
+ * index/ (formats and decoders), cache/, fetch/.
  */
 #include <config.h>
 
@@ -19,10 +22,12 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "catalogue.h"
 #include "decode.h"
 #include "http.h"
 #include "image.h"
 #include "reader.h"
+#include "registry.h"
 #include "signature.h"
 #include "store.h"
 
@@ -42,29 +47,51 @@ NBDKIT_DLL_PUBLIC int cloop_debug_blocks = 0;
 NBDKIT_DLL_PUBLIC int cloop_debug_stats = 0;
 NBDKIT_DLL_PUBLIC int cloop_debug_http = 0;
 
-/* The plugin's whole state. */
-static struct {
-  char *file;                   /* file= (absolute path) */
+/* The keys that may differ per export.  The command line gives every
+ * export's defaults; a line of an exports= catalogue overrides them. */
+struct export_settings {
+  char *file;                   /* file= (absolute path), or NULL */
+  char *url;                    /* url= without its #sha256= fragment */
   struct http_config http;      /* url= and the HTTP keys */
-  char *cache_dir;              /* cache-dir= (NULL: none) */
-  bool cache_dir_set;
-  int64_t cache_max_size;       /* cache-max-size= */
   unsigned revalidate;          /* revalidate= (seconds) */
   int64_t readahead;            /* readahead= (-1: default) */
-  int64_t memory_cache_size;    /* memory-cache-size= */
   bool force_zlib;              /* zlib-decoder=zlib */
-  struct trust_key **keys;      /* pubkey= (repeatable) */
-  size_t nkeys;
+  struct trust_key **keys;      /* pubkey= (repeatable); the keys */
+  size_t nkeys;                 /* themselves are in state.all_keys */
   bool have_pinned;             /* index-sha256= or url=...#sha256= */
   unsigned char pinned[32];
   bool insecure;                /* insecure=true */
-  char *url;                    /* url= without its #sha256= fragment */
-  struct reader *reader;        /* opened in get_ready */
+  struct image_config image;    /* built from the above in get_ready */
+};
+
+/* The plugin's whole state. */
+static struct {
+  struct export_settings defaults;  /* the command line */
+  char *dir;                    /* dir= (absolute path) */
+  char *exports_file;           /* exports= (absolute path) */
+  const char *default_export;   /* default-export= */
+  char *cache_dir;              /* cache-dir= (NULL: none) */
+  bool cache_dir_set;
+  int64_t cache_max_size;       /* cache-max-size= */
+  int64_t memory_cache_size;    /* memory-cache-size= */
+  struct trust_key **all_keys;  /* every key loaded, freed at unload */
+  size_t n_all_keys;
+  /* One export (file=, url=) or the catalogue's (dir=, exports=). */
+  bool single;
+  struct catalogue *catalogue;
+  struct export_settings *exports;
+  size_t nexports;
+  struct registry *registry;    /* made in get_ready */
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
   .cache_max_size = DEFAULT_CACHE_MAX_SIZE,
-  .revalidate = DEFAULT_REVALIDATE,
-  .readahead = -1,
+  .defaults = { .revalidate = DEFAULT_REVALIDATE, .readahead = -1 },
+};
+
+/* One connection: the revision of its export that it reads. */
+struct handle {
+  struct revision *rev;
+  struct reader *reader;        /* revision_reader (rev) */
 };
 
 static void
@@ -101,22 +128,36 @@ warn_printf (const char *fmt, ...)
 static void
 cloop_load (void)
 {
-  http_config_defaults (&state.http);
+  http_config_defaults (&state.defaults.http);
 }
 
-static void log_stats (void);
+static void log_stats (struct reader *r);
+
+static void
+free_settings (struct export_settings *s)
+{
+  free (s->keys);
+  free (s->url);
+  free (s->file);
+}
 
 static void
 cloop_unload (void)
 {
-  log_stats ();
-  reader_free (state.reader);
+  registry_free (state.registry);
   http_global_cleanup ();
-  for (size_t i = 0; i < state.nkeys; i++)
-    trust_key_free (state.keys[i]);
-  free (state.keys);
-  free (state.url);
-  free (state.file);
+  if (!state.single) {
+    for (size_t i = 0; i < state.nexports; i++)
+      free_settings (&state.exports[i]);
+    free (state.exports);
+  }
+  catalogue_free (state.catalogue);
+  free_settings (&state.defaults);
+  for (size_t i = 0; i < state.n_all_keys; i++)
+    trust_key_free (state.all_keys[i]);
+  free (state.all_keys);
+  free (state.dir);
+  free (state.exports_file);
   free (state.cache_dir);
 }
 
@@ -136,26 +177,41 @@ parse_unsigned (const char *key, const char *value, unsigned lo, unsigned hi,
 
 /* Pin the SHA-256 of a store index from 64 hex digits. */
 static int
-set_pinned (const char *what, const char *hex)
+set_pinned (struct export_settings *s, const char *what, const char *hex)
 {
-  if (store_unhex (state.pinned, hex) == -1) {
+  if (store_unhex (s->pinned, hex) == -1) {
     nbdkit_error ("%s must be 64 hexadecimal digits: %s", what, hex);
     return -1;
   }
-  state.have_pinned = true;
+  s->have_pinned = true;
+  return 0;
+}
+
+/* Append p to a growing pointer array.  -1 after an error. */
+static int
+append_ptr (void ***v, size_t *n, void *p)
+{
+  void **nv = realloc (*v, (*n + 1) * sizeof *nv);
+
+  if (nv == NULL) {
+    nbdkit_error ("realloc: %m");
+    return -1;
+  }
+  nv[(*n)++] = p;
+  *v = nv;
   return 0;
 }
 
 /* The keys of block-store trust.  1 if key was one, 0 if not, -1 on
  * error. */
 static int
-config_trust (const char *key, const char *value)
+config_trust (struct export_settings *s, const char *key, const char *value)
 {
   struct cloop_err err = { 0 };
   int r;
 
   if (strcmp (key, "pubkey") == 0) {
-    struct trust_key **keys, *k;
+    struct trust_key *k;
     char *path = nbdkit_absolute_path (value);
     if (path == NULL)
       return -1;
@@ -163,51 +219,54 @@ config_trust (const char *key, const char *value)
     free (path);
     if (k == NULL)
       return report (&err);
-    keys = realloc (state.keys, (state.nkeys + 1) * sizeof *keys);
-    if (keys == NULL) {
+    if (append_ptr ((void ***) &state.all_keys, &state.n_all_keys, k) == -1) {
       trust_key_free (k);
-      nbdkit_error ("realloc: %m");
       return -1;
     }
-    state.keys = keys;
-    state.keys[state.nkeys++] = k;
+    if (append_ptr ((void ***) &s->keys, &s->nkeys, k) == -1)
+      return -1;
   }
   else if (strcmp (key, "index-sha256") == 0)
-    return set_pinned (key, value) ?: 1;
+    return set_pinned (s, key, value) ?: 1;
   else if (strcmp (key, "insecure") == 0) {
     if ((r = nbdkit_parse_bool (value)) == -1)
       return -1;
-    state.insecure = r;
+    s->insecure = r;
   }
   else
     return 0;
   return 1;
 }
 
-/* The keys of remote images.  1 if key was one, 0 if not, -1 on error.
- * String values stay valid: nbdkit keeps argv alive. */
+/* Set the URL of s ("#sha256=HEX" fragment: a pin of the store index,
+ * never sent to the server).  -1 after an error. */
 static int
-config_http (const char *key, const char *value)
+set_url (struct export_settings *s, const char *value)
 {
-  struct http_config *h = &state.http;
+  const char *frag = strstr (value, "#sha256=");
+
+  free (s->url);
+  s->url = strndup (value, frag ? (size_t) (frag - value) : strlen (value));
+  if (s->url == NULL) {
+    nbdkit_error ("strndup: %m");
+    return -1;
+  }
+  if (frag && set_pinned (s, "url fragment #sha256", frag + 8) == -1)
+    return -1;
+  s->http.url = s->url;
+  return 0;
+}
+
+/* The HTTP keys of remote images.  1 if key was one, 0 if not, -1 on
+ * error.  String values stay valid: nbdkit keeps argv alive, and the
+ * catalogue lives until unload. */
+static int
+config_http (struct export_settings *s, const char *key, const char *value)
+{
+  struct http_config *h = &s->http;
   int r;
 
-  if (strcmp (key, "url") == 0) {
-    /* A "#sha256=HEX" fragment pins the index (self-certifying URL);
-     * it is never sent to the server. */
-    const char *frag = strstr (value, "#sha256=");
-    free (state.url);
-    state.url = strndup (value, frag ? (size_t) (frag - value)
-                                     : strlen (value));
-    if (state.url == NULL) {
-      nbdkit_error ("strndup: %m");
-      return -1;
-    }
-    if (frag && set_pinned ("url fragment #sha256", frag + 8) == -1)
-      return -1;
-    h->url = state.url;
-  }
-  else if (strcmp (key, "connections") == 0)
+  if (strcmp (key, "connections") == 0)
     return parse_unsigned (key, value, 1, 256, &h->connections) ?: 1;
   else if (strcmp (key, "timeout") == 0)
     return parse_unsigned (key, value, 1, 3600, &h->timeout) ?: 1;
@@ -233,20 +292,88 @@ config_http (const char *key, const char *value)
   return 1;
 }
 
+/* Every key that may differ per export.  1 if key was one, 0 if not,
+ * -1 on error. */
+static int
+config_export_key (struct export_settings *s, const char *key,
+                   const char *value)
+{
+  int r;
+
+  if ((r = config_http (s, key, value)) != 0 ||
+      (r = config_trust (s, key, value)) != 0)
+    return r;
+  if (strcmp (key, "revalidate") == 0)
+    return parse_unsigned (key, value, 0, 10 * 365 * 86400,
+                           &s->revalidate) ?: 1;
+  else if (strcmp (key, "readahead") == 0) {
+    s->readahead = nbdkit_parse_size (value);
+    if (s->readahead == -1)
+      return -1;
+    if (s->readahead > 64 * 1024 * 1024) {
+      nbdkit_error ("readahead must be at most 64M");
+      return -1;
+    }
+  }
+  else if (strcmp (key, "zlib-decoder") == 0) {
+    if (strcmp (value, "zlib") == 0)
+      s->force_zlib = true;
+    else if (strcmp (value, "auto") == 0)
+      s->force_zlib = false;
+    else {
+      nbdkit_error ("zlib-decoder must be 'auto' or 'zlib', not '%s'", value);
+      return -1;
+    }
+  }
+  else
+    return 0;
+  return 1;
+}
+
+/* Set an absolute path key once; -1 after an error. */
+static int
+set_path_once (char **field, const char *key, const char *value)
+{
+  if (*field != NULL) {
+    nbdkit_error ("%s= was given twice", key);
+    return -1;
+  }
+  *field = nbdkit_absolute_path (value);
+  return *field ? 0 : -1;
+}
+
+/* Where the image is: a path, or an http(s):// URL (also accepted as
+ * the bare first parameter).  -1 after an error. */
+static int
+config_location (struct export_settings *s, const char *key,
+                 const char *value)
+{
+  if (s->file || s->url) {
+    nbdkit_error ("%s=: the image was already given (file= or url=, once)",
+                  key);
+    return -1;
+  }
+  if (strcmp (key, "url") == 0 || strncmp (value, "http://", 7) == 0 ||
+      strncmp (value, "https://", 8) == 0)
+    return set_url (s, value);
+  return set_path_once (&s->file, key, value);
+}
+
 static int
 cloop_config (const char *key, const char *value)
 {
   int r;
 
-  if ((r = config_http (key, value)) != 0 ||
-      (r = config_trust (key, value)) != 0)
+  if ((r = config_export_key (&state.defaults, key, value)) != 0)
     return r == -1 ? -1 : 0;
-  if (strcmp (key, "file") == 0) {
-    free (state.file);
-    state.file = nbdkit_absolute_path (value);
-    if (state.file == NULL)
-      return -1;
-  }
+  if (strcmp (key, "file") == 0 || strcmp (key, "url") == 0)
+    return config_location (&state.defaults, key, value);
+  else if (strcmp (key, "dir") == 0)
+    return set_path_once (&state.dir, key, value);
+  else if (strcmp (key, "exports") == 0)
+    return set_path_once (&state.exports_file, key, value);
+  else if (strcmp (key, "default-export") == 0)
+    state.default_export = value;
   else if (strcmp (key, "cache-dir") == 0) {
     free (state.cache_dir);
     state.cache_dir = NULL;
@@ -254,20 +381,6 @@ cloop_config (const char *key, const char *value)
     if (strcmp (value, "none") != 0 &&
         (state.cache_dir = nbdkit_absolute_path (value)) == NULL)
       return -1;
-  }
-  else if (strcmp (key, "revalidate") == 0) {
-    if (parse_unsigned (key, value, 0, 10 * 365 * 86400,
-                        &state.revalidate) == -1)
-      return -1;
-  }
-  else if (strcmp (key, "readahead") == 0) {
-    state.readahead = nbdkit_parse_size (value);
-    if (state.readahead == -1)
-      return -1;
-    if (state.readahead > 64 * 1024 * 1024) {
-      nbdkit_error ("readahead must be at most 64M");
-      return -1;
-    }
   }
   else if (strcmp (key, "cache-max-size") == 0) {
     state.cache_max_size = nbdkit_parse_size (value);
@@ -278,16 +391,6 @@ cloop_config (const char *key, const char *value)
     state.memory_cache_size = nbdkit_parse_size (value);
     if (state.memory_cache_size == -1)
       return -1;
-  }
-  else if (strcmp (key, "zlib-decoder") == 0) {
-    if (strcmp (value, "zlib") == 0)
-      state.force_zlib = true;
-    else if (strcmp (value, "auto") == 0)
-      state.force_zlib = false;
-    else {
-      nbdkit_error ("zlib-decoder must be 'auto' or 'zlib', not '%s'", value);
-      return -1;
-    }
   }
   else {
     nbdkit_error ("unknown parameter '%s'", key);
@@ -316,24 +419,145 @@ default_cache_dir (void)
   return dir;
 }
 
+/* A copy of the defaults that owns its own strings and key list. */
+static int
+copy_settings (struct export_settings *dst, const struct export_settings *src)
+{
+  *dst = *src;
+  dst->file = NULL;
+  dst->url = NULL;
+  dst->keys = NULL;
+  if (src->nkeys) {
+    dst->keys = malloc (src->nkeys * sizeof *dst->keys);
+    if (dst->keys == NULL) {
+      nbdkit_error ("malloc: %m");
+      return -1;
+    }
+    memcpy (dst->keys, src->keys, src->nkeys * sizeof *dst->keys);
+  }
+  return 0;
+}
+
+/* The settings of catalogue entry ce: the defaults, its location, its
+ * keys.  -1 after an error naming the line. */
+static int
+entry_settings (struct export_settings *s, const struct catalogue_entry *ce)
+{
+  static const char *const process_keys[] = {
+    "cache-dir", "cache-max-size", "memory-cache-size", "dir", "exports",
+    "default-export", "file", "url", NULL
+  };
+
+  if (copy_settings (s, &state.defaults) == -1)
+    return -1;
+  if (config_location (s, "location", ce->location) == -1)
+    goto bad;
+  for (size_t k = 0; k < ce->nkeys; k++) {
+    for (const char *const *p = process_keys; *p; p++)
+      if (strcmp (ce->keys[k], *p) == 0) {
+        nbdkit_error ("%s=: not a key of one export (give it on the "
+                      "command line, or the location as the second word)",
+                      ce->keys[k]);
+        goto bad;
+      }
+    int r = config_export_key (s, ce->keys[k], ce->values[k]);
+    if (r == 0)
+      nbdkit_error ("unknown parameter '%s'", ce->keys[k]);
+    if (r != 1)
+      goto bad;
+  }
+  return 0;
+ bad:
+  if (ce->line)
+    nbdkit_error ("exports %s line %u (export %s): bad setting above",
+                  state.exports_file, ce->line, ce->name);
+  else
+    nbdkit_error ("dir %s: export %s: bad setting above", state.dir,
+                  ce->name);
+  return -1;
+}
+
+static void
+skipped_debug (const char *path, const char *why)
+{
+  nbdkit_debug ("dir: skipping %s: %s", path, why);
+}
+
+/* Read the catalogue of dir= or exports= into state.exports. */
+static int
+load_catalogue (void)
+{
+  struct cloop_err err = { 0 };
+  size_t n;
+
+  if (state.dir)
+    state.catalogue = catalogue_scan_dir (state.dir, skipped_debug, &err);
+  else
+    state.catalogue = catalogue_read (state.exports_file, &err);
+  if (state.catalogue == NULL)
+    return report (&err);
+  n = catalogue_count (state.catalogue);
+  if (n == 0) {
+    nbdkit_error ("dir %s: no cloop image or block store in it", state.dir);
+    return -1;
+  }
+  state.exports = calloc (n, sizeof *state.exports);
+  if (state.exports == NULL) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (entry_settings (&state.exports[i],
+                        catalogue_entry (state.catalogue, i)) == -1)
+      return -1;
+    state.nexports = i + 1;
+  }
+  return 0;
+}
+
+static int
+check_url (const struct export_settings *s)
+{
+  if (s->url && strncmp (s->url, "http://", 7) != 0 &&
+      strncmp (s->url, "https://", 8) != 0) {
+    nbdkit_error ("url must start with http:// or https://: %s", s->url);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 cloop_config_complete (void)
 {
-  if (state.insecure)
+  bool any_remote = false;
+  int given = (state.defaults.file || state.defaults.url) +
+    (state.dir != NULL) + (state.exports_file != NULL);
+
+  if (given != 1) {
+    nbdkit_error ("give exactly one of file=<IMAGE>, url=<URL>, dir=<DIR> "
+                  "and exports=<FILE> after the plugin name on the "
+                  "command line");
+    return -1;
+  }
+  state.single = state.dir == NULL && state.exports_file == NULL;
+  if (state.defaults.insecure)
     nbdkit_debug ("insecure=true: block-store indexes are not verified");
-  if ((state.file == NULL) == (state.http.url == NULL)) {
-    nbdkit_error ("give exactly one of file=<IMAGE> and url=<URL> "
-                  "after the plugin name on the command line");
+  if (state.single) {
+    state.exports = &state.defaults;
+    state.nexports = 1;
+  }
+  if (!state.single && load_catalogue () == -1)
+    return -1;
+  for (size_t i = 0; i < state.nexports; i++) {
+    if (check_url (&state.exports[i]) == -1)
+      return -1;
+    any_remote |= state.exports[i].url != NULL;
+  }
+  if (state.default_export && state.single) {
+    nbdkit_error ("default-export= needs dir= or exports=");
     return -1;
   }
-  if (state.http.url &&
-      strncmp (state.http.url, "http://", 7) != 0 &&
-      strncmp (state.http.url, "https://", 8) != 0) {
-    nbdkit_error ("url must start with http:// or https://: %s",
-                  state.http.url);
-    return -1;
-  }
-  if (state.http.url && !state.cache_dir_set)
+  if (any_remote && !state.cache_dir_set)
     state.cache_dir = default_cache_dir ();
   return 0;
 }
@@ -341,6 +565,10 @@ cloop_config_complete (void)
 #define cloop_config_help \
   "[file=]<IMAGE>            cloop image of any dialect (or url=).\n" \
   "url=<URL>                 cloop image at an http:// or https:// URL.\n" \
+  "dir=<DIR>                 Serve every image and store in DIR by name.\n" \
+  "exports=<FILE>            Serve the exports listed in FILE\n" \
+  "                          (NAME LOCATION [KEY=VALUE...] per line).\n" \
+  "default-export=<NAME>     The export of the empty name (default: first).\n" \
   "memory-cache-size=<SIZE>  Decoded blocks kept in memory (default 128M).\n" \
   "readahead=<SIZE>          Sequential read-ahead (default 2M remote, 0 local).\n" \
   "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib.\n" \
@@ -362,11 +590,11 @@ cloop_config_complete (void)
   "insecure=true             Serve a store index without checking trust."
 
 static void
-dump_map (const struct block_map *map)
+dump_map (const char *name, const struct block_map *map)
 {
   nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes, "
                 "size %" PRIu64 ", largest block %" PRIu32 " bytes",
-                state.file, map->dialect, map->num_blocks, map->block_size,
+                name, map->dialect, map->num_blocks, map->block_size,
                 map->size, map->max_length);
   for (uint64_t i = 0; i < map->num_blocks; i++)
     nbdkit_debug ("block %" PRIu64 ": %s %" PRIu32 " bytes at %" PRIu64,
@@ -374,55 +602,104 @@ dump_map (const struct block_map *map)
                   map->entries[i].length, map->entries[i].offset);
 }
 
-/* Open the image (probing the server for a URL) before nbdkit forks,
+/* The image configuration of s.  Each export's memory cache gets an
+ * equal share of memory-cache-size. */
+static void
+build_image_config (struct export_settings *s)
+{
+  bool remote = s->url != NULL;
+
+  s->http.verbose = cloop_debug_http;
+  s->http.debug = debug_printf;
+  s->image = (struct image_config) {
+    .file = s->file,
+    .http = remote ? &s->http : NULL,
+    .revalidate = s->revalidate,
+    .warn = warn_printf,
+    .keys = s->keys,
+    .nkeys = s->nkeys,
+    .have_pinned = s->have_pinned,
+    .insecure = s->insecure,
+    .reader = {
+      .memory_cache_size = state.memory_cache_size / state.nexports,
+      .force_zlib = s->force_zlib,
+      .timeout = remote ? s->http.timeout : 0,
+      .readahead = s->readahead >= 0 ? (uint64_t) s->readahead
+                   : remote ? DEFAULT_READAHEAD : 0,
+      .debug = debug_printf,
+      .debug_blocks = cloop_debug_blocks,
+    },
+  };
+  memcpy (s->image.pinned, s->pinned, sizeof s->image.pinned);
+}
+
+/* The name of the single export: the last component of its path. */
+static void
+single_name (const struct export_settings *s, char *out, size_t n)
+{
+  const char *loc = s->file ? s->file : s->url;
+  size_t end = strcspn (loc, "?#"), start = end;
+
+  while (start > 0 && loc[start - 1] != '/')
+    start--;
+  snprintf (out, n, "%.*s", (int) (end - start), loc + start);
+  if (out[0] == '\0')
+    snprintf (out, n, "default");
+}
+
+/* Register the exports; open the single one now, before nbdkit forks,
  * so that every error reaches the user. */
 static int
 cloop_get_ready (void)
 {
   struct cloop_err err = { 0 };
-  const struct block_map *map;
-  struct image_config cfg = {
-    .file = state.file,
-    .http = state.http.url ? &state.http : NULL,
-    .cache_dir = state.cache_dir,
-    .cache_max_size = state.cache_max_size,
-    .revalidate = state.revalidate,
-    .warn = warn_printf,
-    .keys = state.keys,
-    .nkeys = state.nkeys,
-    .have_pinned = state.have_pinned,
-    .insecure = state.insecure,
-    .reader = {
-      .memory_cache_size = state.memory_cache_size,
-      .force_zlib = state.force_zlib,
-      .timeout = state.http.url ? state.http.timeout : 0,
-      .readahead = state.readahead >= 0 ? (uint64_t) state.readahead
-                   : state.http.url ? DEFAULT_READAHEAD : 0,
-      .debug = debug_printf,
-      .debug_blocks = cloop_debug_blocks,
-    },
+  struct registry_config rc = {
+    .cache_dir = state.cache_dir, .cache_max_size = state.cache_max_size,
+    .warn = warn_printf, .debug = debug_printf,
   };
+  bool any_remote = false;
 
-  memcpy (cfg.pinned, state.pinned, sizeof cfg.pinned);
-  if (state.http.url) {
-    if (http_global_init () == -1) {
-      nbdkit_error ("libcurl could not be initialised");
-      return -1;
-    }
-    state.http.verbose = cloop_debug_http;
-    state.http.debug = debug_printf;
+  for (size_t i = 0; i < state.nexports; i++)
+    any_remote |= state.exports[i].url != NULL;
+  if (any_remote && http_global_init () == -1) {
+    nbdkit_error ("libcurl could not be initialised");
+    return -1;
   }
-  state.reader = image_open (&cfg, &err);
-  if (state.reader == NULL)
+  state.registry = registry_new (&rc, &err);
+  if (state.registry == NULL)
     return report (&err);
-  map = reader_map (state.reader);
-  if (cloop_debug_map)
-    dump_map (map);
-  nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s",
-                state.file ? state.file : state.http.url, map->dialect,
-                map->num_blocks, map->block_size,
-                state.cache_dir ? ", disk cache " : "",
-                state.cache_dir ? state.cache_dir : "");
+  for (size_t i = 0; i < state.nexports; i++) {
+    char name[256];
+    build_image_config (&state.exports[i]);
+    if (state.single)
+      single_name (&state.exports[i], name, sizeof name);
+    if (registry_add (state.registry, state.single ? name
+                      : catalogue_entry (state.catalogue, i)->name,
+                      &state.exports[i].image, &err) == -1)
+      return report (&err);
+  }
+  if (state.default_export &&
+      registry_set_default (state.registry, state.default_export, &err) == -1)
+    return report (&err);
+  if (state.single) {
+    struct export *e = registry_find (state.registry, "");
+    struct revision *rev;
+    const struct block_map *map;
+
+    if (export_open (e, &err) == -1 ||
+        (rev = export_acquire (e, &err)) == NULL)
+      return report (&err);
+    map = reader_map (revision_reader (rev));
+    if (cloop_debug_map)
+      dump_map (registry_name (state.registry, 0), map);
+    nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s",
+                  state.defaults.file ? state.defaults.file
+                  : state.defaults.url, map->dialect,
+                  map->num_blocks, map->block_size,
+                  state.cache_dir ? ", disk cache " : "",
+                  state.cache_dir ? state.cache_dir : "");
+    revision_release (rev);
+  }
   return 0;
 }
 
@@ -432,7 +709,7 @@ cloop_after_fork (void)
 {
   struct cloop_err err = { 0 };
 
-  if (image_start (state.reader, &err) == -1)
+  if (registry_start (state.registry, &err) == -1)
     return report (&err);
   return 0;
 }
@@ -457,48 +734,113 @@ cloop_dump_plugin (void)
   }
 }
 
-/* No per-connection state: every connection reads the one image. */
+static int
+cloop_list_exports (int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+  for (size_t i = 0; i < registry_count (state.registry); i++) {
+    const char *name = registry_name (state.registry, i);
+    char *desc = export_describe (registry_find (state.registry, name));
+    int r = nbdkit_add_export (exports, name, desc);
+    free (desc);
+    if (r == -1)
+      return -1;
+  }
+  return 0;
+}
+
+static const char *
+cloop_default_export (int readonly, int is_tls)
+{
+  struct export *e = registry_find (state.registry, "");
+
+  for (size_t i = 0; i < registry_count (state.registry); i++)
+    if (registry_find (state.registry, registry_name (state.registry, i)) == e)
+      return registry_name (state.registry, i);
+  return "";
+}
+
+/* A connection reads the revision of its export that is current now
+ * (opening the export on first use).  With one image (file=, url=)
+ * every export name means it, as before exports existed. */
 static void *
 cloop_open_connection (int readonly)
 {
-  return &state;
+  struct cloop_err err = { 0 };
+  const char *name = state.single ? "" : nbdkit_export_name ();
+  struct export *e = registry_find (state.registry, name ? name : "");
+  struct handle *h;
+
+  if (e == NULL) {
+    nbdkit_error ("there is no export called '%s'", name);
+    nbdkit_set_error (ENOENT);
+    return NULL;
+  }
+  h = calloc (1, sizeof *h);
+  if (h == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  h->rev = export_acquire (e, &err);
+  if (h->rev == NULL) {
+    free (h);
+    report (&err);
+    return NULL;
+  }
+  h->reader = revision_reader (h->rev);
+  return h;
 }
 
 /* Log the cache and HTTP counters (-D cloop.stats=1). */
 static void
-log_stats (void)
+log_stats (struct reader *r)
 {
   struct block_cache_stats st;
 
-  if (!cloop_debug_stats || state.reader == NULL)
+  if (!cloop_debug_stats)
     return;
-  reader_get_cache_stats (state.reader, &st);
+  reader_get_cache_stats (r, &st);
   nbdkit_debug ("memory cache: %" PRIu64 " hits, %" PRIu64 " misses, %"
                 PRIu64 " waits, %" PRIu64 " evictions, %" PRIu64
                 " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks",
                 st.hits, st.misses, st.waits, st.evictions, st.fill_failures,
                 st.bytes_cached, st.entries);
-  if (strcmp (reader_source (state.reader)->ops->name, "http") == 0) {
+  if (strcmp (reader_source (r)->ops->name, "http") == 0) {
     struct http_stats hs;
-    source_http_get_stats (reader_source (state.reader), &hs);
+    source_http_get_stats (reader_source (r), &hs);
     nbdkit_debug ("http: %" PRIu64 " requests, %" PRIu64 " bytes fetched, %"
                   PRIu64 " retries, %" PRIu64 " failed ranges",
                   hs.requests, hs.bytes_fetched, hs.retries, hs.failures);
   }
 }
 
-/* Counters at every disconnection, and at unload (nbdkit may exit
- * before a last connection's close runs). */
+/* Counters at every disconnection. */
 static void
 cloop_close_connection (void *handle)
 {
-  log_stats ();
+  struct handle *h = handle;
+
+  log_stats (h->reader);
+  revision_release (h->rev);
+  free (h);
+}
+
+static const char *
+cloop_export_description (void *handle)
+{
+  struct handle *h = handle;
+  const struct block_map *map = reader_map (h->reader);
+
+  if (map->description && map->description[0])
+    return map->description;
+  return map->dialect;
 }
 
 static int64_t
 cloop_get_size (void *handle)
 {
-  return reader_map (state.reader)->size;
+  struct handle *h = handle;
+
+  return reader_map (h->reader)->size;
 }
 
 static int
@@ -517,7 +859,8 @@ static int
 cloop_block_size (void *handle,
                   uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
 {
-  uint32_t bs = reader_map (state.reader)->block_size;
+  struct handle *h = handle;
+  uint32_t bs = reader_map (h->reader)->block_size;
 
   *minimum = 1;
   /* The preferred size must be a power of two between 512 and 32M. */
@@ -532,10 +875,11 @@ static int
 cloop_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
              uint32_t flags)
 {
+  struct handle *h = handle;
   struct cloop_err err = { 0 };
 
-  if (reader_pread (state.reader, buf, count, offset, &err) == -1) {
-    image_read_failed (state.reader);
+  if (reader_pread (h->reader, buf, count, offset, &err) == -1) {
+    image_read_failed (h->reader);
     return report (&err);
   }
   return 0;
@@ -544,9 +888,10 @@ cloop_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
 static int
 cloop_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
+  struct handle *h = handle;
   struct cloop_err err = { 0 };
 
-  if (reader_prefetch (state.reader, count, offset, &err) == -1)
+  if (reader_prefetch (h->reader, count, offset, &err) == -1)
     return report (&err);
   return 0;
 }
@@ -557,7 +902,8 @@ static int
 cloop_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
                struct nbdkit_extents *extents)
 {
-  const struct block_map *map = reader_map (state.reader);
+  struct handle *h = handle;
+  const struct block_map *map = reader_map (h->reader);
   uint64_t end = offset + count;
   uint64_t b = offset / map->block_size;
 
@@ -593,8 +939,11 @@ static struct nbdkit_plugin plugin = {
   .get_ready         = cloop_get_ready,
   .after_fork        = cloop_after_fork,
   .dump_plugin       = cloop_dump_plugin,
+  .list_exports      = cloop_list_exports,
+  .default_export    = cloop_default_export,
   .open              = cloop_open_connection,
   .close             = cloop_close_connection,
+  .export_description = cloop_export_description,
   .get_size          = cloop_get_size,
   .can_multi_conn    = cloop_can_multi_conn,
   .can_cache         = cloop_can_cache,

@@ -1,0 +1,394 @@
+/* nbdkit-cloop: the exports one process serves, by name (see
+ * registry.h). */
+#include <config.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "registry.h"
+
+/* The longest export name NBD allows. */
+#define EXPORT_NAME_MAX 4096
+
+struct revision {
+  struct export *export;
+  struct reader *reader;
+  unsigned refs;                /* [export->lock] holders + 1 if current */
+  bool started;                 /* image_start ran */
+};
+
+struct export {
+  struct registry *reg;
+  char *name;
+  const struct image_config *cfg;
+  pthread_mutex_t lock;
+  struct revision *current;     /* [lock] NULL until opened */
+  int64_t checked;              /* [lock] when current was last checked */
+};
+
+struct registry {
+  struct registry_config cfg;
+  struct disk_cache *dc;
+  pthread_mutex_t lock;         /* guards started */
+  bool started;
+  struct export **exports;
+  size_t n, cap;
+  size_t default_export;
+};
+
+/* disk_cache hooks: forward to the registry's warn callback. */
+static void
+cache_hook (void *opaque, const char *fmt, ...)
+{
+  void (*print) (const char *fmt, ...) = opaque;
+  char buf[1024];
+  va_list ap;
+
+  if (print == NULL)
+    return;
+  va_start (ap, fmt);
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  va_end (ap);
+  print ("disk cache: %s", buf);
+}
+
+struct registry *
+registry_new (const struct registry_config *cfg, struct cloop_err *err)
+{
+  struct registry *reg = calloc (1, sizeof *reg);
+  struct disk_cache_hooks hooks = {
+    .warn = cache_hook, .opaque = (void *) cfg->warn,
+  };
+
+  if (reg == NULL) {
+    cloop_err_set (err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  reg->cfg = *cfg;
+  pthread_mutex_init (&reg->lock, NULL);
+  if (cfg->cache_dir) {
+    reg->dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks,
+                               err);
+    if (reg->dc == NULL) {
+      cloop_err_prefix (err, "cache-dir %s", cfg->cache_dir);
+      pthread_mutex_destroy (&reg->lock);
+      free (reg);
+      return NULL;
+    }
+  }
+  return reg;
+}
+
+static void
+revision_free (struct revision *rev)
+{
+  if (rev) {
+    reader_free (rev->reader);
+    free (rev);
+  }
+}
+
+void
+registry_free (struct registry *reg)
+{
+  if (reg == NULL)
+    return;
+  for (size_t i = 0; i < reg->n; i++) {
+    struct export *e = reg->exports[i];
+    revision_free (e->current);
+    pthread_mutex_destroy (&e->lock);
+    free (e->name);
+    free (e);
+  }
+  free (reg->exports);
+  disk_cache_close (reg->dc);
+  pthread_mutex_destroy (&reg->lock);
+  free (reg);
+}
+
+struct disk_cache *
+registry_disk_cache (const struct registry *reg)
+{
+  return reg->dc;
+}
+
+int
+registry_add (struct registry *reg, const char *name,
+              const struct image_config *cfg, struct cloop_err *err)
+{
+  struct export *e;
+
+  if (name[0] == '\0' || strlen (name) > EXPORT_NAME_MAX)
+    return cloop_err_set (err, EINVAL, "export name '%.64s' is empty or "
+                          "longer than %d bytes", name, EXPORT_NAME_MAX);
+  if (registry_find (reg, name) != NULL)
+    return cloop_err_set (err, EINVAL, "export name '%s' is used twice",
+                          name);
+  if (reg->n == reg->cap) {
+    size_t cap = reg->cap ? reg->cap * 2 : 8;
+    struct export **v = realloc (reg->exports, cap * sizeof *v);
+    if (v == NULL)
+      return cloop_err_set (err, ENOMEM, "out of memory");
+    reg->exports = v;
+    reg->cap = cap;
+  }
+  e = calloc (1, sizeof *e);
+  if (e == NULL || (e->name = strdup (name)) == NULL) {
+    free (e);
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  }
+  e->reg = reg;
+  e->cfg = cfg;
+  pthread_mutex_init (&e->lock, NULL);
+  reg->exports[reg->n++] = e;
+  return 0;
+}
+
+size_t
+registry_count (const struct registry *reg)
+{
+  return reg->n;
+}
+
+const char *
+registry_name (const struct registry *reg, size_t i)
+{
+  return reg->exports[i]->name;
+}
+
+int
+registry_set_default (struct registry *reg, const char *name,
+                      struct cloop_err *err)
+{
+  for (size_t i = 0; i < reg->n; i++)
+    if (strcmp (reg->exports[i]->name, name) == 0) {
+      reg->default_export = i;
+      return 0;
+    }
+  return cloop_err_set (err, EINVAL, "default-export: there is no export "
+                        "called '%s'", name);
+}
+
+struct export *
+registry_find (struct registry *reg, const char *name)
+{
+  if (name[0] == '\0')
+    return reg->n ? reg->exports[reg->default_export] : NULL;
+  for (size_t i = 0; i < reg->n; i++)
+    if (strcmp (reg->exports[i]->name, name) == 0)
+      return reg->exports[i];
+  return NULL;
+}
+
+/* Open a new revision of e (e->lock held), started if the registry
+ * is.  fresh asks the server again even inside revalidate=. */
+static struct revision *
+open_revision (struct export *e, bool fresh, struct cloop_err *err)
+{
+  struct image_config cfg = *e->cfg;
+  struct revision *rev = calloc (1, sizeof *rev);
+  bool started;
+
+  if (rev == NULL) {
+    cloop_err_set (err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  cfg.disk_cache = e->reg->dc;
+  if (fresh)
+    cfg.revalidate = 0;
+  rev->export = e;
+  rev->reader = image_open (&cfg, err);
+  if (rev->reader == NULL) {
+    free (rev);
+    return NULL;
+  }
+  pthread_mutex_lock (&e->reg->lock);
+  started = e->reg->started;
+  pthread_mutex_unlock (&e->reg->lock);
+  if (started) {
+    if (image_start (rev->reader, err) == -1) {
+      revision_free (rev);
+      return NULL;
+    }
+    rev->started = true;
+  }
+  return rev;
+}
+
+int
+export_open (struct export *e, struct cloop_err *err)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&e->lock);
+  if (e->current == NULL) {
+    e->current = open_revision (e, false, err);
+    if (e->current == NULL)
+      r = -1;
+    else {
+      e->current->refs = 1;
+      e->checked = time (NULL);
+    }
+  }
+  pthread_mutex_unlock (&e->lock);
+  return r;
+}
+
+int
+registry_start (struct registry *reg, struct cloop_err *err)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&reg->lock);
+  reg->started = true;
+  pthread_mutex_unlock (&reg->lock);
+  for (size_t i = 0; i < reg->n; i++) {
+    struct export *e = reg->exports[i];
+    pthread_mutex_lock (&e->lock);
+    if (e->current && !e->current->started) {
+      if (image_start (e->current->reader, r == 0 ? err : NULL) == -1)
+        r = -1;
+      else
+        e->current->started = true;
+    }
+    pthread_mutex_unlock (&e->lock);
+  }
+  return r;
+}
+
+/* Is it time to look for a newer revision of e (e->lock held)?  Only
+ * block stores have revisions. */
+static bool
+due_for_check (const struct export *e, int64_t now)
+{
+  const struct block_map *map = reader_map (e->current->reader);
+
+  return map->hashes != NULL && map->revision > 0 &&
+    (now < e->checked || now - e->checked >= e->cfg->revalidate);
+}
+
+/* Look for a newer revision of e (e->lock held): open the image again,
+ * asking the server, and make it current if its revision is higher.
+ * Failures are warned about; the current revision stays. */
+static void
+check_revision (struct export *e, int64_t now)
+{
+  struct cloop_err err = { 0 };
+  struct revision *rev = open_revision (e, true, &err);
+  uint64_t old_rev = reader_map (e->current->reader)->revision;
+
+  e->checked = now;
+  if (rev == NULL) {
+    if (e->reg->cfg.warn)
+      e->reg->cfg.warn ("export %s: keeping revision %" PRIu64 ": the "
+                        "image could not be opened again: %s", e->name,
+                        old_rev, err.msg);
+    return;
+  }
+  if (reader_map (rev->reader)->revision <= old_rev) {
+    revision_free (rev);
+    return;
+  }
+  if (e->reg->cfg.debug)
+    e->reg->cfg.debug ("export %s: revision %" PRIu64 " replaces %" PRIu64
+                       " for new connections", e->name,
+                       reader_map (rev->reader)->revision, old_rev);
+  rev->refs = 1;
+  if (--e->current->refs == 0)
+    revision_free (e->current);
+  e->current = rev;
+}
+
+struct revision *
+export_acquire (struct export *e, struct cloop_err *err)
+{
+  struct revision *rev = NULL;
+  int64_t now = time (NULL);
+
+  pthread_mutex_lock (&e->lock);
+  if (e->current == NULL) {
+    e->current = open_revision (e, false, err);
+    if (e->current) {
+      e->current->refs = 1;
+      e->checked = now;
+    }
+  }
+  else if (due_for_check (e, now))
+    check_revision (e, now);
+  if (e->current) {
+    rev = e->current;
+    rev->refs++;
+  }
+  pthread_mutex_unlock (&e->lock);
+  if (rev == NULL)
+    cloop_err_prefix (err, "export %s", e->name);
+  return rev;
+}
+
+void
+revision_release (struct revision *rev)
+{
+  struct export *e = rev->export;
+  bool last;
+
+  pthread_mutex_lock (&e->lock);
+  last = --rev->refs == 0;
+  pthread_mutex_unlock (&e->lock);
+  if (last)
+    revision_free (rev);
+}
+
+struct reader *
+revision_reader (const struct revision *rev)
+{
+  return rev->reader;
+}
+
+/* A size as "123 MiB" (or KiB, GiB, bytes). */
+static void
+human_size (char *buf, size_t n, uint64_t bytes)
+{
+  static const char *const unit[] = { "bytes", "KiB", "MiB", "GiB", "TiB" };
+  int u = 0;
+
+  while (bytes >= 10 * 1024 && bytes % 1024 == 0 && u < 4) {
+    bytes /= 1024;
+    u++;
+  }
+  if (u == 0 && bytes >= 10 * 1024 * 1024) {
+    snprintf (buf, n, "%.1f MiB", bytes / 1048576.0);
+    return;
+  }
+  snprintf (buf, n, "%" PRIu64 " %s", bytes, unit[u]);
+}
+
+char *
+export_describe (struct export *e)
+{
+  struct cloop_err err = { 0 };
+  struct revision *rev = export_acquire (e, &err);
+  char *text = NULL, size[32], bs[32];
+
+  if (rev == NULL) {
+    if (asprintf (&text, "unavailable: %s", err.msg) == -1)
+      text = NULL;
+    return text;
+  }
+  const struct block_map *map = reader_map (rev->reader);
+  human_size (size, sizeof size, map->size);
+  human_size (bs, sizeof bs, map->block_size);
+  if (map->description && map->description[0]) {
+    if (asprintf (&text, "%s", map->description) == -1)
+      text = NULL;
+  }
+  else if (asprintf (&text, "%s, %s in blocks of %s", map->dialect, size,
+                     bs) == -1)
+    text = NULL;
+  revision_release (rev);
+  return text;
+}

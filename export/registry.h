@@ -1,0 +1,101 @@
+/* nbdkit-cloop: the exports one process serves, by name.
+ *
+ * A registry holds named exports, each an image configuration
+ * (image.h).  An export is opened on first use (or at once with
+ * export_open, for a single image that must fail nbdkit's start), and
+ * one that cannot open fails only the callers that ask for it.  An open
+ * export is a revision: one opened version of the image (a reader).
+ * Callers hold a reference to the revision they read, so an export can
+ * move on to a newer revision (a store republished with a higher
+ * revision, found when the export is revalidated) while connections
+ * that started on the old one keep reading it until they release it.
+ *
+ * The registry owns the process's one disk cache, shared by every
+ * export.  All functions are thread-safe except registry_free.  Knows
+ * nothing of nbdkit.
+ */
+#ifndef CLOOP_REGISTRY_H
+#define CLOOP_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "diskcache.h"
+#include "error.h"
+#include "image.h"
+#include "reader.h"
+
+struct registry;
+struct export;
+struct revision;
+
+struct registry_config {
+  const char *cache_dir;        /* the disk cache, or NULL for none */
+  uint64_t cache_max_size;      /* its bound (0 = none) */
+  /* Where warnings and debug lines go (either may be NULL). */
+  void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+  void (*debug) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+};
+
+/* A new, empty registry; opens the disk cache if cfg->cache_dir is
+ * set.  NULL with err set (the message names the cache directory). */
+struct registry *registry_new (const struct registry_config *cfg,
+                               struct cloop_err *err);
+
+/* Close every revision (none may still be held) and the disk cache. */
+void registry_free (struct registry *reg);
+
+/* The process's disk cache, or NULL. */
+struct disk_cache *registry_disk_cache (const struct registry *reg);
+
+/* Add an export.  name is copied; cfg is not: it must stay valid until
+ * registry_free.  cfg->disk_cache is ignored (the registry's is used).
+ * -1 with err set if the name is empty, too long or taken. */
+int registry_add (struct registry *reg, const char *name,
+                  const struct image_config *cfg, struct cloop_err *err);
+
+/* Number of exports, and the i-th one's name (in the order added). */
+size_t registry_count (const struct registry *reg);
+const char *registry_name (const struct registry *reg, size_t i);
+
+/* Make name the export that the empty name means (default: the first
+ * added).  -1 with err set if there is no such export. */
+int registry_set_default (struct registry *reg, const char *name,
+                          struct cloop_err *err);
+
+/* The export called name ("" = the default), or NULL. */
+struct export *registry_find (struct registry *reg, const char *name);
+
+/* Open the export now if it is not open (before nbdkit forks: no
+ * thread is started).  0, or -1 with err set. */
+int export_open (struct export *e, struct cloop_err *err);
+
+/* From now on, start the background work of every revision (HTTP
+ * worker threads) as it opens; start those already open.  Call after
+ * nbdkit forked.  0, or -1 with err set (the first failure). */
+int registry_start (struct registry *reg, struct cloop_err *err);
+
+/* A reference to the export's current revision, opening the export if
+ * needed.  If the revision was last checked more than the image's
+ * revalidate= seconds ago and its image can change (a block store),
+ * it is checked first: a newer trusted revision becomes current (for
+ * this and later callers; holders of the old one keep it); one that
+ * fails to open or verify is warned about and the current one kept.
+ * NULL with err set if the export cannot be opened. */
+struct revision *export_acquire (struct export *e, struct cloop_err *err);
+
+/* Drop a reference from export_acquire.  The last one frees a revision
+ * that is no longer current. */
+void revision_release (struct revision *rev);
+
+/* The revision's reader (valid while the reference is held). */
+struct reader *revision_reader (const struct revision *rev);
+
+/* A one-line description of the export's current revision: the store's
+ * signed description, else its dialect, size and block size.  Opens
+ * the export if needed; if it cannot open, says so.  Returns a
+ * malloc'd string (NULL only on ENOMEM). */
+char *export_describe (struct export *e);
+
+#endif /* CLOOP_REGISTRY_H */
