@@ -59,6 +59,12 @@ static struct {
   unsigned char pinned[32];
   bool insecure;                /* insecure=true */
   char *url;                    /* url= without its #sha256= fragment */
+  char *block_hashes;           /* block-hashes= (absolute path or URL,
+                                   without its #sha256= fragment) */
+  bool block_hashes_is_url;
+  struct http_config block_hashes_http; /* the HTTP keys, url = list's */
+  bool have_hashes_pinned;      /* block-hashes-sha256= or #sha256= */
+  unsigned char hashes_pinned[32];
   struct reader *reader;        /* opened in get_ready */
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
@@ -116,6 +122,7 @@ cloop_unload (void)
     trust_key_free (state.keys[i]);
   free (state.keys);
   free (state.url);
+  free (state.block_hashes);
   free (state.file);
   free (state.cache_dir);
 }
@@ -134,16 +141,56 @@ parse_unsigned (const char *key, const char *value, unsigned lo, unsigned hi,
   return 0;
 }
 
-/* Pin the SHA-256 of a store index from 64 hex digits. */
+/* Pin a SHA-256 (of a store index, or of a block-hash list) from 64
+ * hex digits. */
 static int
-set_pinned (const char *what, const char *hex)
+parse_pin (const char *what, const char *hex, unsigned char out[32],
+           bool *have)
 {
-  if (store_unhex (state.pinned, hex) == -1) {
+  if (store_unhex (out, hex) == -1) {
     nbdkit_error ("%s must be 64 hexadecimal digits: %s", what, hex);
     return -1;
   }
-  state.have_pinned = true;
+  *have = true;
   return 0;
+}
+
+static int
+set_pinned (const char *what, const char *hex)
+{
+  return parse_pin (what, hex, state.pinned, &state.have_pinned);
+}
+
+/* block-hashes= and block-hashes-sha256=.  1 if key was one, 0 if
+ * not, -1 on error. */
+static int
+config_block_hashes (const char *key, const char *value)
+{
+  if (strcmp (key, "block-hashes-sha256") == 0)
+    return parse_pin (key, value, state.hashes_pinned,
+                      &state.have_hashes_pinned) ?: 1;
+  if (strcmp (key, "block-hashes") != 0)
+    return 0;
+  free (state.block_hashes);
+  state.block_hashes_is_url = strncmp (value, "http://", 7) == 0 ||
+                              strncmp (value, "https://", 8) == 0;
+  if (state.block_hashes_is_url) {
+    /* As for url=, a "#sha256=HEX" fragment pins the list. */
+    const char *frag = strstr (value, "#sha256=");
+    state.block_hashes = strndup (value, frag ? (size_t) (frag - value)
+                                              : strlen (value));
+    if (state.block_hashes == NULL) {
+      nbdkit_error ("strndup: %m");
+      return -1;
+    }
+    if (frag && parse_pin ("block-hashes fragment #sha256", frag + 8,
+                           state.hashes_pinned,
+                           &state.have_hashes_pinned) == -1)
+      return -1;
+  }
+  else if ((state.block_hashes = nbdkit_absolute_path (value)) == NULL)
+    return -1;
+  return 1;
 }
 
 /* The keys of block-store trust.  1 if key was one, 0 if not, -1 on
@@ -239,7 +286,8 @@ cloop_config (const char *key, const char *value)
   int r;
 
   if ((r = config_http (key, value)) != 0 ||
-      (r = config_trust (key, value)) != 0)
+      (r = config_trust (key, value)) != 0 ||
+      (r = config_block_hashes (key, value)) != 0)
     return r == -1 ? -1 : 0;
   if (strcmp (key, "file") == 0) {
     free (state.file);
@@ -333,6 +381,10 @@ cloop_config_complete (void)
                   state.http.url);
     return -1;
   }
+  if (state.have_hashes_pinned && state.block_hashes == NULL) {
+    nbdkit_error ("block-hashes-sha256 needs block-hashes=<FILE|URL>");
+    return -1;
+  }
   if (state.http.url && !state.cache_dir_set)
     state.cache_dir = default_cache_dir ();
   return 0;
@@ -359,7 +411,10 @@ cloop_config_complete (void)
   "unix-socket-path=<PATH>   Connect to the web server over a Unix socket.\n" \
   "pubkey=<FILE>             Trusted Ed25519 key of block stores (repeatable).\n" \
   "index-sha256=<HEX>        Trust the store index with this SHA-256.\n" \
-  "insecure=true             Serve a store index without checking trust."
+  "insecure=true             Serve a store index without checking trust.\n" \
+  "block-hashes=<FILE|URL>   Check every block of a cloop file against this\n" \
+  "                          list (cloop-store hashes) before decoding.\n" \
+  "block-hashes-sha256=<HEX> Trust the block-hash list with this SHA-256."
 
 static void
 dump_map (const struct block_map *map)
@@ -392,6 +447,10 @@ cloop_get_ready (void)
     .nkeys = state.nkeys,
     .have_pinned = state.have_pinned,
     .insecure = state.insecure,
+    .block_hashes = state.block_hashes,
+    .block_hashes_http = state.block_hashes_is_url ? &state.block_hashes_http
+                                                   : NULL,
+    .have_hashes_pinned = state.have_hashes_pinned,
     .reader = {
       .memory_cache_size = state.memory_cache_size,
       .force_zlib = state.force_zlib,
@@ -404,7 +463,8 @@ cloop_get_ready (void)
   };
 
   memcpy (cfg.pinned, state.pinned, sizeof cfg.pinned);
-  if (state.http.url) {
+  memcpy (cfg.hashes_pinned, state.hashes_pinned, sizeof cfg.hashes_pinned);
+  if (state.http.url || state.block_hashes_is_url) {
     if (http_global_init () == -1) {
       nbdkit_error ("libcurl could not be initialised");
       return -1;
@@ -412,15 +472,20 @@ cloop_get_ready (void)
     state.http.verbose = cloop_debug_http;
     state.http.debug = debug_printf;
   }
+  /* The list is fetched with the image's HTTP settings. */
+  state.block_hashes_http = state.http;
+  state.block_hashes_http.url = state.block_hashes;
   state.reader = image_open (&cfg, &err);
   if (state.reader == NULL)
     return report (&err);
   map = reader_map (state.reader);
   if (cloop_debug_map)
     dump_map (map);
-  nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s",
+  nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s%s",
                 state.file ? state.file : state.http.url, map->dialect,
                 map->num_blocks, map->block_size,
+                state.block_hashes ? ", every block checked against "
+                                     "block-hashes" : "",
                 state.cache_dir ? ", disk cache " : "",
                 state.cache_dir ? state.cache_dir : "");
   return 0;

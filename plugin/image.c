@@ -11,6 +11,7 @@
 
 #include "cloop.h"
 #include "diskcache.h"
+#include "hashlist.h"
 #include "image.h"
 #include "store.h"
 #include "trust.h"
@@ -292,6 +293,110 @@ open_store (const struct image_config *cfg, struct source *src,
   return map;
 }
 
+/* The bytes of a block-hash list (at most HASHLIST_MAX), malloc'd, or
+ * NULL with err set. */
+static unsigned char *
+read_hash_list (struct source *src, size_t *len, struct cloop_err *err)
+{
+  uint64_t size = source_size (src);
+  unsigned char *buf;
+
+  if (size > HASHLIST_MAX) {
+    cloop_err_set (err, EINVAL, "list of %" PRIu64 " bytes is larger than "
+                   "the limit of %u", size, HASHLIST_MAX);
+    return NULL;
+  }
+  buf = malloc (size ? size : 1);
+  if (buf == NULL) {
+    cloop_err_set (err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (source_pread (src, buf, size, 0, err) == -1) {
+    free (buf);
+    return NULL;
+  }
+  *len = size;
+  return buf;
+}
+
+/* Whether a block-hash list may be used: its SHA-256 equals the pin;
+ * else, with pubkey=, its signature file (LIST.sig beside it)
+ * verifies; else it is used unverified (it still catches corruption).
+ * 0, or -1 with err set (EACCES, EINVAL for a malformed .sig). */
+static int
+check_hash_list_trust (const struct image_config *cfg, struct source *src,
+                       const unsigned char *buf, size_t len,
+                       struct cloop_err *err)
+{
+  unsigned char digest[32];
+  char got[65], want[65], keyid[17];
+  struct cloop_err why = { 0 };
+  bool from_cache;
+  size_t sig_len = 0;
+  char *sig;
+  int r;
+
+  if (cfg->have_hashes_pinned) {
+    trust_sha256 (buf, len, digest);
+    if (memcmp (digest, cfg->hashes_pinned, sizeof digest) == 0)
+      return 0;
+    store_hex (got, digest);
+    store_hex (want, cfg->hashes_pinned);
+    return cloop_err_set (err, EACCES, "its SHA-256 %s is not the pinned "
+                          "%s", got, want);
+  }
+  if (cfg->nkeys == 0) {
+    if (cfg->reader.debug)
+      cfg->reader.debug ("block-hashes %s: used without a signature or pin "
+                         "(no pubkey= or block-hashes-sha256=)",
+                         cfg->block_hashes);
+    return 0;
+  }
+  sig = read_signature (src, NULL, cfg->block_hashes, "", true, &sig_len,
+                        &from_cache, &why);
+  if (sig == NULL)
+    return cloop_err_set (err, EACCES, "list is not signed: cannot read its "
+                          "signature file: %s", why.msg);
+  r = signature_verify (buf, len, sig, sig_len, cfg->keys, cfg->nkeys, keyid,
+                        err);
+  free (sig);
+  if (r == 0 && cfg->reader.debug)
+    cfg->reader.debug ("block-hashes %s: signed by key %s",
+                       cfg->block_hashes, keyid);
+  return r;
+}
+
+/* Attach cfg->block_hashes (a local file or URL) to the block map of a
+ * cloop file of file_size bytes, after checking that it is trusted and
+ * made for this image.  0, or -1 with err set naming the list. */
+static int
+attach_block_hashes (const struct image_config *cfg, struct block_map *map,
+                     uint64_t file_size, struct cloop_err *err)
+{
+  struct source *src = NULL;
+  struct hash_list *list = NULL;
+  unsigned char *buf = NULL;
+  size_t len = 0;
+  int r = -1;
+
+  if (map->objects_by_hash)
+    cloop_err_set (err, EINVAL, "only plain cloop files take a block-hash "
+                   "list (a block store's index has its own hashes)");
+  else if ((src = cfg->block_hashes_http
+                  ? source_open_http (cfg->block_hashes_http, err)
+                  : source_open_file (cfg->block_hashes, err)) != NULL &&
+           (buf = read_hash_list (src, &len, err)) != NULL &&
+           (list = hash_list_parse (buf, len, err)) != NULL &&
+           check_hash_list_trust (cfg, src, buf, len, err) == 0)
+    r = hash_list_attach (list, map, file_size, err);
+  if (r == -1)
+    cloop_err_prefix (err, "block-hashes %s", cfg->block_hashes);
+  hash_list_free (list);
+  free (buf);
+  source_close (src);
+  return r;
+}
+
 /* Open the disk cache: for remote images (blocks, identity), and for
  * any image when cache-dir was given (rollback state of stores). */
 static int
@@ -353,6 +458,11 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     map = cloop_open (&br, err);
   if (map == NULL)
     goto fail_prefix;
+  if (cfg->block_hashes &&
+      attach_block_hashes (cfg, map, source_size (src), err) == -1) {
+    block_map_free (map);
+    goto fail;
+  }
 
   /* Blocks of local images are not copied into the disk cache. */
   if (cfg->file) {
