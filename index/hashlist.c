@@ -250,10 +250,6 @@ check_match (const struct hash_list *list, const struct block_map *map,
 {
   unsigned char digest[HASHLIST_HASH_LEN];
 
-  if (list->file_size != file_size)
-    return cloop_err_set (err, EINVAL, "list is for a file of %" PRIu64
-                          " bytes, the image has %" PRIu64,
-                          list->file_size, file_size);
   if (list->block_size != map->block_size ||
       list->num_blocks != map->num_blocks || list->size != map->size)
     return cloop_err_set (err, EINVAL, "list is for %" PRIu64 " blocks of %"
@@ -266,6 +262,10 @@ check_match (const struct hash_list *list, const struct block_map *map,
   if (memcmp (digest, list->map_digest, HASHLIST_HASH_LEN) != 0)
     return cloop_err_set (err, EINVAL, "list is for another image: its "
                           "block map digest differs from the image's");
+  if (list->file_size != file_size)
+    return cloop_err_set (err, EINVAL, "list is for a file of %" PRIu64
+                          " bytes, the image has %" PRIu64,
+                          list->file_size, file_size);
   for (uint64_t i = 0; i < map->num_blocks; i++) {
     bool zero = all_zero (list->hashes + i * HASHLIST_HASH_LEN,
                           HASHLIST_HASH_LEN);
