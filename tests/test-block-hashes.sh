@@ -266,6 +266,17 @@ refuses "a tampered signed list" 'signature does not verify' \
     pubkey="$tmpdir/k1.pub"
 refuses "a list signed by another key" 'not signed by a trusted key' \
     file="$img" block-hashes="$list" pubkey="$tmpdir/k2.pub"
+# cloop-store sign adds a second key's line to the list's .sig.
+"$CS" sign -k "$tmpdir/k2.pem" "$list" > /dev/null ||
+    fail "cloop-store sign of a block-hash list failed"
+[ "$(grep -c '^ed25519 ' "$list.sig")" -eq 2 ] ||
+    fail "cloop-store sign did not add a line to $list.sig"
+for k in k1 k2; do
+    read_all "v4-zlib signed by $k (cloop-store sign)" "$tmpdir/expected" \
+        file="$img" block-hashes="$list" pubkey="$tmpdir/$k.pub"
+done
+echo "ok: cloop-store sign: a list signed by two keys is accepted with either"
+cases=$((cases + 1))
 cp "$list" "$tmpdir/unsigned.hashes"
 refuses "an unsigned list when a key is required" 'not signed' \
     file="$img" block-hashes="$tmpdir/unsigned.hashes" \
@@ -321,4 +332,4 @@ corrupt_reads "an unverified tampered list" file="$img" \
     block-hashes="$tmpdir/tampered.hashes"
 
 echo "$0: $cases cases passed"
-[ "$cases" -ge 29 ] || fail "too few cases ran"
+[ "$cases" -ge 30 ] || fail "too few cases ran"
