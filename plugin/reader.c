@@ -430,8 +430,9 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
 
 /* Check (where the map has hashes) and decode a block just fetched
  * into cbuf.  If it fails, fetch it once more (a fault in transit
- * that the transport did not catch) before giving up.  A block that decoded is written to the
- * disk cache.  Returns 0, or -1 with err set. */
+ * that the transport did not catch) before giving up.  A block that
+ * decoded is written to the disk cache.  Returns 0, or -1 with err
+ * set. */
 static int
 finish_fetched (struct reader *r, struct slot *slots, size_t i,
                 unsigned char *cbuf, uint64_t deadline, struct cloop_err *err)
