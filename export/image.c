@@ -11,6 +11,7 @@
 
 #include "cloop.h"
 #include "diskcache.h"
+#include "hashlist.h"
 #include "image.h"
 #include "store.h"
 #include "trust.h"
@@ -364,6 +365,233 @@ open_store (const struct image_config *cfg, struct source *src,
   return map;
 }
 
+/* A block-hash list's bytes and its signature file's text, as fetched
+ * or as kept in the disk cache. */
+struct list_copy {
+  unsigned char *buf;
+  size_t len;
+  char *sig;                    /* NULL if not needed or not readable */
+  size_t sig_len;
+  struct cloop_err sig_why;     /* why sig is NULL */
+};
+
+static void
+list_copy_clear (struct list_copy *c)
+{
+  free (c->buf);
+  free (c->sig);
+  memset (c, 0, sizeof *c);
+}
+
+/* A list is checked by its signature if keys are given and no pin. */
+static bool
+list_needs_signature (const struct image_config *cfg)
+{
+  return !cfg->have_hashes_pinned && cfg->nkeys > 0;
+}
+
+/* Read the list (at most HASHLIST_MAX bytes) and, if it needs one, its
+ * signature file beside it (LIST.sig) from the list's file or URL.
+ * 0, or -1 with err set (c may hold a part to clear). */
+static int
+fetch_hash_list (const struct image_config *cfg, struct list_copy *c,
+                 struct cloop_err *err)
+{
+  struct source *src = cfg->block_hashes_http
+    ? source_open_http (cfg->block_hashes_http, err)
+    : source_open_file (cfg->block_hashes, err);
+  uint64_t size;
+  bool from_cache;
+  int r = -1;
+
+  if (src == NULL)
+    return -1;
+  size = source_size (src);
+  if (size > HASHLIST_MAX)
+    cloop_err_set (err, EINVAL, "list of %" PRIu64 " bytes is larger than "
+                   "the limit of %u", size, HASHLIST_MAX);
+  else if ((c->buf = malloc (size ? size : 1)) == NULL)
+    cloop_err_set (err, ENOMEM, "out of memory");
+  else if (source_pread (src, c->buf, size, 0, err) == 0) {
+    c->len = size;
+    if (list_needs_signature (cfg))
+      c->sig = read_signature (src, NULL, cfg->block_hashes, "", true,
+                               &c->sig_len, &from_cache, &c->sig_why);
+    r = 0;
+  }
+  source_close (src);
+  return r;
+}
+
+#define LIST_META_MAGIC "nbdkit-cloop block-hashes 1\n"
+
+/* Disk-cache metadata name of a list URL's copy (what = "block-hashes"
+ * or "block-hashes-sig"); NULL on ENOMEM.  Caller frees. */
+static char *
+list_meta_name (const char *what, const char *url)
+{
+  char *name;
+
+  return asprintf (&name, "%s:%s", what, url) == -1 ? NULL : name;
+}
+
+/* Keep a list fetched from url (and its signature) in the disk cache,
+ * for a start without the server: the bytes as a block named by their
+ * SHA-256, their size and hash as metadata under the URL.  Best
+ * effort. */
+static void
+cache_hash_list (struct disk_cache *dc, const char *url,
+                 const struct list_copy *c)
+{
+  char *name = list_meta_name ("block-hashes", url);
+  char *sig_name = list_meta_name ("block-hashes-sig", url);
+  char key[DISK_CACHE_KEY_MAX], hex[65], text[160];
+  unsigned char h[32];
+  struct cloop_err ignored;
+
+  trust_sha256 (c->buf, c->len, h);
+  store_hex (hex, h);
+  snprintf (text, sizeof text, LIST_META_MAGIC "size=%zu\nsha256=%s\n",
+            c->len, hex);
+  if (name && sig_name && disk_cache_key_hash (key, sizeof key, h) == 0 &&
+      disk_cache_put (dc, key, c->buf, c->len, &ignored) == 0) {
+    disk_cache_put_meta (dc, name, text, strlen (text), &ignored);
+    if (c->sig)
+      disk_cache_put_meta (dc, sig_name, c->sig, c->sig_len, &ignored);
+  }
+  free (name);
+  free (sig_name);
+}
+
+/* The copy of url's list that cache_hash_list kept, and its signature
+ * if one was kept.  0, or -1 if there is none. */
+static int
+cached_hash_list (struct disk_cache *dc, const char *url,
+                  struct list_copy *c)
+{
+  char *name = list_meta_name ("block-hashes", url);
+  char *sig_name = list_meta_name ("block-hashes-sig", url);
+  char key[DISK_CACHE_KEY_MAX], hex[65], text[160];
+  unsigned char h[32];
+  struct cloop_err ignored;
+  size_t tlen, size;
+  int r = -1;
+
+  if (name == NULL || sig_name == NULL ||
+      disk_cache_get_meta (dc, name, text, sizeof text - 1, &tlen,
+                           &ignored) != 1)
+    goto out;
+  text[tlen] = '\0';
+  if (strncmp (text, LIST_META_MAGIC, strlen (LIST_META_MAGIC)) != 0 ||
+      sscanf (text + strlen (LIST_META_MAGIC), "size=%zu\nsha256=%64s",
+              &size, hex) != 2 ||
+      size > HASHLIST_MAX || store_unhex (h, hex) == -1 ||
+      disk_cache_key_hash (key, sizeof key, h) == -1 ||
+      (c->buf = malloc (size ? size : 1)) == NULL ||
+      disk_cache_get (dc, key, c->buf, size, &ignored) != 1)
+    goto out;
+  c->len = size;
+  r = 0;
+  if ((c->sig = malloc (SIGNATURE_FILE_MAX + 1)) != NULL &&
+      disk_cache_get_meta (dc, sig_name, c->sig, SIGNATURE_FILE_MAX,
+                           &c->sig_len, &ignored) == 1)
+    c->sig[c->sig_len] = '\0';
+  else {
+    free (c->sig);
+    c->sig = NULL;
+    cloop_err_set (&c->sig_why, ENOENT, "no signature file in the disk "
+                   "cache");
+  }
+ out:
+  free (name);
+  free (sig_name);
+  return r;
+}
+
+/* Whether a block-hash list may be used: its SHA-256 equals the pin;
+ * else, with pubkey=, its signature file verifies; else it is used
+ * unverified (it still catches corruption).  0, or -1 with err set
+ * (EACCES, EINVAL for a malformed .sig). */
+static int
+check_hash_list_trust (const struct image_config *cfg,
+                       const struct list_copy *c, struct cloop_err *err)
+{
+  unsigned char digest[32];
+  char got[65], want[65], keyid[17];
+
+  if (cfg->have_hashes_pinned) {
+    trust_sha256 (c->buf, c->len, digest);
+    if (memcmp (digest, cfg->hashes_pinned, sizeof digest) == 0)
+      return 0;
+    store_hex (got, digest);
+    store_hex (want, cfg->hashes_pinned);
+    return cloop_err_set (err, EACCES, "its SHA-256 %s is not the pinned "
+                          "%s", got, want);
+  }
+  if (!list_needs_signature (cfg)) {
+    if (cfg->reader.debug)
+      cfg->reader.debug ("block-hashes %s: used without a signature or pin "
+                         "(no pubkey= or block-hashes-sha256=)",
+                         cfg->block_hashes);
+    return 0;
+  }
+  if (c->sig == NULL)
+    return cloop_err_set (err, EACCES, "list is not signed: cannot read its "
+                          "signature file: %s", c->sig_why.msg);
+  if (signature_verify (c->buf, c->len, c->sig, c->sig_len, cfg->keys,
+                        cfg->nkeys, keyid, err) == -1)
+    return -1;
+  if (cfg->reader.debug)
+    cfg->reader.debug ("block-hashes %s: signed by key %s",
+                       cfg->block_hashes, keyid);
+  return 0;
+}
+
+/* Attach cfg->block_hashes (a local file or URL) to the block map of a
+ * cloop file of file_size bytes, after checking that it is trusted and
+ * made for this image.  A list URL that cannot be read is taken from
+ * the disk cache dc (may be NULL), if a copy is there, with a warning.
+ * 0, or -1 with err set naming the list. */
+static int
+attach_block_hashes (const struct image_config *cfg, struct disk_cache *dc,
+                     struct block_map *map, uint64_t file_size,
+                     struct cloop_err *err)
+{
+  bool cacheable = dc != NULL && cfg->block_hashes_http != NULL;
+  struct list_copy c = { 0 };
+  struct hash_list *list = NULL;
+  bool have = false, fetched = false;
+  int r = -1;
+
+  if (map->objects_by_hash)
+    cloop_err_set (err, EINVAL, "only plain cloop files take a block-hash "
+                   "list (a block store's index has its own hashes)");
+  else if (fetch_hash_list (cfg, &c, err) == 0)
+    have = fetched = true;
+  else if (cacheable) {
+    list_copy_clear (&c);
+    if (cached_hash_list (dc, cfg->block_hashes, &c) == 0) {
+      have = true;
+      if (cfg->warn)
+        cfg->warn ("block-hashes %s: %s; using the copy in the disk cache",
+                   cfg->block_hashes, err->msg);
+    }
+  }
+  if (have &&
+      (list = hash_list_parse (c.buf, c.len, err)) != NULL &&
+      check_hash_list_trust (cfg, &c, err) == 0 &&
+      hash_list_attach (list, map, file_size, err) == 0) {
+    r = 0;
+    if (fetched && cacheable)
+      cache_hash_list (dc, cfg->block_hashes, &c);
+  }
+  if (r == -1)
+    cloop_err_prefix (err, "block-hashes %s", cfg->block_hashes);
+  hash_list_free (list);
+  list_copy_clear (&c);
+  return r;
+}
+
 /* Parse the image's format through br: a block store (signed index)
  * or a cloop file of any dialect.  NULL with err set. */
 static struct block_map *
@@ -423,6 +651,11 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   meta_forget (&m);
   if (map == NULL)
     goto fail_prefix;
+  if (cfg->block_hashes &&
+      attach_block_hashes (cfg, dc, map, source_size (src), err) == -1) {
+    block_map_free (map);
+    goto fail;
+  }
 
   /* Blocks of local images are not copied into the disk cache. */
   rcfg.disk_cache = cfg->file ? NULL : dc;

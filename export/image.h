@@ -31,14 +31,23 @@ struct image_config {
   bool have_pinned;
   unsigned char pinned[32];     /* SHA-256 the index must have */
   bool insecure;
+  /* A block-hash list of a cloop file (hashlist.h), or NULL: a local
+   * path, or a URL fetched with block_hashes_http (url = the list's
+   * URL; NULL for a path).  Trusted by hashes_pinned if set, else by a
+   * signature with one of keys if there are any. */
+  const char *block_hashes;
+  const struct http_config *block_hashes_http;
+  bool have_hashes_pinned;
+  unsigned char hashes_pinned[32];  /* SHA-256 the list must have */
   /* Where warnings go (offline mode, cache faults); may be NULL. */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 
 /* Open the image described by cfg (exactly one of file and http): a
- * cloop file of any dialect or a block-store index (autodetected).
+ * cloop file of any dialect or a block-store index (autodetected),
+ * with cfg->block_hashes attached to a cloop file's block map.
  * Returns a reader, or NULL with err set: the message names the image
- * and the fault. */
+ * (or the block-hash list) and the fault. */
 struct reader *image_open (const struct image_config *cfg,
                            struct cloop_err *err);
 

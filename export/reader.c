@@ -315,7 +315,8 @@ block_key (struct reader *r, uint64_t b, char key[DISK_CACHE_KEY_MAX])
                           e->offset, e->length);
 }
 
-/* For maps with block hashes (stores): is cbuf the block's content? */
+/* For maps with block hashes (stores, cloop files with a block-hash
+ * list): is cbuf the block's content? */
 static int
 check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
             struct cloop_err *err)
@@ -332,6 +333,11 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
     return 0;
   char hex[65];
   store_hex (hex, want);
+  if (!r->map->objects_by_hash)   /* a cloop file: say where the bytes are */
+    return cloop_err_set (err, EIO, "block %" PRIu64 " (%" PRIu32 " bytes at "
+                          "offset %" PRIu64 "): content does not match its "
+                          "SHA-256 %s", b, r->map->entries[b].length,
+                          r->map->entries[b].offset, hex);
   return cloop_err_set (err, EIO, "block %" PRIu64 ": content does not match "
                         "its SHA-256 %s", b, hex);
 }
@@ -351,13 +357,14 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
   char (*paths)[STORE_BLOCK_PATH_MAX] = NULL;
   int ret;
 
-  if (r->map->hashes) {
+  if (r->map->objects_by_hash) {
     objs = calloc (n, sizeof *objs);
     paths = calloc (n, sizeof *paths);
   }
   else
     ranges = calloc (n, sizeof *ranges);
-  if (r->map->hashes ? objs == NULL || paths == NULL : ranges == NULL) {
+  if (r->map->objects_by_hash ? objs == NULL || paths == NULL
+                              : ranges == NULL) {
     free (objs);
     free (paths);
     for (size_t k = 0; k < n; k++)
@@ -420,10 +427,11 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
   return false;
 }
 
-/* Check (for stores) and decode a block just fetched into cbuf.  If it
- * fails, fetch it once more (a fault in transit that the transport did
- * not catch) before giving up.  A block that decoded is written to the
- * disk cache.  Returns 0, or -1 with err set. */
+/* Check (where the map has hashes) and decode a block just fetched
+ * into cbuf.  If it fails, fetch it once more (a fault in transit
+ * that the transport did not catch) before giving up.  A block that
+ * decoded is written to the disk cache.  Returns 0, or -1 with err
+ * set. */
 static int
 finish_fetched (struct reader *r, struct slot *slots, size_t i,
                 unsigned char *cbuf, uint64_t deadline, struct cloop_err *err)

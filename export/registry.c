@@ -268,7 +268,7 @@ due_for_check (const struct export *e, int64_t now)
 {
   const struct block_map *map = reader_map (e->current->reader);
 
-  return map->hashes != NULL && map->revision > 0 &&
+  return map->objects_by_hash && map->revision > 0 &&
     (now < e->checked || now - e->checked >= e->cfg->revalidate);
 }
 

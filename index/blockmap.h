@@ -62,7 +62,8 @@ struct block_map {
    * must decode to exactly its length. */
   bool short_last;
   struct block_entry *entries;   /* num_blocks entries */
-  /* Optional per-block content hashes (block stores); NULL for cloop.
+  /* Optional per-block SHA-256 of the compressed bytes (block stores,
+   * or a cloop file with a block-hash list, hashlist.h); else NULL.
    * hash_len bytes per block, block i at hashes + i * hash_len. */
   unsigned char *hashes;
   uint32_t hash_len;
@@ -71,6 +72,9 @@ struct block_map {
    * description is malloc'd and freed by block_map_free. */
   char *description;
   uint64_t revision;
+  /* True for block stores: each block is its own object, named by its
+   * hash (store_block_path), not a byte range of one container. */
+  bool objects_by_hash;
 };
 
 /* Allocate a map for num_blocks blocks with zeroed entries.

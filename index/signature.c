@@ -490,10 +490,10 @@ signature_verify (const void *index, size_t index_len,
       }
     }
   if (tried > 0)
-    return cloop_err_set (err, EACCES, "index signature does not verify "
+    return cloop_err_set (err, EACCES, "signature does not verify "
                           "(%zu signature(s) by trusted keys checked, none "
-                          "matches the index)", tried);
-  return cloop_err_set (err, EACCES, "index is not signed by a trusted key "
+                          "matches the signed file)", tried);
+  return cloop_err_set (err, EACCES, "not signed by a trusted key "
                         "(%zu signature line(s), %zu trusted key(s), no "
                         "key id in common)", list.n, nkeys);
 }

@@ -526,6 +526,7 @@ store_index_to_map (const struct store_index *idx, struct cloop_err *err)
   snprintf (map->dialect, sizeof map->dialect, "block store v1");
   map->size = idx->size;
   map->hash_len = STORE_HASH_LEN;
+  map->objects_by_hash = true;
   map->hashes = malloc (idx->num_blocks * STORE_HASH_LEN);
   if (map->hashes == NULL) {
     cloop_err_set (err, ENOMEM, "malloc: %m");

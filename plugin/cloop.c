@@ -61,6 +61,12 @@ struct export_settings {
   bool have_pinned;             /* index-sha256= or url=...#sha256= */
   unsigned char pinned[32];
   bool insecure;                /* insecure=true */
+  char *block_hashes;           /* block-hashes= (absolute path or URL,
+                                   without its #sha256= fragment) */
+  bool block_hashes_is_url;
+  struct http_config block_hashes_http; /* the HTTP keys, url = list's */
+  bool have_hashes_pinned;      /* block-hashes-sha256= or #sha256= */
+  unsigned char hashes_pinned[32];
   struct image_config image;    /* built from the above in get_ready */
 };
 
@@ -136,6 +142,7 @@ static void log_stats (struct reader *r);
 static void
 free_settings (struct export_settings *s)
 {
+  free (s->block_hashes);
   free (s->keys);
   free (s->url);
   free (s->file);
@@ -175,16 +182,56 @@ parse_unsigned (const char *key, const char *value, unsigned lo, unsigned hi,
   return 0;
 }
 
-/* Pin the SHA-256 of a store index from 64 hex digits. */
+/* A SHA-256 pin from 64 hex digits. */
 static int
-set_pinned (struct export_settings *s, const char *what, const char *hex)
+parse_pin (const char *what, const char *hex, unsigned char out[32],
+           bool *have)
 {
-  if (store_unhex (s->pinned, hex) == -1) {
+  if (store_unhex (out, hex) == -1) {
     nbdkit_error ("%s must be 64 hexadecimal digits: %s", what, hex);
     return -1;
   }
-  s->have_pinned = true;
+  *have = true;
   return 0;
+}
+
+/* Pin the SHA-256 of a store index. */
+static int
+set_pinned (struct export_settings *s, const char *what, const char *hex)
+{
+  return parse_pin (what, hex, s->pinned, &s->have_pinned);
+}
+
+/* The block-hash list of a plain cloop file (docs/FORMAT.md).  1 if
+ * key was one, 0 if not, -1 on error. */
+static int
+config_block_hashes (struct export_settings *s, const char *key,
+                     const char *value)
+{
+  if (strcmp (key, "block-hashes-sha256") == 0)
+    return parse_pin (key, value, s->hashes_pinned,
+                      &s->have_hashes_pinned) ?: 1;
+  if (strcmp (key, "block-hashes") != 0)
+    return 0;
+  free (s->block_hashes);
+  s->block_hashes_is_url = strncmp (value, "http://", 7) == 0 ||
+                           strncmp (value, "https://", 8) == 0;
+  if (s->block_hashes_is_url) {
+    /* As for url=, a "#sha256=HEX" fragment pins the list. */
+    const char *frag = strstr (value, "#sha256=");
+    s->block_hashes = strndup (value, frag ? (size_t) (frag - value)
+                                           : strlen (value));
+    if (s->block_hashes == NULL) {
+      nbdkit_error ("strndup: %m");
+      return -1;
+    }
+    if (frag && parse_pin ("block-hashes fragment #sha256", frag + 8,
+                           s->hashes_pinned, &s->have_hashes_pinned) == -1)
+      return -1;
+  }
+  else if ((s->block_hashes = nbdkit_absolute_path (value)) == NULL)
+    return -1;
+  return 1;
 }
 
 /* Append p to a growing pointer array.  -1 after an error. */
@@ -301,7 +348,8 @@ config_export_key (struct export_settings *s, const char *key,
   int r;
 
   if ((r = config_http (s, key, value)) != 0 ||
-      (r = config_trust (s, key, value)) != 0)
+      (r = config_trust (s, key, value)) != 0 ||
+      (r = config_block_hashes (s, key, value)) != 0)
     return r;
   if (strcmp (key, "revalidate") == 0)
     return parse_unsigned (key, value, 0, 10 * 365 * 86400,
@@ -427,6 +475,8 @@ copy_settings (struct export_settings *dst, const struct export_settings *src)
   dst->file = NULL;
   dst->url = NULL;
   dst->keys = NULL;
+  dst->block_hashes = NULL;     /* one image's: refused as a default */
+  dst->have_hashes_pinned = false;
   if (src->nkeys) {
     dst->keys = malloc (src->nkeys * sizeof *dst->keys);
     if (dst->keys == NULL) {
@@ -516,11 +566,15 @@ load_catalogue (void)
 }
 
 static int
-check_url (const struct export_settings *s)
+check_settings (const struct export_settings *s)
 {
   if (s->url && strncmp (s->url, "http://", 7) != 0 &&
       strncmp (s->url, "https://", 8) != 0) {
     nbdkit_error ("url must start with http:// or https://: %s", s->url);
+    return -1;
+  }
+  if (s->have_hashes_pinned && s->block_hashes == NULL) {
+    nbdkit_error ("block-hashes-sha256 needs block-hashes=<FILE|URL>");
     return -1;
   }
   return 0;
@@ -546,10 +600,16 @@ cloop_config_complete (void)
     state.exports = &state.defaults;
     state.nexports = 1;
   }
+  if (!state.single && (state.defaults.block_hashes ||
+                        state.defaults.have_hashes_pinned)) {
+    nbdkit_error ("block-hashes= belongs to one image: with dir= or "
+                  "exports=, give it on that export's catalogue line");
+    return -1;
+  }
   if (!state.single && load_catalogue () == -1)
     return -1;
   for (size_t i = 0; i < state.nexports; i++) {
-    if (check_url (&state.exports[i]) == -1)
+    if (check_settings (&state.exports[i]) == -1)
       return -1;
     any_remote |= state.exports[i].url != NULL;
   }
@@ -587,7 +647,10 @@ cloop_config_complete (void)
   "unix-socket-path=<PATH>   Connect to the web server over a Unix socket.\n" \
   "pubkey=<FILE>             Trusted Ed25519 key of block stores (repeatable).\n" \
   "index-sha256=<HEX>        Trust the store index with this SHA-256.\n" \
-  "insecure=true             Serve a store index without checking trust."
+  "insecure=true             Serve a store index without checking trust.\n" \
+  "block-hashes=<FILE|URL>   Check every block of a cloop file against this\n" \
+  "                          list of SHA-256 (cloop-store hashes).\n" \
+  "block-hashes-sha256=<HEX> Trust the block-hash list with this SHA-256."
 
 static void
 dump_map (const char *name, const struct block_map *map)
@@ -611,6 +674,9 @@ build_image_config (struct export_settings *s)
 
   s->http.verbose = cloop_debug_http;
   s->http.debug = debug_printf;
+  /* The list is fetched with the image's HTTP settings. */
+  s->block_hashes_http = s->http;
+  s->block_hashes_http.url = s->block_hashes;
   s->image = (struct image_config) {
     .file = s->file,
     .http = remote ? &s->http : NULL,
@@ -620,6 +686,10 @@ build_image_config (struct export_settings *s)
     .nkeys = s->nkeys,
     .have_pinned = s->have_pinned,
     .insecure = s->insecure,
+    .block_hashes = s->block_hashes,
+    .block_hashes_http = s->block_hashes_is_url ? &s->block_hashes_http
+                                                : NULL,
+    .have_hashes_pinned = s->have_hashes_pinned,
     .reader = {
       .memory_cache_size = state.memory_cache_size / state.nexports,
       .force_zlib = s->force_zlib,
@@ -631,6 +701,8 @@ build_image_config (struct export_settings *s)
     },
   };
   memcpy (s->image.pinned, s->pinned, sizeof s->image.pinned);
+  memcpy (s->image.hashes_pinned, s->hashes_pinned,
+          sizeof s->image.hashes_pinned);
 }
 
 /* The name of the single export: the last component of its path. */
@@ -660,7 +732,7 @@ cloop_get_ready (void)
   bool any_remote = false;
 
   for (size_t i = 0; i < state.nexports; i++)
-    any_remote |= state.exports[i].url != NULL;
+    any_remote |= state.exports[i].url || state.exports[i].block_hashes_is_url;
   if (any_remote && http_global_init () == -1) {
     nbdkit_error ("libcurl could not be initialised");
     return -1;
@@ -692,10 +764,12 @@ cloop_get_ready (void)
     map = reader_map (revision_reader (rev));
     if (cloop_debug_map)
       dump_map (registry_name (state.registry, 0), map);
-    nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s",
+    nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s%s",
                   state.defaults.file ? state.defaults.file
                   : state.defaults.url, map->dialect,
                   map->num_blocks, map->block_size,
+                  state.defaults.block_hashes
+                  ? ", every block checked against block-hashes" : "",
                   state.cache_dir ? ", disk cache " : "",
                   state.cache_dir ? state.cache_dir : "");
     revision_release (rev);

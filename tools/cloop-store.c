@@ -22,6 +22,7 @@ static const struct command commands[] = {
   { "verify", cmd_verify, "check signature, expiry and every block" },
   { "info", cmd_info, "describe an index" },
   { "diff", cmd_diff, "compare two indexes (download needed)" },
+  { "hashes", cmd_hashes, "block-hash list of a plain cloop file" },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "hashlist.h"
 #include "signature.h"
 #include "store-dir.h"
 #include "tool.h"
@@ -54,8 +55,9 @@ static void
 sign_usage (FILE *f)
 {
   fprintf (f,
-"Usage: cloop-store sign -k PRIVATE.pem [-k ...] STOREDIR/INDEX\n"
-"Add (or replace) each key's signature line in INDEX.sig.  Lines of\n"
+"Usage: cloop-store sign -k PRIVATE.pem [-k ...] STOREDIR/INDEX|LIST\n"
+"Add (or replace) each key's signature line in INDEX.sig (or, for a\n"
+"block-hash list made by cloop-store hashes, LIST.sig).  Lines of\n"
 "other keys are kept.\n"
 "\n"
 "  -k, --key=PRIVATE.pem   signing key (repeatable, at least one)\n"
@@ -134,6 +136,33 @@ parse_sign_args (int argc, char **argv, const char ***keys, size_t *nkeys)
   return 0;
 }
 
+/* Load what sign signs: a store index, or a block-hash list (then
+ * li->idx is NULL).  0, or -1 with err set naming path. */
+static int
+load_signable (const char *path, struct loaded_index *li,
+               struct cloop_err *err)
+{
+  struct hash_list *list;
+
+  memset (li, 0, sizeof *li);
+  if (read_whole_file (path, HASHLIST_MAX, &li->bytes, &li->len, err) == 0 &&
+      hash_list_probe_head (li->bytes, li->len)) {
+    if ((list = hash_list_parse (li->bytes, li->len, err)) == NULL) {
+      cloop_err_prefix (err, "%s", path);
+      loaded_index_close (li);
+      return -1;
+    }
+    hash_list_free (list);
+    if ((li->path = strdup (path)) == NULL) {
+      loaded_index_close (li);
+      return cloop_err_set (err, ENOMEM, "out of memory");
+    }
+    return 0;
+  }
+  loaded_index_close (li);
+  return loaded_index_open (path, li, err);
+}
+
 int
 cmd_sign (int argc, char **argv)
 {
@@ -149,7 +178,7 @@ cmd_sign (int argc, char **argv)
     return r == -1 ? EXIT_OK : r;
   }
   r = EXIT_FAIL;
-  if (loaded_index_open (argv[optind], &li, &err) == -1)
+  if (load_signable (argv[optind], &li, &err) == -1)
     goto out;
   if ((sig_path = signature_path (li.path)) == NULL) {
     cloop_err_set (&err, ENOMEM, "out of memory");
