@@ -4,7 +4,7 @@
 #  - a Knopper V2.0 index whose entry 3 repeats entry 2 (block 2 gets
 #    zero length, block 3 spans both streams): blocks 2 and 3 fail with
 #    EIO, each logged by number; neither reads as zeroes nor as the
-#    other's data.  In a FreeBSD image the same index means what
+#    other's data, and nbdcopy of the whole image fails.  In a FreeBSD image the same index means what
 #    geom_uzip reads: block 2 all zeroes, block 3 still an error;
 #  - bytes after a block's stream fail that block, for every codec and
 #    dialect (zero bytes too, except in FreeBSD images);
@@ -136,6 +136,16 @@ junk="--append 3:7:165"         # 7 bytes of 0xA5 after block 3's stream
 
 # The index fault of issue 10: entry 3 repeats entry 2.
 check "v2 dup entry" "2 3" "" -d v2 --dup-entry 2
+# A whole-image copy (which skips what the plugin reports as holes)
+# fails too, rather than writing zeroes and block 2 as block 3.
+rc=0
+nbdkit_cloop -U - --run "nbdcopy \"\$uri\" \"$tmpdir/copy\"" \
+             "$PLUGIN" file="$tmpdir/img" 2> "$tmpdir/err" || rc=$?
+if [ "$rc" -eq 0 ] || ! grep -Eq "block 2([^0-9]|\$)" "$tmpdir/err"; then
+    cat "$tmpdir/err"
+    fail "v2 dup entry: nbdcopy did not fail naming block 2"
+fi
+echo "ok: v2 dup entry: nbdcopy fails (exit $rc)"
 check "0.68 dup entry" "2 3" "" -d 0.68 --dup-entry 2
 check "1.0 dup entry" "2 3" "" -d 1.0 --dup-entry 2
 check "v4 dup entry" "2 3" "" -d v4 -c lz4 --dup-entry 2
