@@ -270,14 +270,14 @@ put_decoder (struct reader *r, struct decoder *dec)
     decoder_free (dec);
 }
 
-/* Decode block b from in[0..len) into out (block_size bytes; a short
- * last block is zero-padded beyond its decoded length). */
+/* Decode block b from in (its entry's length bytes) into out
+ * (block_size bytes; a short last block is zero-padded beyond its
+ * decoded length), by the map's rules (decoder_decode_block). */
 static int
-decode_block (struct reader *r, uint64_t b, const void *in, size_t len,
+decode_block (struct reader *r, uint64_t b, const void *in,
               unsigned char *out, struct cloop_err *err)
 {
   const struct block_entry *e = &r->map->entries[b];
-  uint32_t dlen = block_map_stream_length (r->map, b);
   size_t got = 0;
   struct decoder *dec;
   int ret;
@@ -285,9 +285,7 @@ decode_block (struct reader *r, uint64_t b, const void *in, size_t len,
   dec = get_decoder (r);
   if (dec == NULL)
     return cloop_err_set (err, ENOMEM, "block %" PRIu64 ": out of memory", b);
-  ret = decoder_decode_upto (dec, e->codec, in, len, out, dlen,
-                             block_map_min_stream_length (r->map, b), &got,
-                             err);
+  ret = decoder_decode_block (dec, r->map, b, in, out, &got, err);
   put_decoder (r, dec);
   if (ret == -1) {
     cloop_err_prefix (err, "block %" PRIu64 " (%s, %" PRIu32
@@ -420,7 +418,7 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
   block_key (r, s->block, key);
   if (disk_cache_get (r->cfg.disk_cache, key, cbuf, e->length, &err) != 1)
     return false;
-  if (decode_block (r, s->block, cbuf, e->length, s->ref.data, &err) == 0)
+  if (decode_block (r, s->block, cbuf, s->ref.data, &err) == 0)
     return true;
   if (r->cfg.debug)
     r->cfg.debug ("%s (cached copy; fetching it again)", err.msg);
@@ -443,14 +441,14 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
   int status;
 
   if (check_hash (r, s->block, cbuf, err) == -1 ||
-      decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1) {
+      decode_block (r, s->block, cbuf, s->ref.data, err) == -1) {
     if (past (deadline))
       return -1;
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
     if (fetch_blocks (r, slots, &i, 1, &cbuf, &status, deadline, err) == -1 ||
         check_hash (r, s->block, cbuf, err) == -1 ||
-        decode_block (r, s->block, cbuf, e->length, s->ref.data, err) == -1)
+        decode_block (r, s->block, cbuf, s->ref.data, err) == -1)
       return -1;
   }
   if (r->cfg.disk_cache) {

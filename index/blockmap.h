@@ -41,7 +41,10 @@ const char *codec_name (enum block_codec codec);
 
 struct block_entry {
   uint64_t offset;     /* byte offset of the compressed bytes */
-  uint32_t length;     /* compressed length; 0 only for CODEC_ZERO */
+  /* Compressed length.  0 for CODEC_ZERO; 0 with another codec is an
+   * index fault in a dialect without zero blocks: the map keeps it and
+   * reading the block fails. */
+  uint32_t length;
   uint8_t codec;       /* enum block_codec */
 };
 
@@ -61,6 +64,11 @@ struct block_map {
    * pad it): the rest of the block reads as zeroes.  Every other block
    * must decode to exactly its length. */
   bool short_last;
+  /* What may follow the end of a block's stream inside its
+   * entries[i].length bytes.  0: nothing (every writer but mkuzip).
+   * N (FreeBSD mkuzip images: 512): zero bytes, up to the first
+   * multiple of N of the container offset after the stream's end. */
+  uint32_t pad_align;
   struct block_entry *entries;   /* num_blocks entries */
   /* Optional per-block SHA-256 of the compressed bytes (block stores,
    * or a cloop file with a block-hash list, hashlist.h); else NULL.
@@ -98,6 +106,13 @@ uint32_t block_map_stream_length (const struct block_map *map, uint64_t i);
  * or 1 for the last block of a short_last map. */
 uint32_t block_map_min_stream_length (const struct block_map *map,
                                       uint64_t i);
+
+/* Check what follows block i's stream: in holds the block's
+ * entries[i].length bytes, the stream took the first used of them.
+ * The rest must obey map->pad_align.  0, or -1 with err set (EIO). */
+int block_map_check_padding (const struct block_map *map, uint64_t i,
+                             const void *in, size_t used,
+                             struct cloop_err *err);
 
 /* Validate a finished map against the container size: every stored
  * block lies inside [0, container_size), lengths within the codec's

@@ -11,12 +11,25 @@
  *  3. Otherwise "\nCLOOP3\n" at EOF: dplasa's V3 footer.
  *  4. Otherwise 0.68 if the first BE32 offset is 4n + 0x8C.
  *
- * Knopper V2.0 and FreeBSD "#V2.0" are the same bytes.  Knopper's tools
- * never write a zero-length block (an empty zlib stream is not a valid
- * block), while FreeBSD's mkuzip writes one for an all-zero block, so a
- * zero-length block in any V2.0 image is read the FreeBSD way, as
- * CODEC_ZERO.  In the other Knopper-lineage dialects (V4.0, 1.0, 0.68,
- * SliTaz, dplasa) a zero-length block is an error.
+ * Knopper V2.0 and FreeBSD "#V2.0" are the same layout; only the
+ * preamble text tells them apart (mkuzip's mounts a ".uzip" device).
+ * Two rules follow from the writer (formats.md 1.3, 1.8):
+ *
+ *  - mkuzip writes an all-zero block as a zero-length one, so in
+ *    FreeBSD images (#V2.0 whose preamble says uzip, #L3.0, #Z4.0 and
+ *    the dedup variants) a zero-length block is CODEC_ZERO.  Knopper's
+ *    tools never write one (an empty stream is not a valid block): in
+ *    every other dialect it is an index fault (e.g. entry i+1 repeating
+ *    entry i), kept in the map with its codec so that reading that
+ *    block fails, not read as zeroes.
+ *  - mkuzip pads its output with zero bytes after the last block's
+ *    stream, to the next 512-byte boundary of the file offset: 1 to 512
+ *    bytes up to FreeBSD 10 (always), 0 to 511 since.  Its off[n] is
+ *    the start of that padding, but geom_uzip ends the last block at
+ *    the media size, padding included.  So FreeBSD maps get pad_align
+ *    512: zero bytes after any block's stream, up to the first 512-byte
+ *    boundary after its end (at most 512), are accepted.  No other
+ *    writer pads, so any byte after a stream is an error (pad_align 0).
  *
  * Every layout ends in the same place: a filled struct block_map checked
  * by block_map_validate.  Reads: the head (144 bytes), the tail when the
@@ -53,6 +66,7 @@ struct table_format {
   bool codec_nibble;        /* V4.0: top 4 bits of each word */
   bool zero_blocks;         /* zero-length block = CODEC_ZERO */
   bool dedup;               /* FreeBSD back-references allowed */
+  uint32_t pad_align;       /* block_map.pad_align */
   enum block_codec codec;   /* codec when there is no nibble */
 };
 
@@ -99,7 +113,8 @@ read_range (const struct byte_reader *r, uint64_t offset, uint64_t len,
 
 
 /* Store block i, checking its length against the codec bound (the
- * entry's length field is only 32 bits wide). */
+ * entry's length field is only 32 bits wide).  A zero length is
+ * CODEC_ZERO if zero_blocks, else kept as it is (reading it fails). */
 static int
 set_entry (struct block_map *map, uint64_t i, uint64_t offset,
            uint64_t length, enum block_codec codec, bool zero_blocks,
@@ -107,12 +122,8 @@ set_entry (struct block_map *map, uint64_t i, uint64_t offset,
 {
   uint64_t bound = block_map_length_bound (map->block_size);
 
-  if (length == 0) {
-    if (!zero_blocks)
-      return cloop_err_set (err, EINVAL, "block %" PRIu64 " has zero length",
-                            i);
+  if (length == 0 && zero_blocks)
     codec = CODEC_ZERO;
-  }
   if (length > bound)
     return cloop_err_set (err, EINVAL, "block %" PRIu64 ": compressed length %"
                           PRIu64 " exceeds the limit of %" PRIu64,
@@ -289,6 +300,7 @@ open_table (const struct byte_reader *r, uint32_t bs, uint64_t n,
    * takes a short last block as it comes (formats.md 1.4): accept one,
    * zero-filled.  Must be set before validation (raw blocks). */
   map->short_last = true;
+  map->pad_align = f->pad_align;
   ret = f->dedup ? fill_dedup (map, f, idx, err)
                  : fill_linear (map, f, idx, err);
   free (idx);
@@ -311,6 +323,22 @@ table_format_init (struct table_format *f, const char *dialect,
   snprintf (f->dialect, sizeof f->dialect, "%s", dialect);
   f->word = 8;
   f->codec = codec;
+}
+
+/* mkuzip's rules: zero-length blocks are zeroes, zero padding to a
+ * 512-byte boundary may follow a stream. */
+static void
+set_freebsd_rules (struct table_format *f)
+{
+  f->zero_blocks = true;
+  f->pad_align = 512;
+}
+
+/* Does a "#V..." preamble say uzip (FreeBSD's mkuzip wrote it)? */
+static bool
+says_uzip (const unsigned char *head, size_t head_len)
+{
+  return head_len >= 128 && memmem (head, 128, "uzip", 4) != NULL;
 }
 
 /* FreeBSD letters other than 'V': L/l (xz), Z/z (zstd), v (zlib),
@@ -337,7 +365,7 @@ classify_freebsd (const unsigned char *sig, struct table_format *f)
   snprintf (name, sizeof name, "FreeBSD uzip #%.4s%s", (const char *) sig,
             letter >= 'a' && version >= '3' ? " (dedup)" : "");
   table_format_init (f, name, codec);
-  f->zero_blocks = true;
+  set_freebsd_rules (f);
   f->dedup = letter >= 'a' && version >= '3';
   return HEAD_TABLE;
 }
@@ -348,7 +376,7 @@ classify_head (const unsigned char *head, size_t head_len,
                struct table_format *f)
 {
   const unsigned char *sig = head + SIG_OFFSET;
-  bool freebsd_text;
+  bool uzip = says_uzip (head, head_len);
 
   if (sig[0] != 'V')
     return classify_freebsd (sig, f);
@@ -360,10 +388,10 @@ classify_head (const unsigned char *head, size_t head_len,
     f->little_endian = true;
     return HEAD_TABLE;
   case '2':
-    freebsd_text = head_len >= 128 && memmem (head, 128, "uzip", 4) != NULL;
-    table_format_init (f, freebsd_text ? "FreeBSD uzip #V2.0" : "cloop V2.0",
+    table_format_init (f, uzip ? "FreeBSD uzip #V2.0" : "cloop V2.0",
                        CODEC_ZLIB);
-    f->zero_blocks = true;
+    if (uzip)
+      set_freebsd_rules (f);
     return HEAD_TABLE;
   case '3':
     /* SliTaz marks its streaming layout with num_blocks = ~0; any other
@@ -371,7 +399,8 @@ classify_head (const unsigned char *head, size_t head_len,
     if (head_len >= HEAD_LEN && load_be32 (head + 0x84) == UINT32_MAX)
       return HEAD_SLITAZ;
     table_format_init (f, "cloop V3.0 (V2.0 layout)", CODEC_ZLIB);
-    f->zero_blocks = true;
+    if (uzip)
+      set_freebsd_rules (f);
     return HEAD_TABLE;
   case '4':
     table_format_init (f, "cloop V4.0", CODEC_ZLIB);
@@ -582,8 +611,7 @@ open_header_last (const struct byte_reader *r, const unsigned char *hdr,
 
   table_format_init (&f, v4 ? "cloop V4.0 (header last)"
                             : "cloop V2.0 (header last)", CODEC_ZLIB);
-  f.codec_nibble = v4;
-  f.zero_blocks = !v4;
+  f.codec_nibble = v4;         /* mkuzip never puts the header last */
   if (block_map_check_geometry (bs, n, err) == -1)
     return NULL;
   if (8 * (n + 1) > r->size - HEAD_LEN)

@@ -1,7 +1,8 @@
 /* nbdkit-cloop: mkcloop, the project's own writer of cloop test vectors.
  *
  *   mkcloop -d DIALECT [-B blocksize] [-c codec[,codec...]]
- *           [--corrupt-block N] [--data-offset N] INPUT OUTPUT
+ *           [--corrupt-block N] [--data-offset N] [--short-last]
+ *           [--dup-entry N] [--append N:LEN[:BYTE]] INPUT OUTPUT
  *
  * An independent implementation of the layouts described in
  * research/formats.md section 1 (it deliberately shares no code with
@@ -328,6 +329,13 @@ struct block {
   uint64_t offset;              /* absolute file offset, set at layout */
   bool zero;                    /* FreeBSD: all-zero, length 0 */
   long dup_of;                  /* FreeBSD dedup: earlier block, or -1 */
+  /* --append: extra bytes stored after the block's stream, inside its
+   * index range.  append_sector: up to the next 512-byte boundary of
+   * the file offset (512 bytes if already aligned), as old mkuzip pads
+   * its last block. */
+  size_t append_len;
+  bool append_sector;
+  unsigned char append_byte;
 };
 
 /* The 128-byte preamble with sig (e.g. "V2.0") at 0x0B.  A NULL sig
@@ -365,7 +373,8 @@ put_header (struct image *img, const char *sig, bool freebsd,
 
 /* Append the stored blocks at the current end of img, setting each
  * block's offset.  Zero-length and dedup'd blocks take the offset of
- * the current end or of their original. */
+ * the current end or of their original.  A block's --append bytes
+ * follow its stream and count in its length. */
 static void
 put_blocks (struct image *img, struct block *b, uint32_t n)
 {
@@ -376,6 +385,12 @@ put_blocks (struct image *img, struct block *b, uint32_t n)
       b[i].offset = img->len;
       if (b[i].data)
         img_put (img, b[i].data, b[i].len);
+      size_t extra = b[i].append_sector ? 512 - img->len % 512
+                                        : b[i].append_len;
+      img_reserve (img, extra);
+      memset (img->p + img->len, b[i].append_byte, extra);
+      img->len += extra;
+      b[i].len += extra;
     }
   }
 }
@@ -384,6 +399,11 @@ put_blocks (struct image *img, struct block *b, uint32_t n)
  * already be reserved there). */
 enum index_kind { IDX_BE64, IDX_BE64_V4, IDX_BE32, IDX_LE64 };
 
+/* --dup-entry N: entry N+1 of the index is written as a copy of entry
+ * N (a malformed index: block N gets length 0 and block N+1 spans both
+ * streams). */
+static long dup_entry = -1;
+
 static void
 fill_index (struct image *img, size_t index_pos, enum index_kind kind,
             const struct block *b, uint32_t n, uint64_t end)
@@ -391,11 +411,12 @@ fill_index (struct image *img, size_t index_pos, enum index_kind kind,
   struct image tmp = { 0 };
 
   for (uint32_t i = 0; i <= n; i++) {
-    uint64_t off = i < n ? b[i].offset : end;
+    uint32_t k = dup_entry >= 0 && (long) i == dup_entry + 1 ? i - 1 : i;
+    uint64_t off = k < n ? b[k].offset : end;
     switch (kind) {
     case IDX_BE64: img_be64 (&tmp, off); break;
     case IDX_BE64_V4:
-      img_be64 (&tmp, off | (i < n ? (uint64_t) v4_code (b[i].codec) << 60
+      img_be64 (&tmp, off | (k < n ? (uint64_t) v4_code (b[k].codec) << 60
                              : 0));
       break;
     case IDX_BE32:
@@ -489,7 +510,7 @@ usage (FILE *fp)
   fprintf (fp,
 "Usage: %s -d DIALECT [-B BLOCKSIZE] [-c CODEC[,CODEC...]]\n"
 "               [--corrupt-block N] [--data-offset N] [--short-last]\n"
-"               INPUT OUTPUT\n"
+"               [--dup-entry N] [--append N:LEN[:BYTE]] INPUT OUTPUT\n"
 "Write INPUT as a cloop image of DIALECT (last block zero-padded).\n"
 "  -d DIALECT   v2 | v4 | v4-footer | 0.68 | 1.0 | slitaz-v3 | dplasa-v3 |\n"
 "               fbsd-v2 | fbsd-l3 | fbsd-z4 | fbsd-dedup\n"
@@ -500,6 +521,11 @@ usage (FILE *fp)
 "  --data-offset N    v4-footer, dplasa-v3: start block data at offset N\n"
 "  --short-last       do not pad the last block: it decodes to only the\n"
 "                     input's remaining bytes (not dplasa-v3, fbsd-dedup)\n"
+"  --dup-entry N      write index entry N+1 as a copy of entry N (dialects\n"
+"                     with an offset table, not fbsd-dedup)\n"
+"  --append N:LEN[:BYTE]  store LEN bytes of BYTE (default 0) after block\n"
+"                     N's stream, inside its index range; LEN 'sector' =\n"
+"                     up to the next 512-byte boundary of the file offset\n"
 "Exit status 2 if a codec is not built into this program.\n",
            progname);
 }
@@ -513,6 +539,27 @@ parse_u64 (const char *opt, const char *s)
   if (errno || end == s || *end || s[0] == '-')
     die ("%s: not a non-negative integer: '%s'", opt, s);
   return v;
+}
+
+/* Parse --append N:LEN[:BYTE]; LEN may be "sector". */
+static void
+parse_append (const char *arg, uint64_t *block, uint64_t *len, bool *sector,
+              uint64_t *byte)
+{
+  char *copy = strdup (arg), *save = NULL;
+  char *n = copy ? strtok_r (copy, ":", &save) : NULL;
+  char *l = n ? strtok_r (NULL, ":", &save) : NULL;
+  char *v = l ? strtok_r (NULL, ":", &save) : NULL;
+
+  if (l == NULL || strtok_r (NULL, ":", &save) != NULL)
+    die ("--append: expected N:LEN[:BYTE], got '%s'", arg);
+  *block = parse_u64 ("--append", n);
+  *sector = strcmp (l, "sector") == 0;
+  *len = *sector ? 0 : parse_u64 ("--append", l);
+  *byte = v ? parse_u64 ("--append", v) : 0;
+  if (*len > 1024 * 1024 || *byte > 255)
+    die ("--append: LEN at most 1M, BYTE at most 255");
+  free (copy);
 }
 
 /* Parse a comma-separated codec list into codecs[], return its length. */
@@ -576,11 +623,14 @@ all_zero (const unsigned char *p, size_t n)
 int
 main (int argc, char *argv[])
 {
-  enum { OPT_CORRUPT = 256, OPT_DATA_OFFSET, OPT_SHORT_LAST };
+  enum { OPT_CORRUPT = 256, OPT_DATA_OFFSET, OPT_SHORT_LAST, OPT_DUP_ENTRY,
+         OPT_APPEND };
   static const struct option long_opts[] = {
     { "corrupt-block", required_argument, NULL, OPT_CORRUPT },
     { "data-offset", required_argument, NULL, OPT_DATA_OFFSET },
     { "short-last", no_argument, NULL, OPT_SHORT_LAST },
+    { "dup-entry", required_argument, NULL, OPT_DUP_ENTRY },
+    { "append", required_argument, NULL, OPT_APPEND },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -590,6 +640,8 @@ main (int argc, char *argv[])
   size_t ncodecs = 0;
   const char *codec_arg = NULL;
   bool short_last = false;
+  uint64_t append_block = UINT64_MAX, append_len = 0, append_byte = 0;
+  bool append_sector = false;
   int opt;
 
   while ((opt = getopt_long (argc, argv, "d:B:c:h", long_opts, NULL)) != -1) {
@@ -609,6 +661,14 @@ main (int argc, char *argv[])
     case OPT_CORRUPT: corrupt = parse_u64 ("--corrupt-block", optarg); break;
     case OPT_DATA_OFFSET: lead = parse_u64 ("--data-offset", optarg); break;
     case OPT_SHORT_LAST: short_last = true; break;
+    case OPT_DUP_ENTRY:
+      dup_entry = parse_u64 ("--dup-entry", optarg) > INT32_MAX ? INT32_MAX
+                  : (long) parse_u64 ("--dup-entry", optarg);
+      break;
+    case OPT_APPEND:
+      parse_append (optarg, &append_block, &append_len, &append_sector,
+                    &append_byte);
+      break;
     case 'h': usage (stdout); exit (0);
     default: usage (stderr); exit (1);
     }
@@ -629,6 +689,9 @@ main (int argc, char *argv[])
     die ("--data-offset applies only to v4-footer and dplasa-v3");
   if (short_last && (di->d == D_DPLASA_V3 || di->d == D_FBSD_DEDUP))
     die ("--short-last does not apply to %s", di->name);
+  if (dup_entry >= 0 && (di->d == D_SLITAZ_V3 || di->d == D_DPLASA_V3 ||
+                         di->d == D_FBSD_DEDUP))
+    die ("--dup-entry does not apply to %s", di->name);
   const uint32_t bs = bs64;
 
   if (codec_arg) {
@@ -729,6 +792,16 @@ main (int argc, char *argv[])
       die ("--corrupt-block %" PRIu64 ": block is stored raw, corruption"
            " would be undetectable", corrupt);
     cb->data[cb->len / 2] ^= 0xff;
+  }
+
+  if (dup_entry >= 0 && (uint64_t) dup_entry + 1 >= n)
+    die ("--dup-entry %ld: image has only %" PRIu32 " blocks", dup_entry, n);
+  if (append_block != UINT64_MAX) {
+    if (append_block >= n || b[append_block].data == NULL)
+      die ("--append %" PRIu64 ": no such stored block", append_block);
+    b[append_block].append_len = append_len;
+    b[append_block].append_sector = append_sector;
+    b[append_block].append_byte = append_byte;
   }
 
   struct image img = { 0 };

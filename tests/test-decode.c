@@ -6,7 +6,9 @@
  * then check that broken input fails with -1 and a message and never
  * crashes: truncated streams, flipped bytes, streams decoding to fewer
  * or more bytes than expected, garbage, empty input, a stored block of
- * the wrong length.  Exit status 0 = pass, 1 = fail.
+ * the wrong length, bytes after the end of the stream (junk, zeroes, a
+ * second stream); and the padding rule of FreeBSD maps (zero bytes up
+ * to a 512-byte boundary, nothing else).  Exit status 0 = pass, 1 = fail.
  */
 #include <config.h>
 
@@ -255,6 +257,142 @@ flip_bytes (struct decoder *dec, const struct codec_case *c,
   free (out);
 }
 
+/* in[0..len) followed by extra bytes: count of them, each fill (or, if
+ * src is not NULL, a copy of src). */
+static struct buffer
+append (const struct buffer *in, size_t count, int fill,
+        const unsigned char *src)
+{
+  struct buffer r = { xmalloc (in->len + count), in->len + count };
+
+  memcpy (r.data, in->data, in->len);
+  if (src)
+    memcpy (r.data + in->len, src, count);
+  else
+    memset (r.data + in->len, fill, count);
+  return r;
+}
+
+/* Bytes after the end of a block's stream are an error: junk, zero
+ * bytes, a second stream (the index fault of issue 10: one block's
+ * range spanning two streams), for zstd a skippable frame; and for a
+ * short last block too. */
+static void
+test_trailing (struct decoder *dec, const struct codec_case *c,
+               const struct buffer *enc, const struct buffer *half)
+{
+  struct buffer b;
+
+  b = append (enc, 7, 0xA5, NULL);
+  expect_fail (dec, "junk after the stream", c->codec, b.data, b.len, BLOCK);
+  free (b.data);
+  b = append (enc, 16, 0, NULL);
+  expect_fail (dec, "zeroes after the stream", c->codec, b.data, b.len,
+               BLOCK);
+  free (b.data);
+  b = append (half, half->len, 0, half->data);
+  expect_fail (dec, "two streams", c->codec, b.data, b.len, BLOCK);
+  free (b.data);
+  if (c->codec == CODEC_ZSTD) {
+    static const unsigned char skippable[12] = {
+      0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 'j', 'u', 'n', 'k',
+    };
+    b = append (enc, sizeof skippable, 0, skippable);
+    expect_fail (dec, "skippable frame after it", c->codec, b.data, b.len,
+                 BLOCK);
+    free (b.data);
+  }
+  /* A short last block: LZ4 has no end marker, so what follows a short
+   * block's last literals may parse as more sequences; 7 bytes cannot
+   * (a sequence needs its 5 last literals after it). */
+  b = append (half, 7, 0xA5, NULL);
+  {
+    unsigned char *out = xmalloc (BLOCK);
+    struct cloop_err err = { 0 };
+    size_t got = 0;
+    int r = decoder_decode_upto (dec, c->codec, b.data, b.len, out, BLOCK, 1,
+                                 &got, NULL, &err);
+    printf ("    %-26s %s\n", "short block, junk after",
+            r == -1 ? err.msg : "FAIL: accepted");
+    CHECK (r == -1 && err.errnum == EIO);
+    free (out);
+  }
+  free (b.data);
+}
+
+/* Decode enc followed by pad bytes as block 0 of a one-block map whose
+ * block starts at file offset offset, with the map's pad_align. */
+static int
+decode_padded (struct decoder *dec, const struct codec_case *c,
+               const struct buffer *enc, const unsigned char *orig,
+               uint64_t offset, size_t pad, int fill, uint32_t pad_align,
+               const char *what)
+{
+  struct cloop_err err = { 0 };
+  struct block_map *map = block_map_new (1, BLOCK, &err);
+  struct buffer in = append (enc, pad, fill, NULL);
+  unsigned char *out = xmalloc (BLOCK);
+  size_t got = 0;
+  int r;
+
+  CHECK (map != NULL);
+  map->pad_align = pad_align;
+  map->entries[0] = (struct block_entry) {
+    .offset = offset, .length = in.len, .codec = c->codec,
+  };
+  r = decoder_decode_block (dec, map, 0, in.data, out, &got, &err);
+  printf ("    %-26s %s\n", what, r == 0 ? "ok" : err.msg);
+  if (r == 0)
+    CHECK (got == BLOCK && memcmp (out, orig, BLOCK) == 0);
+  else
+    CHECK (err.errnum == EIO && strchr (err.msg, '\n') == NULL);
+  block_map_free (map);
+  free (in.data);
+  free (out);
+  return r;
+}
+
+/* FreeBSD (mkuzip) maps, pad_align 512: zero bytes after the stream up
+ * to the next 512-byte boundary of the file offset are padding; more,
+ * or anything non-zero, fails the block.  Maps without padding (every
+ * other dialect) refuse even zero bytes. */
+static void
+test_padding (struct decoder *dec, const struct codec_case *c,
+              const struct buffer *enc, const unsigned char *orig)
+{
+  const uint64_t at = 1000;                     /* block's file offset */
+  const uint64_t end = at + enc->len;
+  const size_t to_boundary = 512 - end % 512;   /* 1..512 */
+  struct cloop_err err = { 0 };
+  unsigned char *out = xmalloc (BLOCK);
+  struct buffer b = append (enc, 16, 0, NULL);
+  size_t used = 0, got = 0;
+
+  /* With used, the decoder reports where the stream ended. */
+  CHECK (decoder_decode_upto (dec, c->codec, b.data, b.len, out, BLOCK,
+                              BLOCK, &got, &used, &err) == 0);
+  CHECK (used == enc->len && got == BLOCK);
+  free (b.data);
+  free (out);
+
+  CHECK (decode_padded (dec, c, enc, orig, at, 0, 0, 512,
+                        "unpadded, pad_align 512") == 0);
+  CHECK (decode_padded (dec, c, enc, orig, at, to_boundary, 0, 512,
+                        "zeroes to the boundary") == 0);
+  CHECK (decode_padded (dec, c, enc, orig, at, to_boundary / 2, 0, 512,
+                        "zeroes short of it") == 0);
+  CHECK (decode_padded (dec, c, enc, orig, at + 512 - end % 512, 512, 0, 512,
+                        "512 zeroes from a boundary") == 0);
+  CHECK (decode_padded (dec, c, enc, orig, at, to_boundary + 1, 0, 512,
+                        "zeroes past the boundary") == -1);
+  CHECK (decode_padded (dec, c, enc, orig, at, to_boundary, 1, 512,
+                        "non-zero padding") == -1);
+  CHECK (decode_padded (dec, c, enc, orig, at, to_boundary, 0, 0,
+                        "zeroes, pad_align 0") == -1);
+  CHECK (decode_padded (dec, c, enc, orig, at, 0, 0, 0,
+                        "unpadded, pad_align 0") == 0);
+}
+
 static void
 test_codec (struct decoder *dec, const struct codec_case *c)
 {
@@ -292,6 +430,11 @@ test_codec (struct decoder *dec, const struct codec_case *c)
   expect_fail (dec, "random garbage", c->codec, orig + BLOCK / 3, 4096,
                BLOCK);
   flip_bytes (dec, c, &enc, orig);
+  test_trailing (dec, c, &enc, &half);
+  /* The codecs of FreeBSD images, whose writer pads. */
+  if (c->codec == CODEC_ZLIB || c->codec == CODEC_XZ ||
+      c->codec == CODEC_ZSTD)
+    test_padding (dec, c, &enc, orig);
 
   /* A short last block: accepted within [min_len, out_len], with the
    * length reported; refused below min_len. */
@@ -300,15 +443,15 @@ test_codec (struct decoder *dec, const struct codec_case *c)
 
     memset (out, 0xEE, BLOCK);
     r = decoder_decode_upto (dec, c->codec, half.data, half.len, out, BLOCK,
-                             1, &got, &err);
+                             1, &got, NULL, &err);
     CHECK (r == 0 && got == BLOCK / 2 && memcmp (out, orig, BLOCK / 2) == 0);
     r = decoder_decode_upto (dec, c->codec, half.data, half.len, out, BLOCK,
-                             BLOCK / 2 + 1, &got, &err);
+                             BLOCK / 2 + 1, &got, NULL, &err);
     printf ("    %-26s %s\n", "short, below the minimum",
             r == -1 ? err.msg : "FAIL: accepted");
     CHECK (r == -1 && err.errnum == EIO);
     r = decoder_decode_upto (dec, c->codec, enc.data, enc.len, out, BLOCK / 2,
-                             1, &got, &err);
+                             1, &got, NULL, &err);
     CHECK (r == -1);            /* still no more than out_len */
   }
 
@@ -334,14 +477,34 @@ test_raw (struct decoder *dec)
     size_t got = 0;
 
     CHECK (decoder_decode_upto (dec, CODEC_NONE, in, 4000, out, sizeof out,
-                                1, &got, &err) == 0 && got == 4000);
+                                1, &got, NULL, &err) == 0 && got == 4000);
     CHECK (memcmp (in, out, 4000) == 0);
     CHECK (decoder_decode_upto (dec, CODEC_NONE, in, 4000, out, sizeof out,
-                                4001, &got, &err) == -1);
+                                4001, &got, NULL, &err) == -1);
     CHECK (decoder_decode_upto (dec, CODEC_NONE, in, sizeof in, out, 100,
-                                1, &got, &err) == -1);
+                                1, &got, NULL, &err) == -1);
     CHECK (decoder_decode_upto (dec, CODEC_ZLIB, in, 10, out, 100, 101,
-                                &got, &err) == -1 && err.errnum == EINVAL);
+                                &got, NULL, &err) == -1 && err.errnum == EINVAL);
+  }
+  /* A zero-length entry that is not CODEC_ZERO (an index fault outside
+   * FreeBSD images) fails, even where padding is allowed. */
+  {
+    struct block_map *map = block_map_new (1, sizeof out, &err);
+    size_t got = 0;
+
+    CHECK (map != NULL);
+    map->pad_align = 512;
+    map->entries[0] = (struct block_entry) {
+      .offset = 136, .length = 0, .codec = CODEC_ZLIB,
+    };
+    CHECK (decoder_decode_block (dec, map, 0, in, out, &got, &err) == -1);
+    printf ("    %-26s %s\n", "zero-length zlib block", err.msg);
+    CHECK (err.errnum == EIO && strstr (err.msg, "zero length") != NULL);
+    map->entries[0].codec = CODEC_ZERO;
+    memset (out, 0xEE, sizeof out);
+    CHECK (decoder_decode_block (dec, map, 0, in, out, &got, &err) == 0);
+    CHECK (got == sizeof out && out[0] == 0 && out[sizeof out - 1] == 0);
+    block_map_free (map);
   }
   memset (out, 0xEE, sizeof out);
   CHECK (decoder_decode (dec, CODEC_ZERO, NULL, 0, out, sizeof out,

@@ -190,10 +190,8 @@ decode_next (struct image_source *src, struct cloop_err *err)
   if (e->codec != CODEC_ZERO &&
       fd_pread (src, src->packed, e->length, e->offset, err) == -1)
     return -1;
-  if (decoder_decode_upto (src->dec, e->codec, src->packed, e->length,
-                           src->block, stream_len,
-                           block_map_min_stream_length (map, src->next_block),
-                           &got, err) == -1) {
+  if (decoder_decode_block (src->dec, map, src->next_block, src->packed,
+                            src->block, &got, err) == -1) {
     cloop_err_prefix (err, "%s: block %" PRIu64, src->path, src->next_block);
     return -1;
   }
