@@ -304,7 +304,8 @@ check_store_trust (const struct image_config *cfg, struct source *src,
   struct trust_config tc = {
     .keys = cfg->keys, .nkeys = cfg->nkeys,
     .pinned = cfg->have_pinned ? cfg->pinned : NULL,
-    .insecure = cfg->insecure, .state = dc, .warn = cfg->warn,
+    .insecure = cfg->insecure, .state = cfg->state_dir, .legacy = dc,
+    .warn = cfg->warn,
   };
   bool need_sig = !cfg->insecure && !cfg->have_pinned && cfg->nkeys > 0;
   bool from_cache = false;

@@ -16,13 +16,16 @@
 #include "http.h"
 #include "reader.h"
 #include "signature.h"
+#include "statedir.h"
 
 struct image_config {
   const char *file;             /* local image, or NULL */
   const struct http_config *http; /* remote image (http->url), or NULL */
-  struct disk_cache *disk_cache; /* remote blocks and identity, store
-                                   revisions; or NULL.  Borrowed: it
-                                   must outlive the reader */
+  struct disk_cache *disk_cache; /* remote blocks and identity, or
+                                   NULL.  Borrowed: it must outlive
+                                   the reader */
+  struct state_dir *state_dir;  /* store revisions accepted (rollback
+                                   protection), or NULL.  Borrowed */
   int64_t revalidate;           /* trust a cached identity this long (s) */
   struct reader_config reader;  /* disk_cache and object_id are set here */
   /* Trust in block-store indexes (trust.h). */

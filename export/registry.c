@@ -34,6 +34,7 @@ struct export {
 struct registry {
   struct registry_config cfg;
   struct disk_cache *dc;
+  struct state_dir *sd;
   pthread_mutex_t lock;         /* guards started */
   bool started;
   struct export **exports;
@@ -76,10 +77,14 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
                                err);
     if (reg->dc == NULL) {
       cloop_err_prefix (err, "cache-dir %s", cfg->cache_dir);
-      pthread_mutex_destroy (&reg->lock);
-      free (reg);
+      registry_free (reg);
       return NULL;
     }
+  }
+  if (cfg->state_dir &&
+      (reg->sd = state_dir_open (cfg->state_dir, err)) == NULL) {
+    registry_free (reg);
+    return NULL;
   }
   return reg;
 }
@@ -107,6 +112,7 @@ registry_free (struct registry *reg)
   }
   free (reg->exports);
   disk_cache_close (reg->dc);
+  state_dir_close (reg->sd);
   pthread_mutex_destroy (&reg->lock);
   free (reg);
 }
@@ -199,6 +205,7 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
     return NULL;
   }
   cfg.disk_cache = e->reg->dc;
+  cfg.state_dir = e->reg->sd;
   if (fresh)
     cfg.revalidate = 0;
   rev->export = e;

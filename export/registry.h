@@ -10,8 +10,8 @@
  * revision, found when the export is revalidated) while connections
  * that started on the old one keep reading it until they release it.
  *
- * The registry owns the process's one disk cache, shared by every
- * export.  All functions are thread-safe except registry_free.  Knows
+ * The registry owns the process's one disk cache and state directory
+ * (statedir.h), shared by every export.  All functions are thread-safe except registry_free.  Knows
  * nothing of nbdkit.
  */
 #ifndef CLOOP_REGISTRY_H
@@ -33,13 +33,15 @@ struct revision;
 struct registry_config {
   const char *cache_dir;        /* the disk cache, or NULL for none */
   uint64_t cache_max_size;      /* its bound (0 = none) */
+  const char *state_dir;        /* the state directory, or NULL */
   /* Where warnings and debug lines go (either may be NULL). */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
   void (*debug) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 
-/* A new, empty registry; opens the disk cache if cfg->cache_dir is
- * set.  NULL with err set (the message names the cache directory). */
+/* A new, empty registry; opens the disk cache and the state
+ * directory of cfg (either may be NULL).  NULL with err set (the
+ * message names the directory). */
 struct registry *registry_new (const struct registry_config *cfg,
                                struct cloop_err *err);
 
@@ -50,7 +52,8 @@ void registry_free (struct registry *reg);
 struct disk_cache *registry_disk_cache (const struct registry *reg);
 
 /* Add an export.  name is copied; cfg is not: it must stay valid until
- * registry_free.  cfg->disk_cache is ignored (the registry's is used).
+ * registry_free.  cfg->disk_cache and cfg->state_dir are ignored (the
+ * registry's are used).
  * -1 with err set if the name is empty, too long or taken. */
 int registry_add (struct registry *reg, const char *name,
                   const struct image_config *cfg, struct cloop_err *err);

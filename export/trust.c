@@ -65,8 +65,14 @@ check_revision (const struct trust_config *cfg, const struct store_index *idx,
   snprintf (meta_name, sizeof meta_name, "revision:%s", idx->name);
   trust_sha256 (index, len, hash);
   store_hex (hex, hash);
-  if (disk_cache_get_meta (cfg->state, meta_name, text, sizeof text - 1,
-                           &tlen, &ignored) == 1) {
+  int found = state_dir_get (cfg->state, meta_name, text, sizeof text,
+                             &tlen, &ignored);
+  if (found == -1 && cfg->warn)
+    cfg->warn ("%s", ignored.msg);
+  if (found != 1 && cfg->legacy)
+    found = disk_cache_get_meta (cfg->legacy, meta_name, text,
+                                 sizeof text - 1, &tlen, &ignored);
+  if (found == 1) {
     text[tlen] = '\0';
     if (sscanf (text, "revision=%" SCNu64 " sha256=%64s", &seen_rev,
                 seen_hex) == 2) {
@@ -85,7 +91,11 @@ check_revision (const struct trust_config *cfg, const struct store_index *idx,
   }
   snprintf (text, sizeof text, "revision=%" PRIu64 " sha256=%s\n",
             idx->revision, hex);
-  disk_cache_put_meta (cfg->state, meta_name, text, strlen (text), &ignored);
+  if (state_dir_put (cfg->state, meta_name, text, strlen (text),
+                     &ignored) == -1 && cfg->warn)
+    cfg->warn ("cannot record revision %" PRIu64 " of '%s', so a later "
+               "start cannot refuse older ones: %s", idx->revision,
+               idx->name, ignored.msg);
   return 0;
 }
 

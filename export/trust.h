@@ -16,6 +16,7 @@
 #include "diskcache.h"
 #include "error.h"
 #include "signature.h"
+#include "statedir.h"
 #include "store.h"
 
 struct trust_config {
@@ -25,7 +26,10 @@ struct trust_config {
   bool insecure;                  /* skip every check (warned about) */
   /* Where the highest accepted revision per store name is kept (may be
    * NULL: then there is no rollback protection across runs). */
-  struct disk_cache *state;
+  struct state_dir *state;
+  /* Where earlier versions kept it (read only, may be NULL): the disk
+   * cache, whose eviction could lose it. */
+  struct disk_cache *legacy;
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 

@@ -78,6 +78,8 @@ static struct {
   const char *default_export;   /* default-export= */
   char *cache_dir;              /* cache-dir= (NULL: none) */
   bool cache_dir_set;
+  char *state_dir;              /* state-dir= (NULL: none) */
+  bool state_dir_set;
   int64_t cache_max_size;       /* cache-max-size= */
   int64_t memory_cache_size;    /* memory-cache-size= */
   struct trust_key **all_keys;  /* every key loaded, freed at unload */
@@ -166,6 +168,7 @@ cloop_unload (void)
   free (state.dir);
   free (state.exports_file);
   free (state.cache_dir);
+  free (state.state_dir);
 }
 
 /* Parse an unsigned key with a range; -1 after an error naming it. */
@@ -430,6 +433,14 @@ cloop_config (const char *key, const char *value)
         (state.cache_dir = nbdkit_absolute_path (value)) == NULL)
       return -1;
   }
+  else if (strcmp (key, "state-dir") == 0) {
+    free (state.state_dir);
+    state.state_dir = NULL;
+    state.state_dir_set = true;
+    if (strcmp (value, "none") != 0 &&
+        (state.state_dir = nbdkit_absolute_path (value)) == NULL)
+      return -1;
+  }
   else if (strcmp (key, "cache-max-size") == 0) {
     state.cache_max_size = nbdkit_parse_size (value);
     if (state.cache_max_size == -1)
@@ -447,12 +458,12 @@ cloop_config (const char *key, const char *value)
   return 0;
 }
 
-/* The default disk cache: $XDG_CACHE_HOME/nbdkit-cloop, else
- * $HOME/.cache/nbdkit-cloop; NULL (no cache) if neither is set. */
+/* A default directory: $XDG_var/nbdkit-cloop, else
+ * $HOME/home_rel/nbdkit-cloop; NULL if neither variable is set. */
 static char *
-default_cache_dir (void)
+default_dir (const char *xdg_var, const char *home_rel)
 {
-  const char *xdg = getenv ("XDG_CACHE_HOME");
+  const char *xdg = getenv (xdg_var);
   const char *home = getenv ("HOME");
   char *dir = NULL;
 
@@ -461,7 +472,7 @@ default_cache_dir (void)
       dir = NULL;
   }
   else if (home && home[0] == '/') {
-    if (asprintf (&dir, "%s/.cache/nbdkit-cloop", home) == -1)
+    if (asprintf (&dir, "%s/%s/nbdkit-cloop", home, home_rel) == -1)
       dir = NULL;
   }
   return dir;
@@ -494,7 +505,8 @@ static int
 entry_settings (struct export_settings *s, const struct catalogue_entry *ce)
 {
   static const char *const process_keys[] = {
-    "cache-dir", "cache-max-size", "memory-cache-size", "dir", "exports",
+    "cache-dir", "cache-max-size", "memory-cache-size", "state-dir",
+    "dir", "exports",
     "default-export", "file", "url", NULL
   };
 
@@ -618,7 +630,9 @@ cloop_config_complete (void)
     return -1;
   }
   if (any_remote && !state.cache_dir_set)
-    state.cache_dir = default_cache_dir ();
+    state.cache_dir = default_dir ("XDG_CACHE_HOME", ".cache");
+  if (!state.state_dir_set)
+    state.state_dir = default_dir ("XDG_STATE_HOME", ".local/state");
   return 0;
 }
 
@@ -635,6 +649,8 @@ cloop_config_complete (void)
   "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
   "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
   "cache-max-size=<SIZE>     Bound of the disk cache (default 4G).\n" \
+  "state-dir=<DIR>|none      Store revisions accepted, never evicted\n" \
+  "                          (default $XDG_STATE_HOME/nbdkit-cloop).\n" \
   "revalidate=<SECS>         Trust a cached image identity this long\n" \
   "                          without asking the server (default 600).\n" \
   "connections=<N>           Parallel HTTP connections (default 8).\n" \
@@ -727,6 +743,7 @@ cloop_get_ready (void)
   struct cloop_err err = { 0 };
   struct registry_config rc = {
     .cache_dir = state.cache_dir, .cache_max_size = state.cache_max_size,
+    .state_dir = state.state_dir,
     .warn = warn_printf, .debug = debug_printf,
   };
   bool any_remote = false;

@@ -49,6 +49,9 @@ tmpdir=$(mktemp -d "${TMPDIR:-/tmp}/cloop-test.XXXXXX")
 # tests that do not name a cache-dir= out of the user's home.
 XDG_CACHE_HOME=$tmpdir/xdg-cache
 export XDG_CACHE_HOME
+# Likewise the default state directory (store revisions accepted).
+XDG_STATE_HOME=$tmpdir/xdg-state
+export XDG_STATE_HOME
 _cleanup_fns=""
 cleanup_fn ()
 {

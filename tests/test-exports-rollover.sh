@@ -83,7 +83,7 @@ run ()
     "$CLOOP_STORE" create -q -B 65536 -n demo -d "rev tamper-me" -r 1 \
         -k key.pem rev1.raw d/store || fail "cloop-store create failed"
     nbdkit_cloop -U - --run "/usr/bin/python3 client.py \$unixsocket store" \
-        "$PLUGIN" "$@" pubkey=key.pub revalidate=0 \
+        "$PLUGIN" "$@" pubkey=key.pub revalidate=0 state-dir="state-$mode" \
         2> "$mode.err" > "$mode.out" || {
         cat "$mode.out" "$mode.err"; fail "$mode: the clients failed"; }
     cat "$mode.out"

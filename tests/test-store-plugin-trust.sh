@@ -5,7 +5,7 @@
 # reason; each trusted one must serve the exact bytes.
 #   refused: unsigned index with pubkey=; the wrong key; an index byte
 #     changed after signing; expired (@1000, and --expires 2 once it has
-#     passed); rollback to a lower revision once a cache-dir accepted a
+#     passed); rollback to a lower revision once a state-dir accepted a
 #     higher one (file= and url=); the same revision with other bytes;
 #     a pinned hash that does not match (index-sha256= and #sha256=);
 #     neither pubkey= nor a pin.
@@ -148,10 +148,13 @@ publish "$E" -n expired --expires @1000 -k k1.pem
 refuses "expired (@1000)" 'expired' file="$E/index" pubkey=k1.pub
 serves "insecure=true, expired" file="$E/index" insecure=true
 grep -qi 'warning.*insecure' err.txt || fail "insecure=true: no warning"
-publish "$E" -n soon --expires 2 -k k1.pem
+# (20 s leaves a busy machine time to start nbdkit before the expiry.)
+publish "$E" -n soon --expires 20 -k k1.pem
+created=$(date +%s)
 serves "not yet expired" file="$E/index" pubkey=k1.pub
-sleep 3
-refuses "expired (--expires 2, 3 s later)" 'expired' \
+wait_s=$(( created + 21 - $(date +%s) ))
+[ "$wait_s" -le 0 ] || sleep "$wait_s"
+refuses "expired (--expires 20, 21 s later)" 'expired' \
     file="$E/index" pubkey=k1.pub
 
 # --- Rollback (file= with a cache-dir) ----------------------------------
@@ -181,8 +184,11 @@ publish "$R" -n other-name -r 5 -k k1.pem
 serves "another store name, low revision" file="$R/index" pubkey=k1.pub cache-dir="$C"
 
 # --- Over HTTP -----------------------------------------------------------
+# (A state directory of its own: the revisions accepted above are kept
+# apart from the caches, in the default state directory.)
 start_nginx "$www"
 HC=$tmpdir/cache-http
+XDG_STATE_HOME=$tmpdir/state-http
 serves "url= signed" url="$NGINX_URL/s/index" pubkey=k1.pub cache-dir="$HC"
 refuses "url= wrong key" 'not signed by a trusted key|does not verify' \
     url="$NGINX_URL/s/index" pubkey=k3.pub cache-dir="$HC"
@@ -222,9 +228,14 @@ refuses "url= revision 200 with other bytes" 'differs' \
 publish "$R" -n roll-http -r 201 -d ccc -k k1.pem
 serves "url= revision 201" url="$NGINX_URL/r/index" pubkey=k1.pub \
     cache-dir="$HC" revalidate=0
-# A fresh cache has no memory of 201: it accepts 199 (the protection is
-# per cache), which shows the refusals above came from the cache.
+# A fresh cache still refuses 199: the revisions accepted live in the
+# state directory, not in the cache.
 publish "$R" -n roll-http -r 199 -d dddd -k k1.pem
-serves "url= revision 199, fresh cache" url="$NGINX_URL/r/index" \
-    pubkey=k1.pub cache-dir="$tmpdir/cache-fresh"
+refuses "url= rollback to 199, fresh cache" 'rollback|older' \
+    url="$NGINX_URL/r/index" pubkey=k1.pub cache-dir="$tmpdir/cache-fresh"
+# A fresh state directory has no memory of 201: it accepts 199, which
+# shows the refusals above came from the state directory.
+serves "url= revision 199, fresh state-dir" url="$NGINX_URL/r/index" \
+    pubkey=k1.pub cache-dir="$tmpdir/cache-fresh" \
+    state-dir="$tmpdir/state-fresh"
 echo "$0: all cases passed"
