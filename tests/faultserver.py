@@ -3,7 +3,7 @@
 # single-range semantics and injectable faults, for the tests.
 #
 #   faultserver.py --root DIR --port-file FILE [--port N]
-#                  [--faults FILE] [--log FILE]
+#                  [--faults FILE] [--log FILE] [--seed N]
 #
 # Binds 127.0.0.1 only.  The chosen port is written to --port-file
 # (atomically) once the socket is listening.  SIGTERM/SIGINT exit 0.
@@ -34,6 +34,7 @@ import errno
 import json
 import os
 import posixpath
+import random
 import signal
 import socket
 import struct
@@ -47,7 +48,15 @@ FAULT_HELP = """\
 Fault line fields (all but "fault" optional):
   path    exact request path to match (query string removed, percent-
           decoded; the raw request target also matches); omitted = any
+  prefix  the request path must start with this (e.g. "/store/blocks/")
   method  "GET" or "HEAD" etc.; omitted = any
+  ranged  true: only requests with a Range header; false: only requests
+          without one (whole-file GETs, e.g. block-store block files);
+          omitted = both
+  probability  P in [0, 1]: an eligible request is faulted with
+          probability P (pseudo-random, --seed); omitted = 1.  A request
+          not faulted this way does not count towards "count" and may
+          be faulted by a later line
   after   N: the first N requests matching path/method are not faulted
   count   N: fault at most N requests, then the line is consumed
   fault   one of:
@@ -87,6 +96,10 @@ HEAD requests get the headers a GET would get (Range is ignored for
 HEAD, as RFC 9110 says); of the body faults, reset sends RST after the
 headers, truncate closes after them, long_body sends its extra bytes
 after them, and slow, corrupt and wrong_content_range do nothing.
+Whole-file GETs (no Range header, 200) get every fault too: status,
+reset, truncate, slow, delay, corrupt, long_body and change_etag act on
+the whole file's body; ignore_range changes nothing; wrong_content_range
+turns the reply into a 206 of a moved range of the file's length.
 Only the first eligible line fires on a request (one fault at most).
 Counters ("after", "count") are kept per line text and per faults file
 inode: every matching request advances the "after" counter of every
@@ -161,15 +174,16 @@ def etag_list(value):
 class FaultState:
     """Fault file reader and per-line counters."""
 
-    def __init__(self, path):
+    def __init__(self, path, seed=None):
         self.path = path
+        self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.key_ino = None
         self.seen = {}          # line text -> matching requests so far
         self.fired = {}         # line text -> times fired
         self.warned = set()
 
-    def select(self, method, path, raw_target):
+    def select(self, method, path, raw_target, ranged):
         if not self.path:
             return None
         try:
@@ -205,8 +219,14 @@ class FaultState:
                 p = spec.get("path")
                 if p is not None and p != path and p != raw_target:
                     continue
+                pre = spec.get("prefix")
+                if pre is not None and not path.startswith(pre):
+                    continue
                 m = spec.get("method")
                 if m is not None and m.upper() != method:
+                    continue
+                r = spec.get("ranged")
+                if r is not None and bool(r) != ranged:
                     continue
                 seen = self.seen.get(line, 0) + 1
                 self.seen[line] = seen
@@ -217,6 +237,9 @@ class FaultState:
                 count = spec.get("count")
                 fired = self.fired.get(line, 0)
                 if count is not None and fired >= int(count):
+                    continue
+                prob = float(spec.get("probability", 1))
+                if prob < 1 and self.rng.random() >= prob:
                     continue
                 self.fired[line] = fired + 1
                 chosen = spec
@@ -376,7 +399,8 @@ class Handler(BaseHTTPRequestHandler):
         kind = None
         err = None
         try:
-            fault = self.server.faults.select(method, path, self.path)
+            fault = self.server.faults.select(method, path, self.path,
+                                              rng_hdr is not None)
             kind = fault["fault"] if fault else None
             self.respond(path, rng_hdr, fault, kind)
         except ClientGone:
@@ -578,6 +602,8 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--faults")
     ap.add_argument("--log")
+    ap.add_argument("--seed", type=int,
+                    help="seed of the \"probability\" draws (default: random)")
     args = ap.parse_args()
 
     def on_signal(signum, frame):
@@ -586,7 +612,7 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
 
     srv = Server(("127.0.0.1", args.port), args.root,
-                 FaultState(args.faults), Logger(args.log))
+                 FaultState(args.faults, args.seed), Logger(args.log))
     port = srv.server_address[1]
     tmp = "%s.tmp.%d" % (args.port_file, os.getpid())
     with open(tmp, "w") as pf:
