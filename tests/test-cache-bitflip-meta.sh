@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nbdkit-cloop: flipped bits in the cached metadata of a remote image:
-# its header and index entries (obj/, read at every start) and its
-# identity blob (url/).  The entries the image's opening reads are
+# its header and index entries (metadata entries in url/, read at every
+# start) and its identity blob (url/ too).  The entries the image's opening reads are
 # found by opening it once on an empty cache (nbdinfo --size).  Then,
 # each case on a fresh copy of a complete warm cache, with the server
 # up (revalidate=0, so the identity is probed every time):
@@ -31,8 +31,10 @@ warm=$tmpdir/warm
 nbdkit_cloop -U - --run 'nbdinfo --size "$uri" > /dev/null' \
     "$PLUGIN" url="$NGINX_URL/img" cache-dir="$warm" 2> "$tmpdir/open.err" || {
     cat "$tmpdir/open.err"; fail "open failed"; }
-(cd "$warm" && find obj -type f ! -name '.tmp-*' | sort) > "$tmpdir/meta.list"
-(cd "$warm" && find url -type f ! -name '.tmp-*' | sort) > "$tmpdir/id.list"
+# All metadata lives in url/ (cache/diskcache.h): the identity blob
+# starts with its magic line; the rest are header and index bytes.
+meta_entries "$warm" meta > "$tmpdir/meta.list"
+meta_entries "$warm" identity > "$tmpdir/id.list"
 nmeta=$(wc -l < "$tmpdir/meta.list")
 [ "$nmeta" -ge 1 ] || fail "opening cached no header/index entry"
 [ "$(wc -l < "$tmpdir/id.list")" -eq 1 ] || fail "no single identity blob"

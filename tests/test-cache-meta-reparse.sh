@@ -19,12 +19,10 @@ warm=$tmpdir/warm
 nbdkit_cloop -U - --run 'nbdinfo --size "$uri" > /dev/null' \
     "$PLUGIN" url="$NGINX_URL/img" cache-dir="$warm" 2> "$tmpdir/open.err" || {
     cat "$tmpdir/open.err"; fail "open failed"; }
-(cd "$warm" && find obj -type f ! -name '.tmp-*') > "$tmpdir/meta.list"
-# Names are <offset>-<length>: the longest at offset 0 is the head;
-# the entry after it (offset 136 for V2.0) the index.
-head_e=$(grep '/0-[0-9]*$' "$tmpdir/meta.list" |
-         awk -F- '{print $NF, $0}' | sort -n | tail -n1 | cut -d' ' -f2-)
-index_e=$(grep -v '/0-[0-9]*$' "$tmpdir/meta.list" | head -n1)
+# The head is the longest metadata entry starting with the cloop
+# preamble; the index (8 bytes a block) is the one that does not.
+head_e=$(meta_entries "$warm" head)
+index_e=$(meta_entries "$warm" index)
 [ -n "$head_e" ] && [ -n "$index_e" ] ||
     fail "head or index entry not found: $(cat "$tmpdir/meta.list")"
 echo "head entry $head_e, index entry $index_e"

@@ -429,3 +429,30 @@ make_served_image ()
         fail "mkcloop $1 failed"
     pad_to_block "$tmpdir/in" 65536 "$tmpdir/expected"
 }
+
+# meta_entries CACHE-DIR KIND: the disk cache's metadata entries (url/,
+# relative to CACHE-DIR) of one remote image opened once, by KIND:
+# identity (the identity blob), meta (every header/index entry), head
+# (the longest one starting with "#!/bin/sh"), index (the longest other).
+meta_entries ()
+{
+    "$_ws_python" - "$1" "$2" <<'PY'
+import os, sys
+top, kind = sys.argv[1], sys.argv[2]
+ident, meta = [], []
+for name in sorted(os.listdir(os.path.join(top, "url"))):
+    if name.startswith("."):
+        continue
+    rel = "url/" + name
+    payload = open(os.path.join(top, rel), "rb").read()[64:]
+    (ident if payload.startswith(b"nbdkit-cloop identity") else meta).append(
+        (len(payload), payload.startswith(b"#!/bin/sh"), rel))
+if kind == "identity":
+    print("\n".join(r for _, _, r in ident))
+elif kind == "meta":
+    print("\n".join(r for _, _, r in meta))
+else:
+    pick = [m for m in meta if m[1] == (kind == "head")]
+    print(max(pick)[2] if pick else "")
+PY
+}
