@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "cloop.h"
 #include "diskcache.h"
 #include "hashlist.h"
@@ -68,7 +70,7 @@ struct meta_piece {
   size_t len;
   bool from_cache;              /* else fetched: commit it on success */
   struct meta_piece *next;
-  unsigned char data[];         /* len bytes (fetched pieces only) */
+  unsigned char data[];         /* len bytes */
 };
 
 struct meta_reader {
@@ -93,15 +95,14 @@ static int
 meta_remember (struct meta_reader *m, const void *buf, size_t len,
                uint64_t offset, bool from_cache, struct cloop_err *err)
 {
-  struct meta_piece *p = malloc (sizeof *p + (from_cache ? 0 : len));
+  struct meta_piece *p = malloc (sizeof *p + len);
 
   if (p == NULL)
     return cloop_err_set (err, ENOMEM, "out of memory");
   p->offset = offset;
   p->len = len;
   p->from_cache = from_cache;
-  if (!from_cache)
-    memcpy (p->data, buf, len);
+  memcpy (p->data, buf, len);
   p->next = m->pieces;
   m->pieces = p;
   return 0;
@@ -158,6 +159,58 @@ meta_drop_cached (struct meta_reader *m)
       any = true;
     }
   return any;
+}
+
+static int
+compare_pieces (const void *a, const void *b)
+{
+  const struct meta_piece *x = *(struct meta_piece *const *) a;
+  const struct meta_piece *y = *(struct meta_piece *const *) b;
+
+  if (x->offset != y->offset)
+    return x->offset < y->offset ? -1 : 1;
+  return x->len < y->len ? -1 : x->len > y->len;
+}
+
+/* The content identity of a remote cloop file: the hex SHA-256 of its
+ * size and of every header and index byte its parser read (offset,
+ * length and bytes of each read, in offset order).  The same file
+ * reached through two URLs has one identity, so its blocks are cached
+ * once; a file whose index changed gets another.  0, or -1 (ENOMEM:
+ * then the caller keeps the URL's identity). */
+static int
+meta_content_id (struct meta_reader *m, uint64_t size, char out[65])
+{
+  struct meta_piece **v;
+  size_t n = 0, k = 0;
+  unsigned char hash[32];
+  unsigned int hlen = 32;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
+
+  for (struct meta_piece *p = m->pieces; p; p = p->next)
+    n++;
+  v = malloc ((n ? n : 1) * sizeof *v);
+  if (v == NULL || ctx == NULL) {
+    free (v);
+    EVP_MD_CTX_free (ctx);
+    return -1;
+  }
+  for (struct meta_piece *p = m->pieces; p; p = p->next)
+    v[k++] = p;
+  qsort (v, n, sizeof *v, compare_pieces);
+  EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL);
+  EVP_DigestUpdate (ctx, "nbdkit-cloop content 1", 22);
+  EVP_DigestUpdate (ctx, &size, sizeof size);
+  for (k = 0; k < n; k++) {
+    uint64_t hdr[2] = { v[k]->offset, v[k]->len };
+    EVP_DigestUpdate (ctx, hdr, sizeof hdr);
+    EVP_DigestUpdate (ctx, v[k]->data, v[k]->len);
+  }
+  EVP_DigestFinal_ex (ctx, hash, &hlen);
+  EVP_MD_CTX_free (ctx);
+  free (v);
+  store_hex (out, hash);
+  return 0;
 }
 
 static void
@@ -638,7 +691,10 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     .opaque = &m, .size = source_size (src), .pread = meta_pread,
   };
   map = read_map (cfg, src, dc, &m, &br, name, rcfg.object_id, err);
-  if (map == NULL && m.dc && meta_drop_cached (&m)) {
+  /* Only a cached copy that does not parse (EINVAL) is suspect; an
+   * index that parsed but is not trusted (EACCES: expired, rolled
+   * back) or a failed fetch (EIO) says nothing against the cache. */
+  if (map == NULL && m.dc && err->errnum == EINVAL && meta_drop_cached (&m)) {
     if (cfg->warn)
       cfg->warn ("%s: the cached header and index do not parse (%s); "
                  "dropped them, fetching them again", name, err->msg);
@@ -649,6 +705,10 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   }
   if (map && m.dc)
     meta_commit (&m);
+  /* Blocks of a remote cloop file are cached under its content, not
+   * its URL (a store's are named by their hashes anyway). */
+  if (map && m.dc && !map->objects_by_hash)
+    meta_content_id (&m, source_size (src), rcfg.object_id);
   meta_forget (&m);
   if (map == NULL)
     goto fail_prefix;
