@@ -22,7 +22,9 @@
 /* Hard limits on values read from untrusted input. */
 #define BLOCK_SIZE_MAX       (64u * 1024 * 1024)  /* as qemu */
 #define BLOCK_SIZE_ALIGN     512u
-#define NUM_BLOCKS_MAX       (UINT64_C (1) << 32) /* index <= 32 GiB */
+/* 2^24 blocks: 1 TiB at 64 KiB blocks, a 128 MiB index, a 256 MiB map;
+ * a hostile server cannot make an open allocate much more. */
+#define NUM_BLOCKS_MAX       (UINT64_C (1) << 24)
 
 /* Block codecs.  Values are ours, not any format's on-disk codes. */
 enum block_codec {

@@ -211,11 +211,11 @@ test_malformed (void)
   FIELD (store_be64, 40, (uint64_t) (N - 1) * BS, "does not match");
   b = variant (good, len);
   store_be32 (b + 24, 512);
-  store_be64 (b + 32, UINT64_C (1) << 32);
-  store_be64 (b + 40, (UINT64_C (1) << 32) * 512);
+  store_be64 (b + 32, NUM_BLOCKS_MAX);
+  store_be64 (b + 40, NUM_BLOCKS_MAX * 512);
   REFUSED (b, len, "cannot hold");              /* huge n, short bytes */
-  store_be64 (b + 32, (UINT64_C (1) << 32) + 1);
-  store_be64 (b + 40, ((UINT64_C (1) << 32) + 1) * 512);
+  store_be64 (b + 32, NUM_BLOCKS_MAX + 1);
+  store_be64 (b + 40, (NUM_BLOCKS_MAX + 1) * 512);
   REFUSED (b, len, "block");                    /* n over NUM_BLOCKS_MAX */
   store_be64 (b + 32, UINT64_MAX);
   store_be64 (b + 40, UINT64_MAX);

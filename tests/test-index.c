@@ -590,24 +590,24 @@ test_hostile_geometry (void)
   /* qemu iotest 075: a huge block count in a tiny file. */
   img = make_table ("V2.0", 512, 1, one, NULL, 8, false);
   store_be32 (img.buf + 0x84, 0xFFFFFFF0);
-  expect_error ("num_blocks 0xFFFFFFF0", &img, "outside the file");
+  expect_error ("num_blocks 0xFFFFFFF0", &img, "too many blocks");
   image_free (&img);
 
   img = make_header_last ("V4.0", 512, 1, one, NULL);
   store_be32 (img.buf + img.len - 4, 0xFFFFFFF0);
-  expect_error ("V4 footer, num_blocks 0xFFFFFFF0", &img, "outside the file");
+  expect_error ("V4 footer, num_blocks 0xFFFFFFF0", &img, "too many blocks");
   image_free (&img);
 
   img = make_slitaz (512, 1, one);
   store_be32 (img.buf + img.len - 4, 0xFFFFFFF0);
-  expect_error ("SliTaz, num_blocks 0xFFFFFFF0", &img, "outside the file");
+  expect_error ("SliTaz, num_blocks 0xFFFFFFF0", &img, "too many blocks");
   image_free (&img);
 
   /* The largest geometry a header can state (2^32-1 blocks of 64 MiB,
    * 2^58 bytes) fits in int64; it fails on the index, unallocated. */
   img = make_table ("V2.0", 64u << 20, 1, one, NULL, 8, false);
   store_be32 (img.buf + 0x84, 0xFFFFFFFF);
-  expect_error ("2^32-1 blocks of 64 MiB", &img, "outside the file");
+  expect_error ("2^32-1 blocks of 64 MiB", &img, "too many blocks");
   image_free (&img);
 }
 
@@ -780,9 +780,7 @@ test_probe_and_blockmap (void)
 
   map = block_map_new (NUM_BLOCKS_MAX + 1, 512, &err);
   CHECK (map == NULL && err.errnum == EINVAL);
-  map = block_map_new (NUM_BLOCKS_MAX, UINT32_MAX - 511, &err);
-  CHECK (map == NULL && strstr (err.msg, "overflows") != NULL);
-  printf ("  block_map_new overflow: %s\n", err.msg);
+  printf ("  block_map_new over the limit: %s\n", err.msg);
   map = block_map_new (3, 4096, &err);
   CHECK (map != NULL);
   if (map) {

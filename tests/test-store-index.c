@@ -429,9 +429,9 @@ test_huge_counts (void)
   store_be64 (r.buf + O_SIZE, (UINT64_C (1) << 40) * 512);
   store_be64 (r.buf + O_N, UINT64_C (1) << 40);
   expect_reject (r.buf, r.len, "too many blocks");
-  /* n = 2^32 (the format's limit) is over the index size limit. */
-  store_be64 (r.buf + O_SIZE, (UINT64_C (1) << 32) * 512);
-  store_be64 (r.buf + O_N, UINT64_C (1) << 32);
+  /* n = NUM_BLOCKS_MAX is over the index size limit. */
+  store_be64 (r.buf + O_SIZE, NUM_BLOCKS_MAX * 512);
+  store_be64 (r.buf + O_N, NUM_BLOCKS_MAX);
   expect_reject (r.buf, r.len, "exceeds the limit");
   /* A count within the index limit but a buffer that is too short. */
   store_be64 (r.buf + O_SIZE, 1000000 * UINT64_C (512));
