@@ -717,6 +717,16 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     block_map_free (map);
     goto fail;
   }
+  /* A pin of a store index on a cloop file would check nothing: say so
+   * rather than let the user believe the file is verified. */
+  if (cfg->have_pinned && !map->objects_by_hash) {
+    cloop_err_set (err, EINVAL, "index-sha256= (or #sha256= on url=) pins "
+                   "a block store's index, and this is a cloop file (%s): "
+                   "to verify its blocks, give block-hashes= with "
+                   "block-hashes-sha256= or pubkey=", map->dialect);
+    block_map_free (map);
+    goto fail_prefix;
+  }
 
   /* Blocks of local images are not copied into the disk cache. */
   rcfg.disk_cache = cfg->file ? NULL : dc;

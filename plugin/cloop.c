@@ -779,6 +779,15 @@ cloop_get_ready (void)
         (rev = export_acquire (e, &err)) == NULL)
       return report (&err);
     map = reader_map (revision_reader (rev));
+    if (state.defaults.nkeys > 0 && !map->objects_by_hash &&
+        state.defaults.block_hashes == NULL) {
+      revision_release (rev);
+      nbdkit_error ("pubkey= checks block-store indexes and block-hash "
+                    "lists, and %s is a cloop file (%s) given without "
+                    "block-hashes=: the key would verify nothing",
+                    registry_name (state.registry, 0), map->dialect);
+      return -1;
+    }
     if (cloop_debug_map)
       dump_map (registry_name (state.registry, 0), map);
     nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s%s",

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# nbdkit-cloop: parameters that would do nothing, or contradict each
+# other, stop nbdkit with an error saying so, instead of being ignored:
+# pubkey= or index-sha256= on a plain cloop file (they verify stores and
+# block-hash lists only); the image given twice; file= with dir=.  And a
+# URL given as the bare first parameter is taken as url=.
+
+. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "$srcdir/web-servers.sh"
+
+requires_plugin_tools
+: "${CLOOP_STORE:=$builddir/../cloop-store}"
+requires test -x "$CLOOP_STORE"
+
+cd "$tmpdir"
+make_sample in.raw 300001
+pad_to_block in.raw 65536 exp
+"$MKCLOOP" -d v2 -B 65536 in.raw img || fail "mkcloop failed"
+"$CLOOP_STORE" keygen k.pem k.pub >/dev/null || fail "keygen failed"
+pin=$(printf '0%.0s' $(seq 64))
+
+# refused REGEX ARGS...: nbdkit must not start, and must say REGEX.
+refused ()
+{
+    re=$1
+    shift
+    if nbdkit_cloop -U - --run true "$PLUGIN" "$@" 2> err; then
+        fail "accepted: $*"
+    fi
+    grep -Eq -- "$re" err || { cat err; fail "$*: the error does not say /$re/"; }
+    echo "ok: refused: $* ($(head -1 err))"
+}
+
+refused 'pubkey=.*cloop file.*block-hashes' img pubkey=k.pub
+refused 'index-sha256=.*cloop file.*block-hashes' img index-sha256=$pin
+refused 'given twice|already given' img file=img
+refused 'exactly one of' img dir=.
+
+mkdir www
+cp img www/img
+start_nginx "$tmpdir/www"
+nbdkit_cloop -U - --run 'nbdcopy "$uri" out' "$PLUGIN" "$NGINX_URL/img" \
+    cache-dir=none 2> url.err || { cat url.err; fail "a bare URL was not taken as url="; }
+cmp out exp || fail "bare URL: wrong bytes"
+refused '#sha256=.*cloop file' "$NGINX_URL/img#sha256=$pin" cache-dir=none
+echo "$0: ok"
