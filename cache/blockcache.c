@@ -21,9 +21,11 @@
  *   huge pages, so that filling a cold cache costs one page fault per
  *   2 MiB instead of one per 4 KiB (faults are the dearest part of a
  *   cold read on a virtual machine).  Entries beyond the arena, needed
- *   only while pins exceed max_bytes, are malloc'd with their data;
- *   once the pins are gone, an evicted malloc'd entry is freed in
- *   favour of a free arena slot.  Freed arena slots go on a free list.  When a claim arrives and the
+ *   only while pins exceed max_bytes, are mapped one by one with their
+ *   data (page_alloc, not malloc: see overflow_len) and unmapped when
+ *   freed; once the pins are gone, an evicted overflow entry is freed
+ *   in favour of a free arena slot.  Freed arena slots go on a free
+ *   list.  When a claim arrives and the
  *   data held would exceed max_bytes once this block joins it, the
  *   least recently used entry is evicted right away and its slot is
  *   reused for the new block.  So the steady state (a full cache that
@@ -63,6 +65,7 @@
 #include <time.h>
 
 #include "blockcache.h"
+#include "pagemem.h"
 
 enum entry_state {
   ENTRY_FILLING,                /* claimed, filler holds a pin */
@@ -117,7 +120,7 @@ struct block_cache {
 
 /* Reserve the arena for max_bytes / block_size slots.  Without it
  * (mmap refused, or a cache too small for one block) every entry is
- * malloc'd: slower to fill, same behaviour. */
+ * an overflow entry: slower to fill, same behaviour. */
 static void
 arena_init (struct block_cache *c)
 {
@@ -152,6 +155,18 @@ arena_init (struct block_cache *c)
   c->arena_slots = slots;
 }
 
+/* Bytes of an entry beyond the arena: header and data in one mapping
+ * of its own, returned to the system when the entry is freed.  Through
+ * malloc, these would pile up in glibc's per-thread arenas, or (blocks
+ * of 128 KiB and more) raise its mmap threshold when freed, moving
+ * every smaller allocation of the process into those arenas (see
+ * pagemem.h). */
+static size_t
+overflow_len (const struct block_cache *c)
+{
+  return sizeof (struct entry) + c->block_size;
+}
+
 /* A new entry with its data buffer, or NULL on ENOMEM. */
 static struct entry *
 entry_alloc (struct block_cache *c)
@@ -168,7 +183,7 @@ entry_alloc (struct block_cache *c)
     c->arena_used++;
     return e;
   }
-  e = malloc (sizeof *e + c->block_size);
+  e = page_alloc (overflow_len (c));
   if (e != NULL)
     e->data = (unsigned char *) (e + 1);
   return e;
@@ -180,7 +195,7 @@ in_arena (const struct block_cache *c, const struct entry *e)
   return c->hdrs != NULL && e >= c->hdrs && e < c->hdrs + c->arena_slots;
 }
 
-/* An evicted entry to reuse for a new block: a malloc'd one is traded
+/* An evicted entry to reuse for a new block: an overflow one is traded
  * for a free arena slot if there is one, so that memory returns to the
  * arena once a burst of pins is over. */
 static struct entry *
@@ -188,7 +203,7 @@ entry_recycle (struct block_cache *c, struct entry *e)
 {
   if (in_arena (c, e) || c->free_slots == NULL)
     return e;
-  free (e);
+  page_free (e, overflow_len (c));
   return entry_alloc (c);
 }
 
@@ -200,7 +215,7 @@ entry_free (struct block_cache *c, struct entry *e)
     c->free_slots = e;
   }
   else
-    free (e);
+    page_free (e, overflow_len (c));
 }
 
 /* ---- hash table ---------------------------------------------------- */
