@@ -22,16 +22,17 @@
  *   2 MiB instead of one per 4 KiB (faults are the dearest part of a
  *   cold read on a virtual machine).  Entries beyond the arena, needed
  *   only while pins exceed max_bytes, are mapped one by one with their
- *   data (page_alloc, not malloc: see overflow_len) and unmapped when
- *   freed; once the pins are gone, an evicted overflow entry is freed
- *   in favour of a free arena slot.  Freed arena slots go on a free
- *   list.  When a claim arrives and the
+ *   data (page_alloc, not malloc: see overflow_len); freed ones are
+ *   kept for reuse up to min (max_bytes, SPARE_MAX_BYTES) and unmapped
+ *   beyond that; once the pins are gone, an evicted overflow entry is
+ *   freed in favour of a free arena slot.  Freed arena slots go on a
+ *   free list.  When a claim arrives and the
  *   data held would exceed max_bytes once this block joins it, the
  *   least recently used entry is evicted right away and its slot is
  *   reused for the new block.  So the steady state (a full cache that
  *   keeps missing) allocates nothing, and memory never exceeds
  *   max_bytes (rounded up to a huge page) + (pinned entries beyond it)
- *   * block_size.
+ *   * block_size + min (max_bytes, SPARE_MAX_BYTES) of idle spares.
  *
  * - Locking: one mutex guards everything.  Waiters share a single
  *   condition variable and publish broadcasts on it.  Waiting only
@@ -86,6 +87,10 @@ struct entry {
 /* Transparent huge page size the arena is aligned to. */
 #define HUGE_PAGE (2 * 1024 * 1024)
 
+/* Idle overflow entries kept for reuse: at most this many bytes, and
+ * no more than max_bytes. */
+#define SPARE_MAX_BYTES (16 * 1024 * 1024)
+
 #define MIN_BUCKET_BITS 4
 #define MAX_BUCKET_BITS 40
 
@@ -112,6 +117,13 @@ struct block_cache {
   struct entry *hdrs;
   size_t arena_slots, arena_used;
   struct entry *free_slots;
+
+  /* Idle overflow entries (beyond the arena), chained through
+   * hash_next, kept for reuse up to spare_max: while reads keep more
+   * pinned than max_bytes, blocks come and go at the rate of decoding,
+   * and a fresh mapping for each would cost a page fault per 4 KiB. */
+  struct entry *spare;
+  size_t nr_spare, spare_max;
 
   uint64_t hits, misses, waits, evictions, fill_failures;
 };
@@ -183,6 +195,11 @@ entry_alloc (struct block_cache *c)
     c->arena_used++;
     return e;
   }
+  if ((e = c->spare) != NULL) {
+    c->spare = e->hash_next;
+    c->nr_spare--;
+    return e;
+  }
   e = page_alloc (overflow_len (c));
   if (e != NULL)
     e->data = (unsigned char *) (e + 1);
@@ -213,6 +230,11 @@ entry_free (struct block_cache *c, struct entry *e)
   if (in_arena (c, e)) {
     e->hash_next = c->free_slots;
     c->free_slots = e;
+  }
+  else if (c->nr_spare < c->spare_max) {
+    e->hash_next = c->spare;
+    c->spare = e;
+    c->nr_spare++;
   }
   else
     page_free (e, overflow_len (c));
@@ -440,6 +462,8 @@ block_cache_new (uint32_t block_size, uint64_t max_bytes,
   }
   c->block_size = block_size;
   c->max_bytes = max_bytes;
+  c->spare_max = (max_bytes < SPARE_MAX_BYTES ? max_bytes : SPARE_MAX_BYTES)
+                 / block_size;
   arena_init (c);
   pthread_mutex_init (&c->lock, NULL);
   {
@@ -467,6 +491,11 @@ block_cache_free (struct block_cache *c)
       next = e->hash_next;
       entry_free (c, e);
     }
+  }
+  while (c->spare != NULL) {
+    struct entry *e = c->spare;
+    c->spare = e->hash_next;
+    page_free (e, overflow_len (c));
   }
   free (c->buckets);
   if (c->arena_len)
