@@ -10,6 +10,9 @@
 #   --max BYTES      largest read (2 MiB)
 #   --align BYTES    offsets and sizes are multiples of this (512)
 #   --seed N         base seed; connection i uses seed + i (1)
+#   --reconnect N    each connection closes and reopens after every N
+#                    reads (0: never), so that the server's threads
+#                    for it come and go
 #
 # Each connection does its reads one after another: size uniform in
 # [min, max], offset uniform over the export, both multiples of align.
@@ -34,7 +37,11 @@ def worker(uri, ref_fd, size, args, i, result):
     first_error = None
     try:
         h.connect_uri(uri)
-        for _ in range(args.reads):
+        for k in range(args.reads):
+            if args.reconnect and k and k % args.reconnect == 0:
+                h.shutdown()
+                h = nbd.NBD()
+                h.connect_uri(uri)
             n = rng.randrange(args.min // args.align,
                               args.max // args.align + 1) * args.align
             n = min(n, size)
@@ -67,8 +74,10 @@ def main():
     p.add_argument("--max", type=int, default=2 * 1024 * 1024)
     p.add_argument("--align", type=int, default=512)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--reconnect", type=int, default=0)
     args = p.parse_args()
     if (args.connections < 1 or args.reads < 1 or args.align < 1 or
+            args.reconnect < 0 or
             args.min < args.align or args.max < args.min or
             args.min % args.align or args.max % args.align):
         p.error("need connections, reads >= 1 and align <= min <= max, "
