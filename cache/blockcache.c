@@ -21,15 +21,18 @@
  *   huge pages, so that filling a cold cache costs one page fault per
  *   2 MiB instead of one per 4 KiB (faults are the dearest part of a
  *   cold read on a virtual machine).  Entries beyond the arena, needed
- *   only while pins exceed max_bytes, are malloc'd with their data;
- *   once the pins are gone, an evicted malloc'd entry is freed in
- *   favour of a free arena slot.  Freed arena slots go on a free list.  When a claim arrives and the
+ *   only while pins exceed max_bytes, are mapped one by one with their
+ *   data (page_alloc, not malloc: see overflow_len); freed ones are
+ *   kept for reuse up to min (max_bytes, SPARE_MAX_BYTES) and unmapped
+ *   beyond that; once the pins are gone, an evicted overflow entry is
+ *   freed in favour of a free arena slot.  Freed arena slots go on a
+ *   free list.  When a claim arrives and the
  *   data held would exceed max_bytes once this block joins it, the
  *   least recently used entry is evicted right away and its slot is
  *   reused for the new block.  So the steady state (a full cache that
  *   keeps missing) allocates nothing, and memory never exceeds
  *   max_bytes (rounded up to a huge page) + (pinned entries beyond it)
- *   * block_size.
+ *   * block_size + min (max_bytes, SPARE_MAX_BYTES) of idle spares.
  *
  * - Locking: one mutex guards everything.  Waiters share a single
  *   condition variable and publish broadcasts on it.  Waiting only
@@ -63,6 +66,7 @@
 #include <time.h>
 
 #include "blockcache.h"
+#include "pagemem.h"
 
 enum entry_state {
   ENTRY_FILLING,                /* claimed, filler holds a pin */
@@ -82,6 +86,10 @@ struct entry {
 
 /* Transparent huge page size the arena is aligned to. */
 #define HUGE_PAGE (2 * 1024 * 1024)
+
+/* Idle overflow entries kept for reuse: at most this many bytes, and
+ * no more than max_bytes. */
+#define SPARE_MAX_BYTES (16 * 1024 * 1024)
 
 #define MIN_BUCKET_BITS 4
 #define MAX_BUCKET_BITS 40
@@ -110,6 +118,13 @@ struct block_cache {
   size_t arena_slots, arena_used;
   struct entry *free_slots;
 
+  /* Idle overflow entries (beyond the arena), chained through
+   * hash_next, kept for reuse up to spare_max: while reads keep more
+   * pinned than max_bytes, blocks come and go at the rate of decoding,
+   * and a fresh mapping for each would cost a page fault per 4 KiB. */
+  struct entry *spare;
+  size_t nr_spare, spare_max;
+
   uint64_t hits, misses, waits, evictions, fill_failures;
 };
 
@@ -117,7 +132,7 @@ struct block_cache {
 
 /* Reserve the arena for max_bytes / block_size slots.  Without it
  * (mmap refused, or a cache too small for one block) every entry is
- * malloc'd: slower to fill, same behaviour. */
+ * an overflow entry: slower to fill, same behaviour. */
 static void
 arena_init (struct block_cache *c)
 {
@@ -152,6 +167,18 @@ arena_init (struct block_cache *c)
   c->arena_slots = slots;
 }
 
+/* Bytes of an entry beyond the arena: header and data in one mapping
+ * of its own, returned to the system when the entry is freed.  Through
+ * malloc, these would pile up in glibc's per-thread arenas, or (blocks
+ * of 128 KiB and more) raise its mmap threshold when freed, moving
+ * every smaller allocation of the process into those arenas (see
+ * pagemem.h). */
+static size_t
+overflow_len (const struct block_cache *c)
+{
+  return sizeof (struct entry) + c->block_size;
+}
+
 /* A new entry with its data buffer, or NULL on ENOMEM. */
 static struct entry *
 entry_alloc (struct block_cache *c)
@@ -168,7 +195,12 @@ entry_alloc (struct block_cache *c)
     c->arena_used++;
     return e;
   }
-  e = malloc (sizeof *e + c->block_size);
+  if ((e = c->spare) != NULL) {
+    c->spare = e->hash_next;
+    c->nr_spare--;
+    return e;
+  }
+  e = page_alloc (overflow_len (c));
   if (e != NULL)
     e->data = (unsigned char *) (e + 1);
   return e;
@@ -180,7 +212,7 @@ in_arena (const struct block_cache *c, const struct entry *e)
   return c->hdrs != NULL && e >= c->hdrs && e < c->hdrs + c->arena_slots;
 }
 
-/* An evicted entry to reuse for a new block: a malloc'd one is traded
+/* An evicted entry to reuse for a new block: an overflow one is traded
  * for a free arena slot if there is one, so that memory returns to the
  * arena once a burst of pins is over. */
 static struct entry *
@@ -188,7 +220,7 @@ entry_recycle (struct block_cache *c, struct entry *e)
 {
   if (in_arena (c, e) || c->free_slots == NULL)
     return e;
-  free (e);
+  page_free (e, overflow_len (c));
   return entry_alloc (c);
 }
 
@@ -199,8 +231,13 @@ entry_free (struct block_cache *c, struct entry *e)
     e->hash_next = c->free_slots;
     c->free_slots = e;
   }
+  else if (c->nr_spare < c->spare_max) {
+    e->hash_next = c->spare;
+    c->spare = e;
+    c->nr_spare++;
+  }
   else
-    free (e);
+    page_free (e, overflow_len (c));
 }
 
 /* ---- hash table ---------------------------------------------------- */
@@ -425,6 +462,8 @@ block_cache_new (uint32_t block_size, uint64_t max_bytes,
   }
   c->block_size = block_size;
   c->max_bytes = max_bytes;
+  c->spare_max = (max_bytes < SPARE_MAX_BYTES ? max_bytes : SPARE_MAX_BYTES)
+                 / block_size;
   arena_init (c);
   pthread_mutex_init (&c->lock, NULL);
   {
@@ -452,6 +491,11 @@ block_cache_free (struct block_cache *c)
       next = e->hash_next;
       entry_free (c, e);
     }
+  }
+  while (c->spare != NULL) {
+    struct entry *e = c->spare;
+    c->spare = e->hash_next;
+    page_free (e, overflow_len (c));
   }
   free (c->buckets);
   if (c->arena_len)

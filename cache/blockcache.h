@@ -12,7 +12,9 @@
  * The cache holds at most max_bytes of decoded data in all, pinned and
  * in-flight entries included: unpinned entries are evicted to make
  * room for them.  Only when pinned entries alone exceed max_bytes
- * does it hold more (bounded by the requests in flight).  Memory for
+ * does it hold more (bounded by the requests in flight): such entries
+ * are mapped for themselves and unmapped when evicted, except for up
+ * to min (max_bytes, 16 MiB) kept idle for reuse.  Memory for
  * max_bytes is reserved at creation (address space only) and backed by
  * transparent huge pages where the kernel allows.  All functions are thread-safe.  cache/ knows
  * nothing of nbdkit.

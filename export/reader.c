@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 
 #include "decode.h"
+#include "pagemem.h"
 #include "reader.h"
 #include "store.h"
 
@@ -85,6 +86,9 @@ struct slot {
   bool pinned;
 };
 
+/* A scratch buffer's memory comes from page_alloc, not malloc: an
+ * oversized one is freed after its request, and freeing a large
+ * malloc'd chunk would move glibc's mmap threshold (see pagemem.h). */
 struct scratch {
   unsigned char *buf;
   size_t cap;
@@ -94,7 +98,7 @@ static void
 free_scratch (struct scratch *sc)
 {
   if (sc) {
-    free (sc->buf);
+    page_free (sc->buf, sc->cap);
     free (sc);
   }
 }
@@ -104,8 +108,8 @@ free_scratch (struct scratch *sc)
 #define SCRATCH_MAX (1024 * 1024)
 
 /* A scratch buffer of at least len bytes: the most recently returned
- * spare, grown if needed, or a new one.  NULL on ENOMEM.  Give it back
- * with put_scratch. */
+ * spare, grown if needed (its contents are not kept), or a new one.
+ * NULL on ENOMEM.  Give it back with put_scratch. */
 static struct scratch *
 get_scratch (struct reader *r, size_t len)
 {
@@ -120,13 +124,13 @@ get_scratch (struct reader *r, size_t len)
     return NULL;
   if (sc->cap < len) {
     size_t cap = len < 256 * 1024 ? 256 * 1024 : len;
-    unsigned char *b = realloc (sc->buf, cap);
-    if (b == NULL) {
+    page_free (sc->buf, sc->cap);
+    sc->buf = page_alloc (cap);
+    sc->cap = sc->buf ? cap : 0;
+    if (sc->buf == NULL) {
       free_scratch (sc);
       return NULL;
     }
-    sc->buf = b;
-    sc->cap = cap;
   }
   return sc;
 }

@@ -337,6 +337,19 @@ export_acquire (struct export *e, struct cloop_err *err)
   return rev;
 }
 
+struct revision *
+export_acquire_if_open (struct export *e)
+{
+  struct revision *rev;
+
+  pthread_mutex_lock (&e->lock);
+  rev = e->current;
+  if (rev)
+    rev->refs++;
+  pthread_mutex_unlock (&e->lock);
+  return rev;
+}
+
 void
 revision_release (struct revision *rev)
 {

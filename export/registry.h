@@ -88,6 +88,10 @@ int registry_start (struct registry *reg, struct cloop_err *err);
  * NULL with err set if the export cannot be opened. */
 struct revision *export_acquire (struct export *e, struct cloop_err *err);
 
+/* A reference to the export's current revision if it is open, else
+ * NULL (never opens it, never checks for a newer revision). */
+struct revision *export_acquire_if_open (struct export *e);
+
 /* Drop a reference from export_acquire.  The last one frees a revision
  * that is no longer current. */
 void revision_release (struct revision *rev);

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -133,9 +134,31 @@ warn_printf (const char *fmt, ...)
   nbdkit_error ("warning: %s", buf);
 }
 
+/* Pin glibc's mmap threshold at its default, 128 KiB, unless the user
+ * chose one (MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES).  Left dynamic,
+ * glibc raises it to the size of every mmap'd chunk freed; nbdkit frees
+ * its per-thread request buffers (as large as the largest request,
+ * e.g. 2 MiB) when a connection ends, and from then on the buffers of
+ * every other thread grow inside glibc's per-thread arenas among our
+ * small per-request allocations, where the holes are never returned:
+ * with 16 connections coming and going, 30-80 MiB more than with the
+ * threshold pinned.  The plugin's own large transient buffers bypass
+ * malloc (common/pagemem.h); nbdkit's are reused, so pinning costs no
+ * extra mapping per request. */
+static void
+pin_mmap_threshold (void)
+{
+  const char *t = getenv ("GLIBC_TUNABLES");
+
+  if (getenv ("MALLOC_MMAP_THRESHOLD_") == NULL &&
+      (t == NULL || strstr (t, "mmap_threshold") == NULL))
+    mallopt (M_MMAP_THRESHOLD, 128 * 1024);
+}
+
 static void
 cloop_load (void)
 {
+  pin_mmap_threshold ();
   http_config_defaults (&state.defaults.http);
 }
 
@@ -153,6 +176,18 @@ free_settings (struct export_settings *s)
 static void
 cloop_unload (void)
 {
+  /* Counters again at exit: nbdkit may exit before a last
+   * connection's close runs. */
+  for (size_t i = 0; state.registry && i < registry_count (state.registry);
+       i++) {
+    const char *name = registry_name (state.registry, i);
+    struct revision *rev =
+      export_acquire_if_open (registry_find (state.registry, name));
+    if (rev) {
+      log_stats (revision_reader (rev));
+      revision_release (rev);
+    }
+  }
   registry_free (state.registry);
   http_global_cleanup ();
   if (!state.single) {

@@ -111,3 +111,131 @@ own_cpu_s ()
         { tot += s($1) + s($2) }
         END { printf "%.2f\n", tot }' "$1")
 }
+
+# The benchmark image, shared by the bench-* scripts that source this:
+# an ext4 of a deterministic sample of this machine's /usr, compressed
+# by create_compressed_fs.  The same names and recipe as bench-local's
+# own copy, so every benchmark measures (and reuses) the same files.
+
+# bench_stage_usr DIR BUDGET: copy a deterministic (path-hash ordered)
+# sample of /usr files into DIR, at most BUDGET bytes counted in 4 KiB
+# blocks (files and directories); prints "ENTRIES BYTES".
+bench_stage_usr ()
+{
+    /usr/bin/python3 - "$1" "$2" <<'PY'
+import hashlib, os, stat, sys
+dest, budget = sys.argv[1], int(sys.argv[2])
+roots = ["/usr/bin", "/usr/sbin", "/usr/lib", "/usr/libexec",
+         "/usr/share", "/usr/include"]
+files = []
+for root in roots:
+    for d, dirs, names in os.walk(root):
+        dirs.sort()
+        for n in names:
+            p = os.path.join(d, n)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_size <= budget // 8:
+                files.append((hashlib.sha1(p.encode("utf-8", "surrogateescape")).digest(),
+                              p, st.st_size, st.st_mode))
+files.sort()
+blk = lambda n: (n + 4095) // 4096 * 4096
+used, entries, made = 0, 0, set()
+for _, p, size, mode in files:
+    if budget - used < 65536:
+        break
+    rel = os.path.relpath(p, "/")
+    newdirs = []
+    d = os.path.dirname(rel)
+    while d and d not in made:
+        newdirs.append(d)
+        d = os.path.dirname(d)
+    cost = blk(size) + 4096 * len(newdirs)
+    if used + cost > budget:
+        continue
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError:
+        continue
+    for nd in reversed(newdirs):
+        os.makedirs(os.path.join(dest, nd), exist_ok=True)
+        made.add(nd)
+    out = os.path.join(dest, rel)
+    with open(out, "wb") as f:
+        f.write(data)
+    os.chmod(out, stat.S_IMODE(mode))
+    used += cost
+    entries += 1 + len(newdirs)
+print(entries, used)
+PY
+}
+
+# bench_make_image RAW SIZE_MB LOGDIR: build RAW (SIZE_MB MiB, dense)
+# unless it exists.  Staging happens in RAW.staging (removed after).
+# Exits the script on failure.
+bench_make_image ()
+{
+    local raw=$1 size_mb=$2 logdir=$3 stage=$1.staging
+    local frac=80 res entries bytes inodes t0 t1 tries
+    [ -s "$raw" ] && return 0
+    echo "# building $raw (${size_mb} MiB ext4 of /usr content, once)..."
+    t0=$(now)
+    # Leave room for ext4's own metadata; if the data still does not
+    # fit, retry with less.
+    for tries in 1 2 3 4; do
+        rm -rf "$stage"
+        mkdir -p "$stage"
+        res=$(bench_stage_usr "$stage" $((size_mb * 1048576 * frac / 100)))
+        read -r entries bytes <<<"$res"
+        # mkfs.ext4 -d into a nearly full image needs an explicit inode count.
+        inodes=$((entries + entries / 4 + 1024))
+        rm -f "$raw.tmp"
+        truncate -s "${size_mb}M" "$raw.tmp"
+        if mkfs.ext4 -q -F -b 4096 -m 0 -N "$inodes" -L bench-usr \
+                -U c1005e7e-bead-4a11-8b1d-00000000be4c \
+                -E root_owner=0:0,hash_seed=c1005e7e-bead-4a11-8b1d-00000000be4c \
+                -d "$stage" "$raw.tmp" >"$logdir/mkfs.log" 2>&1; then
+            break
+        fi
+        echo "# mkfs.ext4 did not fit ${bytes} bytes in ${size_mb} MiB; retrying with less" >&2
+        tail -n 3 "$logdir/mkfs.log" >&2
+        frac=$((frac - 8))
+        [ "$tries" -lt 4 ] || { echo "could not build $raw" >&2; rm -rf "$stage"; exit 1; }
+    done
+    rm -rf "$stage"
+    # Allocate every block, so the raw image is a plain file for nbdkit
+    # file as well.
+    cp --sparse=never "$raw.tmp" "$raw.tmp2"
+    rm -f "$raw.tmp"
+    mv "$raw.tmp2" "$raw"
+    t1=$(now)
+    printf '# built %s: %s entries, %s MiB of /usr data, %.1f s\n' \
+        "$raw" "$entries" "$(human_mib "$bytes")" "$(fsub "$t1" "$t0")"
+}
+
+# bench_compress RAW BS CLOOP LOGDIR: make CLOOP from RAW at block size
+# BS with create_compressed_fs -L 9 unless it is there and newer; its
+# time goes to CLOOP.ctime, "fresh" or "cached" to CLOOP.cnote.
+bench_compress ()
+{
+    local raw=$1 bs=$2 c=$3 logdir=$4 t0 t1
+    if [ ! -s "$c" ] || [ ! -s "$c.ctime" ] || [ "$c" -ot "$raw" ]; then
+        echo "# create_compressed_fs -B $bs -L 9 $raw ..." >&2
+        rm -f "$c" "$c.tmp" "$c.ctime"
+        t0=$(now)
+        if ! create_compressed_fs -q -B "$bs" -L 9 "$raw" "$c.tmp" >"$logdir/ccfs.log" 2>&1; then
+            tail -n 5 "$logdir/ccfs.log" >&2
+            echo "create_compressed_fs failed" >&2
+            exit 1
+        fi
+        t1=$(now)
+        mv "$c.tmp" "$c"
+        fsub "$t1" "$t0" > "$c.ctime"
+        echo fresh > "$c.cnote"
+    else
+        echo cached > "$c.cnote"
+    fi
+}
