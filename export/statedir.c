@@ -3,9 +3,11 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +19,8 @@
 struct state_dir {
   char *dir;
   int dirfd;
+  int lockfd;                   /* DIR/.lock, or -1 */
+  pthread_mutex_t lock;         /* threads first, then flock */
   unsigned seq;                 /* makes temporary names unique */
 };
 
@@ -60,13 +64,36 @@ state_dir_open (const char *dir, struct cloop_err *err)
     free (sd);
     return NULL;
   }
+  sd->lockfd = openat (sd->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC,
+                       0600);
+  pthread_mutex_init (&sd->lock, NULL);
   return sd;
+}
+
+void
+state_dir_lock (struct state_dir *sd)
+{
+  pthread_mutex_lock (&sd->lock);
+  if (sd->lockfd >= 0)
+    while (flock (sd->lockfd, LOCK_EX) == -1 && errno == EINTR)
+      ;
+}
+
+void
+state_dir_unlock (struct state_dir *sd)
+{
+  if (sd->lockfd >= 0)
+    flock (sd->lockfd, LOCK_UN);
+  pthread_mutex_unlock (&sd->lock);
 }
 
 void
 state_dir_close (struct state_dir *sd)
 {
   if (sd) {
+    if (sd->lockfd >= 0)
+      close (sd->lockfd);
+    pthread_mutex_destroy (&sd->lock);
     close (sd->dirfd);
     free (sd->dir);
     free (sd);

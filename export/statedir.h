@@ -37,4 +37,11 @@ int state_dir_get (struct state_dir *sd, const char *name, void *buf,
 int state_dir_put (struct state_dir *sd, const char *name, const void *buf,
                    size_t len, struct cloop_err *err);
 
+/* Serialise a read-compare-write of records between the threads of
+ * this process and other processes using the same directory (flock on
+ * DIR/.lock).  A lock that cannot be taken is not an error: the
+ * caller proceeds, unserialised. */
+void state_dir_lock (struct state_dir *sd);
+void state_dir_unlock (struct state_dir *sd);
+
 #endif /* CLOOP_STATEDIR_H */

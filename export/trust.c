@@ -51,8 +51,9 @@ check_authentic (const struct trust_config *cfg, const void *index,
 
 /* Rule 4: anti-rollback, against what this cache accepted before. */
 static int
-check_revision (const struct trust_config *cfg, const struct store_index *idx,
-                const void *index, size_t len, struct cloop_err *err)
+check_revision_locked (const struct trust_config *cfg,
+                       const struct store_index *idx,
+                       const void *index, size_t len, struct cloop_err *err)
 {
   char meta_name[STORE_NAME_MAX + 16], text[160], hex[65], seen_hex[65];
   unsigned char hash[32];
@@ -97,6 +98,23 @@ check_revision (const struct trust_config *cfg, const struct store_index *idx,
                "start cannot refuse older ones: %s", idx->revision,
                idx->name, ignored.msg);
   return 0;
+}
+
+/* check_revision_locked with the state directory locked, so that two
+ * processes accepting revisions of one store cannot leave the lower
+ * one recorded. */
+static int
+check_revision (const struct trust_config *cfg, const struct store_index *idx,
+                const void *index, size_t len, struct cloop_err *err)
+{
+  int r;
+
+  if (cfg->state == NULL)
+    return 0;
+  state_dir_lock (cfg->state);
+  r = check_revision_locked (cfg, idx, index, len, err);
+  state_dir_unlock (cfg->state);
+  return r;
 }
 
 int
