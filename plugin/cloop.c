@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
+#include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -122,6 +124,20 @@ report (const struct cloop_err *err)
   return -1;
 }
 
+/* True if fd 2 is /dev/null, as nbdkit leaves it once it has forked
+ * into the background (its own messages then go to syslog). */
+static bool
+stderr_is_devnull (void)
+{
+  struct stat err, null;
+
+  return fstat (2, &err) == 0 && stat ("/dev/null", &null) == 0 &&
+    S_ISCHR (err.st_mode) && err.st_rdev == null.st_rdev;
+}
+
+/* A warning is not an error: nbdkit 1.32 has no call for one, so it is
+ * written like nbdkit's own messages, "nbdkit: cloop: warning: ...", to
+ * stderr, or to syslog at LOG_WARNING where nbdkit's messages go there. */
 static void
 warn_printf (const char *fmt, ...)
 {
@@ -131,7 +147,10 @@ warn_printf (const char *fmt, ...)
   va_start (ap, fmt);
   vsnprintf (buf, sizeof buf, fmt, ap);
   va_end (ap);
-  nbdkit_error ("warning: %s", buf);
+  if (stderr_is_devnull ())
+    syslog (LOG_WARNING, "cloop: warning: %s", buf);
+  else
+    fprintf (stderr, "nbdkit: cloop: warning: %s\n", buf);
 }
 
 /* Pin glibc's mmap threshold at its default, 128 KiB, unless the user

@@ -76,6 +76,10 @@ read_all reparse
 n=$(grep -c 'cached header and index do not parse' "$tmpdir/reparse.err" || true)
 [ "$n" -eq 1 ] || { cat "$tmpdir/reparse.err"
     fail "expected one warning about the cached index, got $n"; }
+grep -q 'error' "$tmpdir/reparse.err" && { cat "$tmpdir/reparse.err"
+    fail "the warning is printed as an error"; }
+grep -q '^nbdkit: cloop: warning: ' "$tmpdir/reparse.err" ||
+    fail "the warning does not say warning"
 read_all reparsed
 grep -q 'do not parse' "$tmpdir/reparsed.err" &&
     fail "the index fetched again was not cached"
