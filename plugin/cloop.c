@@ -225,18 +225,48 @@ cloop_unload (void)
   free (state.state_dir);
 }
 
-/* Parse an unsigned key with a range; -1 after an error naming it. */
+/* Parse an unsigned key with a range; -1 after one error naming the
+ * key, its value and what it should be. */
 static int
 parse_unsigned (const char *key, const char *value, unsigned lo, unsigned hi,
                 unsigned *out)
 {
-  if (nbdkit_parse_unsigned (key, value, out) == -1)
-    return -1;
-  if (*out < lo || *out > hi) {
-    nbdkit_error ("%s must be between %u and %u", key, lo, hi);
+  char *end;
+  unsigned long long v;
+
+  errno = 0;
+  v = strtoull (value, &end, 10);
+  if (value[0] < '0' || value[0] > '9' || *end != '\0' || errno != 0 ||
+      v < lo || v > hi) {
+    nbdkit_error ("%s=%s: not a whole number between %u and %u", key, value,
+                  lo, hi);
     return -1;
   }
+  *out = v;
   return 0;
+}
+
+/* nbdkit_parse_size, with an error naming the key.  -1 on error. */
+static int64_t
+parse_size (const char *key, const char *value)
+{
+  int64_t r = nbdkit_parse_size (value);
+
+  if (r == -1)
+    nbdkit_error ("%s=%s: not a size (a number of bytes, with an optional "
+                  "suffix such as K, M, G)", key, value);
+  return r;
+}
+
+/* nbdkit_parse_bool, with an error naming the key.  -1 on error. */
+static int
+parse_bool (const char *key, const char *value)
+{
+  int r = nbdkit_parse_bool (value);
+
+  if (r == -1)
+    nbdkit_error ("%s=%s: not a boolean (true or false)", key, value);
+  return r;
 }
 
 /* A SHA-256 pin from 64 hex digits. */
@@ -333,7 +363,7 @@ config_trust (struct export_settings *s, const char *key, const char *value)
   else if (strcmp (key, "index-sha256") == 0)
     return set_pinned (s, key, value) ?: 1;
   else if (strcmp (key, "insecure") == 0) {
-    if ((r = nbdkit_parse_bool (value)) == -1)
+    if ((r = parse_bool (key, value)) == -1)
       return -1;
     s->insecure = r;
   }
@@ -381,7 +411,7 @@ config_http (struct export_settings *s, const char *key, const char *value)
   else if (strcmp (key, "capath") == 0)
     h->capath = value;
   else if (strcmp (key, "sslverify") == 0) {
-    if ((r = nbdkit_parse_bool (value)) == -1)
+    if ((r = parse_bool (key, value)) == -1)
       return -1;
     h->sslverify = r;
   }
@@ -412,7 +442,7 @@ config_export_key (struct export_settings *s, const char *key,
     return parse_unsigned (key, value, 0, 10 * 365 * 86400,
                            &s->revalidate) ?: 1;
   else if (strcmp (key, "readahead") == 0) {
-    s->readahead = nbdkit_parse_size (value);
+    s->readahead = parse_size (key, value);
     if (s->readahead == -1)
       return -1;
     if (s->readahead > 64 * 1024 * 1024) {
@@ -496,12 +526,12 @@ cloop_config (const char *key, const char *value)
       return -1;
   }
   else if (strcmp (key, "cache-max-size") == 0) {
-    state.cache_max_size = nbdkit_parse_size (value);
+    state.cache_max_size = parse_size (key, value);
     if (state.cache_max_size == -1)
       return -1;
   }
   else if (strcmp (key, "memory-cache-size") == 0) {
-    state.memory_cache_size = nbdkit_parse_size (value);
+    state.memory_cache_size = parse_size (key, value);
     if (state.memory_cache_size == -1)
       return -1;
   }

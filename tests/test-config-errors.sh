@@ -2,8 +2,9 @@
 # nbdkit-cloop: parameters that would do nothing, or contradict each
 # other, stop nbdkit with an error saying so, instead of being ignored:
 # pubkey= or index-sha256= on a plain cloop file (they verify stores and
-# block-hash lists only); the image given twice; file= with dir=.  And a
-# URL given as the bare first parameter is taken as url=.
+# block-hash lists only); the image given twice; file= with dir=; bad
+# values, whose error names the key and the value.  And a URL given as
+# the bare first parameter is taken as url=.
 
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
@@ -35,6 +36,13 @@ refused 'pubkey=.*cloop file.*block-hashes' img pubkey=k.pub
 refused 'index-sha256=.*cloop file.*block-hashes' img index-sha256=$pin
 refused 'given twice|already given' img file=img
 refused 'exactly one of' img dir=.
+
+# Bad values: the error names the key and its value.
+for kv in cache-max-size=banana memory-cache-size=1x readahead=banana \
+          sslverify=banana insecure=maybe connections=banana \
+          connections=0 timeout=99999 revalidate=-1 retries=x; do
+    refused "^nbdkit: error: ${kv//[/\\[}: not a" img "$kv"
+done
 
 mkdir www
 cp img www/img
