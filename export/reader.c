@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -347,12 +348,13 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
 /* Fetch the compressed bytes of the blocks in slots[which[0..n)] into
  * bufs[k]: byte ranges of the container, or for a store each block's
  * own file, finishing by deadline (0 = the source's own timeout).
+ * refetch: faulty copies of these blocks seen so far (source.h).
  * status[k] gets 0 or an errno value.  Returns 0, or -1 with
  * err set from the first failure. */
 static int
 fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
               size_t n, unsigned char **bufs, int *status, uint64_t deadline,
-              struct cloop_err *err)
+              unsigned refetch, struct cloop_err *err)
 {
   struct source_range *ranges = NULL;
   struct source_object *objs = NULL;
@@ -380,13 +382,13 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
       store_block_path (paths[k], r->map->hashes + b * r->map->hash_len);
       objs[k] = (struct source_object) {
         .path = paths[k], .length = e->length, .exact = true, .buf = bufs[k],
-        .deadline_ns = deadline,
+        .deadline_ns = deadline, .refetch = refetch,
       };
     }
     else
       ranges[k] = (struct source_range) {
         .offset = e->offset, .length = e->length, .buf = bufs[k],
-        .deadline_ns = deadline,
+        .deadline_ns = deadline, .refetch = refetch,
       };
   }
   if (objs)
@@ -429,11 +431,12 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
   return false;
 }
 
-/* Check (where the map has hashes) and decode a block just fetched
- * into cbuf.  If it fails, fetch it once more (a fault in transit
- * that the transport did not catch) before giving up.  A block that
- * decoded is written to the disk cache.  Returns 0, or -1 with err
- * set. */
+/* Check (where the map has hashes) and decode a block just fetched into cbuf.  A
+ * copy that fails (a fault in transit that the transport did not
+ * catch: the server's fault) is fetched again, up to the source's
+ * retries= budget, which its transfer faults share (source.h), and
+ * then the read fails.  A block that decoded is written to the disk
+ * cache.  Returns 0, or -1 with err set. */
 static int
 finish_fetched (struct reader *r, struct slot *slots, size_t i,
                 unsigned char *cbuf, uint64_t deadline, struct cloop_err *err)
@@ -442,17 +445,22 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
   const struct block_entry *e = &r->map->entries[s->block];
   char key[DISK_CACHE_KEY_MAX];
   struct cloop_err ignored;
+  unsigned faulty = 0;
   int status;
 
-  if (check_hash (r, s->block, cbuf, err) == -1 ||
-      decode_block (r, s->block, cbuf, s->ref.data, err) == -1) {
-    if (past (deadline))
+  while (check_hash (r, s->block, cbuf, err) == -1 ||
+         decode_block (r, s->block, cbuf, s->ref.data, err) == -1) {
+    if (++faulty > source_retries (r->src) || past (deadline)) {
+      size_t l = strlen (err->msg);
+      if (faulty > 1)
+        snprintf (err->msg + l, sizeof err->msg - l,
+                  " (%u faulty copies fetched)", faulty);
       return -1;
+    }
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
-    if (fetch_blocks (r, slots, &i, 1, &cbuf, &status, deadline, err) == -1 ||
-        check_hash (r, s->block, cbuf, err) == -1 ||
-        decode_block (r, s->block, cbuf, s->ref.data, err) == -1)
+    if (fetch_blocks (r, slots, &i, 1, &cbuf, &status, deadline, faulty,
+                      err) == -1)
       return -1;
   }
   if (r->cfg.disk_cache) {
@@ -503,7 +511,10 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   }
 
   /* Blocks not on disk are fetched together, in block order (a source
-   * may merge contiguous ranges into one request). */
+   * may merge contiguous ranges into one request).  Read-ahead is not
+   * fetched while the source cannot reach its origin: it would only
+   * fail, and the read would wait for it. */
+  bool fetch_ahead = n > n_required && source_available (r->src);
   for (size_t i = 0, pos = 0; i < n; i++) {
     if (slots[i].status != BLOCK_CLAIMED)
       continue;
@@ -511,12 +522,17 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
       publish_slot (r, &slots[i], true);
       continue;
     }
+    if (i >= n_required && !fetch_ahead) {
+      publish_slot (r, &slots[i], false);
+      continue;
+    }
     which[nf] = i;
     bufs[nf++] = cbuf + pos;
     pos += r->map->entries[slots[i].block].length;
   }
   if (nf > 0)
-    fetch_blocks (r, slots, which, nf, bufs, status, deadline, &fetch_err);
+    fetch_blocks (r, slots, which, nf, bufs, status, deadline, 0,
+                  &fetch_err);
 
   /* Only the blocks the read asked for (not read-ahead) can fail it. */
   for (size_t k = 0; k < nf; k++) {

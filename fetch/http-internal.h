@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 
+#include "endpoint.h"
 #include "error.h"
 #include "http.h"
 #include "source.h"
@@ -35,6 +36,8 @@ struct http_source {
 
   pthread_mutex_t lock;
   struct http_stats stats;      /* [lock] */
+  struct endpoint_health health;/* [lock] the one origin (cfg.url) */
+  char down_why[160];           /* [lock] what marked it down */
   uint64_t rng;                 /* [lock] jitter state */
 
   pthread_mutex_t sync_lock;
@@ -115,6 +118,10 @@ void http_debug (struct http_source *hs, const char *fmt, ...)
 /* Prepare easy (reset, then every option) for x's next attempt and
  * reset x's reply state.  0, or -1 with x->why set. */
 int http_xfer_setup (struct http_xfer *x, CURL *easy);
+
+/* The back-off before x's next attempt (number x->attempts + 1):
+ * exponential from cfg.backoff_base_ms, capped, with jitter. */
+uint64_t http_xfer_backoff_ns (struct http_xfer *x);
 
 /* Judge the attempt that just ended with rc: count it, and decide
  * whether x is done, failed for good (x->result, x->why set) or must

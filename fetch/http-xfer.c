@@ -511,8 +511,8 @@ judge_attempt (struct http_xfer *x, CURLcode rc)
 
 /* Back-off before attempt number (attempts + 1): exponential from
  * base, capped, with "equal jitter" (half fixed, half random). */
-static uint64_t
-backoff_ns (struct http_xfer *x)
+uint64_t
+http_xfer_backoff_ns (struct http_xfer *x)
 {
   struct http_source *hs = x->hs;
   uint64_t ms = hs->cfg.backoff_base_ms, r;
@@ -574,7 +574,7 @@ http_xfer_finish (struct http_xfer *x, CURLcode rc)
   now = http_now_ns ();
   if (x->attempts >= allowed)
     return HTTP_FAILED;
-  wait = backoff_ns (x);
+  wait = http_xfer_backoff_ns (x);
   if (now + wait >= x->deadline_ns) {
     size_t l = strlen (x->why);
     snprintf (x->why + l, sizeof x->why - l, "; deadline of %u s reached",

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,11 @@ http_config_defaults (struct http_config *cfg)
   cfg->retries = 4;
   cfg->backoff_base_ms = 100;
   cfg->backoff_max_ms = 2000;
+  /* A boot of 20-30 s from a warm cache with the server gone knocks
+   * about five times (at 0, 1, 3, 7, 15 s), and notices a server that
+   * came back within half a minute. */
+  cfg->down_backoff_ms = 1000;
+  cfg->down_backoff_max_ms = 30000;
   cfg->low_speed_limit = 1024;
   cfg->low_speed_time = 10;
   cfg->sslverify = true;
@@ -137,6 +143,160 @@ copy_config (struct http_config *dst, const struct http_config *src,
   return 0;
 }
 
+/* ---- Origin health ------------------------------------------------------ */
+
+/* One line when the server goes down or comes back. */
+static void __attribute__ ((format (printf, 2, 3)))
+http_warn (struct http_source *hs, const char *fmt, ...)
+{
+  char line[512];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (line, sizeof line, fmt, ap);
+  va_end (ap);
+  if (hs->cfg.warn)
+    hs->cfg.warn ("%s", line);
+  else
+    http_debug (hs, "%s", line);
+}
+
+/* May x make an attempt now?  If the server is marked down and no
+ * probe is due, x fails at once (x->result = EIO, x->why set) and
+ * false is returned: no connection is tried. */
+static bool
+admit (struct http_source *hs, struct http_xfer *x)
+{
+  enum endpoint_admission a;
+  uint64_t now = http_now_ns (), next_ms = 0, down_s = 0;
+  char why[sizeof hs->down_why];
+
+  pthread_mutex_lock (&hs->lock);
+  a = endpoint_admit (&hs->health, x, now);
+  if (a == ENDPOINT_PROBE)
+    hs->stats.probes++;
+  else if (a == ENDPOINT_FAIL_FAST) {
+    hs->stats.fast_failures++;
+    next_ms = endpoint_ms_to_probe (&hs->health, now);
+    down_s = (now - hs->health.down_since_ns) / 1000000000;
+    snprintf (why, sizeof why, "%s", hs->down_why);
+  }
+  pthread_mutex_unlock (&hs->lock);
+  if (a == ENDPOINT_PROBE)
+    http_debug (hs, "bytes=%" PRIu64 "-%" PRIu64 ": probing the server",
+                x->first, x->first + x->length - 1);
+  if (a != ENDPOINT_FAIL_FAST)
+    return true;
+  snprintf (x->why, sizeof x->why, "server unreachable for %" PRIu64
+            " s (%.160s), not tried again for %" PRIu64 " ms",
+            down_s, why, next_ms);
+  x->result = EIO;
+  return false;
+}
+
+/* x was admitted but made no attempt (set-up failed): if it was the
+ * probe, let the next one go. */
+static void
+unadmit (struct http_source *hs, struct http_xfer *x)
+{
+  pthread_mutex_lock (&hs->lock);
+  endpoint_cancel (&hs->health, x);
+  pthread_mutex_unlock (&hs->lock);
+}
+
+/* Did the attempt on easy that ended with rc find nobody there?
+ * Refused, unresolved, or timed out while still connecting: libcurl
+ * had resolved the name, but made no connection and sent no request
+ * (a reused connection also has no connect time, but sends one).  A
+ * reaped attempt (reaped = true) may have been waiting for a free
+ * connection of our own pool: not the server's fault.  Any other
+ * fault (a status, a reset, a wrong reply) means it was reached. */
+static bool
+origin_unreachable (CURL *easy, CURLcode rc, bool reaped)
+{
+  curl_off_t resolved = 0, connected = 0;
+  long sent = 0, heard = 0;
+
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_COULDNT_CONNECT:
+    return true;
+  case CURLE_OPERATION_TIMEDOUT:
+    if (reaped ||
+        curl_easy_getinfo (easy, CURLINFO_NAMELOOKUP_TIME_T,
+                           &resolved) != CURLE_OK ||
+        curl_easy_getinfo (easy, CURLINFO_CONNECT_TIME_T,
+                           &connected) != CURLE_OK ||
+        curl_easy_getinfo (easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK ||
+        curl_easy_getinfo (easy, CURLINFO_HEADER_SIZE, &heard) != CURLE_OK)
+      return false;
+    return resolved > 0 && connected == 0 && sent == 0 && heard == 0;
+  default:
+    return false;
+  }
+}
+
+/* Judge x's attempt on easy (http_xfer_finish) and tell the endpoint
+ * what it learnt.  An unreachable server fails x at once: retrying it
+ * is the probe's job, after the back-off. */
+static enum http_next
+finish_attempt (struct http_source *hs, struct http_xfer *x, CURL *easy,
+                CURLcode rc, bool reaped)
+{
+  bool down = origin_unreachable (easy, rc, reaped);
+  enum http_next next = http_xfer_finish (x, rc);
+  uint64_t now = http_now_ns ();
+  bool changed;
+
+  pthread_mutex_lock (&hs->lock);
+  if (down) {
+    changed = endpoint_report_down (&hs->health, x, now);
+    if (changed) {
+      hs->stats.origin_down_events++;
+      snprintf (hs->down_why, sizeof hs->down_why, "%.159s", x->why);
+    }
+  }
+  else
+    changed = endpoint_report_up (&hs->health, x);
+  pthread_mutex_unlock (&hs->lock);
+
+  if (down && changed)
+    http_warn (hs, "%s: server unreachable (%s): reads of blocks that are "
+               "not cached fail at once, and it is tried again after a "
+               "back-off of %u ms up to %u ms", hs->id.url, x->why,
+               hs->cfg.down_backoff_ms, hs->cfg.down_backoff_max_ms);
+  else if (changed)
+    http_warn (hs, "%s: server reachable again", hs->id.url);
+  if (down && next == HTTP_RETRY) {
+    x->result = EIO;
+    next = HTTP_FAILED;
+  }
+  return next;
+}
+
+/* A refetch after a content fault (x->attempts already counts the
+ * faulty copies): EIO at once if that spent the retry budget, else
+ * wait out the back-off first (*not_before, 0 = none) on a fresh
+ * connection.  Returns false if x failed. */
+static bool
+refetch_allowed (struct http_source *hs, struct http_xfer *x,
+                 uint64_t *not_before)
+{
+  *not_before = 0;
+  if (x->attempts == 0)
+    return true;
+  if (x->attempts > hs->cfg.retries) {
+    snprintf (x->why, sizeof x->why, "every copy was faulty (%u fetched; "
+              "retries=%u)", x->attempts, hs->cfg.retries);
+    x->result = EIO;
+    return false;
+  }
+  x->fresh = true;
+  *not_before = http_now_ns () + http_xfer_backoff_ns (x);
+  return true;
+}
+
 /* ---- Synchronous transfers (before the worker starts) ------------------ */
 
 static void
@@ -154,15 +314,25 @@ sleep_until (uint64_t when_ns)
 static void
 run_sync_one (struct http_xfer *x, CURL *easy)
 {
+  struct http_source *hs = x->hs;
+  uint64_t not_before;
+
+  if (!refetch_allowed (hs, x, &not_before))
+    return;
+  if (not_before)
+    sleep_until (not_before);
   for (;;) {
     CURLcode rc;
 
+    if (!admit (hs, x))
+      return;
     if (http_xfer_setup (x, easy) == -1) {
+      unadmit (hs, x);
       x->result = EIO;
       return;
     }
     rc = curl_easy_perform (easy);
-    if (http_xfer_finish (x, rc) != HTTP_RETRY)
+    if (finish_attempt (hs, x, easy, rc, false) != HTTP_RETRY)
       return;
     sleep_until (x->not_before_ns);
   }
@@ -265,18 +435,25 @@ start_attempt (struct http_source *hs, struct http_xfer *x)
     complete (hs, x);
     return;
   }
+  if (!admit (hs, x)) {
+    complete (hs, x);
+    return;
+  }
   easy = pool_get (hs);
   if (easy == NULL) {
+    unadmit (hs, x);
     fail_now (hs, x, "curl_easy_init failed");
     return;
   }
   if (http_xfer_setup (x, easy) == -1) {
+    unadmit (hs, x);
     pool_put (hs, easy);
     x->result = EIO;
     complete (hs, x);
     return;
   }
   if (curl_multi_add_handle (hs->multi, easy) != CURLM_OK) {
+    unadmit (hs, x);
     pool_put (hs, easy);
     fail_now (hs, x, "curl_multi_add_handle failed");
     return;
@@ -286,15 +463,17 @@ start_attempt (struct http_source *hs, struct http_xfer *x)
 
 /* An attempt on easy ended with rc (or was reaped: rc = timeout). */
 static void
-end_attempt (struct http_source *hs, CURL *easy, CURLcode rc)
+end_attempt (struct http_source *hs, CURL *easy, CURLcode rc, bool reaped)
 {
   struct http_xfer *x = NULL;
+  enum http_next next;
 
   curl_easy_getinfo (easy, CURLINFO_PRIVATE, (char **) &x);
   curl_multi_remove_handle (hs->multi, easy);
   list_remove (&hs->active, x);
+  next = finish_attempt (hs, x, easy, rc, reaped);
   pool_put (hs, easy);
-  if (http_xfer_finish (x, rc) == HTTP_RETRY)
+  if (next == HTTP_RETRY)
     list_push (&hs->waiting, x);
   else
     complete (hs, x);
@@ -310,7 +489,7 @@ reap_overdue (struct http_source *hs, uint64_t now)
   for (x = hs->active; x; x = next) {
     next = x->next;
     if (now > x->deadline_ns + REAP_GRACE_NS)
-      end_attempt (hs, x->easy, CURLE_OPERATION_TIMEDOUT);
+      end_attempt (hs, x->easy, CURLE_OPERATION_TIMEDOUT, true);
   }
 }
 
@@ -373,9 +552,17 @@ worker_main (void *opaque)
     stopping = hs->stopping;
     pthread_mutex_unlock (&hs->lock);
     while ((x = want) != NULL) {
+      uint64_t not_before;
+
       want = x->next;
       if (stopping)
         fail_now (hs, x, "source closed");
+      else if (!refetch_allowed (hs, x, &not_before))
+        complete (hs, x);
+      else if (not_before) {
+        x->not_before_ns = not_before;
+        list_push (&hs->waiting, x);
+      }
       else
         start_attempt (hs, x);
     }
@@ -389,7 +576,7 @@ worker_main (void *opaque)
     curl_multi_perform (hs->multi, &running);
     while ((msg = curl_multi_info_read (hs->multi, &left)) != NULL)
       if (msg->msg == CURLMSG_DONE)
-        end_attempt (hs, msg->easy_handle, msg->data.result);
+        end_attempt (hs, msg->easy_handle, msg->data.result, false);
     if (now - last_reap >= (uint64_t) WORKER_TICK_MS * 1000000) {
       reap_overdue (hs, now);
       last_reap = now;
@@ -497,7 +684,7 @@ static size_t
 plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
                 struct http_xfer *xs, uint64_t deadline_ns)
 {
-  size_t i = 0, n_xs = 0;
+  size_t i = 0, n_xs = 0, refetches = 0;
 
   while (i < n) {
     struct http_xfer *x = &xs[n_xs++];
@@ -514,13 +701,18 @@ plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
     x->first = want[i]->offset;
     x->length = total;
     x->deadline_ns = deadline_ns;
-    for (size_t k = i; k < j; k++)
+    for (size_t k = i; k < j; k++) {
       if (want[k]->deadline_ns && want[k]->deadline_ns < x->deadline_ns)
         x->deadline_ns = want[k]->deadline_ns;
+      if (want[k]->refetch > x->attempts)
+        x->attempts = want[k]->refetch;
+    }
+    refetches += x->attempts > 0;
     i = j;
   }
   pthread_mutex_lock (&hs->lock);
   hs->stats.coalesced += n - n_xs;
+  hs->stats.refetches += refetches;
   pthread_mutex_unlock (&hs->lock);
   return n_xs;
 }
@@ -540,7 +732,11 @@ report (struct http_source *hs, struct http_xfer *xs, size_t n,
     for (j = 0; j < x->n_parts; j++)
       x->parts[j]->status = x->result;
     failed += x->n_parts;
-    if (ret == 0)
+    if (ret == 0 && x->attempts == 0)   /* failed at once: server down */
+      cloop_err_set (err, x->result, "http: %s: bytes %" PRIu64 "-%" PRIu64
+                     ": %s", hs->id.url, x->first, x->first + x->length - 1,
+                     x->why);
+    else if (ret == 0)
       cloop_err_set (err, x->result, "http: %s: bytes %" PRIu64 "-%" PRIu64
                      ": %s (%u attempt%s)", hs->id.url, x->first,
                      x->first + x->length - 1, x->why, x->attempts,
@@ -632,6 +828,7 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
       .deadline_ns = objs[i].deadline_ns && objs[i].deadline_ns < deadline
                      ? objs[i].deadline_ns : deadline,
       .url = urls[i], .whole = true, .exact = objs[i].exact,
+      .attempts = objs[i].refetch,
     };
   }
   if (__atomic_load_n (&hs->started, __ATOMIC_ACQUIRE))
@@ -651,6 +848,8 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
   pthread_mutex_lock (&hs->lock);
   hs->stats.ranges += n;
   hs->stats.failures += failed;
+  for (size_t i = 0; i < n; i++)
+    hs->stats.refetches += objs[i].refetch > 0;
   pthread_mutex_unlock (&hs->lock);
 
  out:
@@ -806,6 +1005,9 @@ new_source (const struct http_config *cfg, struct cloop_err *err)
   hs->rng = (http_now_ns () ^ (uintptr_t) hs) | 1;
   if (copy_config (&hs->cfg, cfg, err) == -1)
     goto fail;
+  hs->src.retries = hs->cfg.retries;
+  endpoint_init (&hs->health, hs->cfg.down_backoff_ms,
+                 hs->cfg.down_backoff_max_ms);
   hs->src.name = strdup (hs->cfg.url);
   hs->base_url = base_url (hs->cfg.url);
   hs->sync_easy = curl_easy_init ();
@@ -894,10 +1096,25 @@ source_http_get_stats (struct source *src, struct http_stats *stats)
   pthread_mutex_unlock (&hs->lock);
 }
 
+/* Worth a fetch unless the server is marked down (a probe, when due,
+ * is left to a read that needs the bytes). */
+static bool
+http_available (struct source *src)
+{
+  struct http_source *hs = (struct http_source *) src;
+  bool up;
+
+  pthread_mutex_lock (&hs->lock);
+  up = endpoint_is_up (&hs->health);
+  pthread_mutex_unlock (&hs->lock);
+  return up;
+}
+
 static const struct source_ops http_ops = {
   .name = "http",
   .pread = http_pread,
   .pread_many = http_pread_many,
   .get_objects = http_get_objects,
+  .available = http_available,
   .close = http_close,
 };

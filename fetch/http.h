@@ -12,7 +12,11 @@
  * Every reply is checked: 206, exact Content-Range, pinned total,
  * exact body length, unchanged ETag.  Anything else is a fault, never
  * data; faults are retried with back-off, then the range fails with
- * EIO.  fetch/ never calls nbdkit: debug output goes to cfg->debug.
+ * EIO.  A server that cannot be reached at all (refused, unresolved,
+ * connect timeout) is marked down (fetch/endpoint.h): transfers then
+ * fail at once, without retries, and a single probe is let through
+ * after a capped exponential back-off; success marks it up.  fetch/
+ * never calls nbdkit: debug output goes to cfg->debug.
  */
 #ifndef CLOOP_HTTP_H
 #define CLOOP_HTTP_H
@@ -31,6 +35,11 @@ struct http_config {
   unsigned retries;             /* extra attempts after a fault (4) */
   unsigned backoff_base_ms;     /* first back-off (100), doubling ... */
   unsigned backoff_max_ms;      /* ... up to this cap (2000) */
+  /* While the server is down (connection refused, name not resolved,
+   * connect timeout), reads fail at once; one probe goes after this
+   * long (1000 ms), doubling after each failed probe ... */
+  unsigned down_backoff_ms;
+  unsigned down_backoff_max_ms; /* ... up to this cap (30000) */
   long low_speed_limit;         /* abort an attempt under this B/s ... */
   long low_speed_time;          /* ... for this many seconds (1024, 10) */
   const char *cainfo;           /* CA bundle file (NULL = libcurl's) */
@@ -44,6 +53,9 @@ struct http_config {
   bool verbose;                 /* debug lines per request and libcurl's */
   void (*debug) (const char *fmt, ...) /* where debug lines go, or NULL */
     __attribute__ ((format (printf, 1, 2)));
+  /* One line when the server goes down and one when it is back, or
+   * NULL (then they go to debug, if verbose). */
+  void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 
 /* What the source pinned at open; the disk cache keys on it.  Strings
@@ -76,6 +88,10 @@ struct http_stats {
   uint64_t bytes_fetched;       /* body bytes of replies that validated */
   uint64_t retries;             /* attempts after the first */
   uint64_t failures;            /* ranges that ended in EIO */
+  uint64_t origin_down_events;  /* times the server was marked down */
+  uint64_t probes;              /* requests let through to a down server */
+  uint64_t fast_failures;       /* transfers failed at once: server down */
+  uint64_t refetches;           /* ranges fetched again after a content fault */
   uint64_t faults[HTTP_FAULT_KINDS];
 };
 

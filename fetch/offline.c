@@ -24,6 +24,13 @@ offline_pread_many (struct source *src, struct source_range *ranges,
   return offline_pread (src, NULL, ranges[0].length, ranges[0].offset, err);
 }
 
+/* Offline is never worth a fetch: it has no origin at all. */
+static bool
+offline_available (struct source *src)
+{
+  return false;
+}
+
 static void
 offline_close (struct source *src)
 {
@@ -35,6 +42,7 @@ static const struct source_ops offline_ops = {
   .name = "offline",
   .pread = offline_pread,
   .pread_many = offline_pread_many,
+  .available = offline_available,
   .close = offline_close,
 };
 

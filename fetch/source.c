@@ -50,6 +50,12 @@ source_get_objects (struct source *src, struct source_object *objs,
   return src->ops->get_objects (src, objs, n, err);
 }
 
+bool
+source_available (struct source *src)
+{
+  return src->ops->available == NULL || src->ops->available (src);
+}
+
 void
 source_close (struct source *src)
 {

@@ -24,6 +24,7 @@ struct source_range {
   size_t length;
   void *buf;                    /* length bytes, filled on success */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
+  unsigned refetch;             /* earlier copies the caller found faulty */
   int status;                   /* out: 0 or an errno value */
 };
 
@@ -36,6 +37,7 @@ struct source_object {
   bool exact;                   /* the object must be exactly length */
   void *buf;                    /* length bytes */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
+  unsigned refetch;             /* earlier copies the caller found faulty */
   size_t received;              /* out: bytes stored in buf */
   int status;                   /* out: 0 or an errno value */
 };
@@ -49,6 +51,7 @@ struct source_ops {
                      size_t n, struct cloop_err *err);
   int (*get_objects) (struct source *src, struct source_object *objs,
                       size_t n, struct cloop_err *err);   /* or NULL */
+  bool (*available) (struct source *src);       /* or NULL: always */
   void (*close) (struct source *src);
 };
 
@@ -56,6 +59,7 @@ struct source {
   const struct source_ops *ops;
   uint64_t size;                /* container size, fixed at open */
   char *name;                   /* path or URL, for messages */
+  unsigned retries;             /* extra attempts a faulty range gets */
 };
 
 /* Open a local file read-only (O_CLOEXEC).  Returns NULL with err set. */
@@ -88,6 +92,29 @@ int source_pread_many (struct source *src, struct source_range *ranges,
  * the first failure.  ENOTSUP if the source has no such notion. */
 int source_get_objects (struct source *src, struct source_object *objs,
                         size_t n, struct cloop_err *err);
+
+/* Is a fetch worth trying now?  False while the source knows its
+ * origin cannot be reached (an offline source always; an HTTP source
+ * while its server is marked down, even when a probe is due: probes
+ * are left to reads that need the bytes).  Optional work such as
+ * read-ahead of uncached blocks asks this first; a read that needs
+ * the bytes just reads (and fails at once with EIO if the source is
+ * down).  Cheap and thread-safe. */
+bool source_available (struct source *src);
+
+/* Content faults.  A caller that finds a fetched range or object
+ * faulty (it does not decode, or fails its hash) may fetch it again
+ * with refetch = the number of faulty copies so far (1, 2, ...), at
+ * most source_retries times: the source backs off as before a retry
+ * and counts those copies against the same budget as its own transfer
+ * faults (retries= extra attempts in all), so a range that keeps
+ * coming back faulty costs no more than one that keeps failing in
+ * transit. */
+static inline unsigned
+source_retries (const struct source *src)
+{
+  return src->retries;
+}
 
 /* Close and free (NULL allowed). */
 void source_close (struct source *src);

@@ -774,6 +774,7 @@ build_image_config (struct export_settings *s)
 
   s->http.verbose = cloop_debug_http;
   s->http.debug = debug_printf;
+  s->http.warn = warn_printf;
   /* The list is fetched with the image's HTTP settings. */
   s->block_hashes_http = s->http;
   s->block_hashes_http.url = s->block_hashes;
@@ -992,8 +993,12 @@ log_stats (struct reader *r)
     struct http_stats hs;
     source_http_get_stats (reader_source (r), &hs);
     nbdkit_debug ("http: %" PRIu64 " requests, %" PRIu64 " bytes fetched, %"
-                  PRIu64 " retries, %" PRIu64 " failed ranges",
-                  hs.requests, hs.bytes_fetched, hs.retries, hs.failures);
+                  PRIu64 " retries, %" PRIu64 " failed ranges, %" PRIu64
+                  " refetches, server down %" PRIu64 " times, %" PRIu64
+                  " probes, %" PRIu64 " fast failures",
+                  hs.requests, hs.bytes_fetched, hs.retries, hs.failures,
+                  hs.refetches, hs.origin_down_events, hs.probes,
+                  hs.fast_failures);
   }
 }
 

@@ -32,6 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -781,6 +784,108 @@ test_faults (const char *url, const struct reference *ref)
   test_fault_storm (url, ref);
 }
 
+/* ---- A server that is gone; content-fault refetches ------------------- */
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (refuses). */
+static unsigned
+closed_port (void)
+{
+  struct sockaddr_in sa = { .sin_family = AF_INET };
+  socklen_t len = sizeof sa;
+  int fd = socket (AF_INET, SOCK_STREAM, 0);
+
+  CHECK (fd >= 0);
+  sa.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+  CHECK (bind (fd, (struct sockaddr *) &sa, sizeof sa) == 0);
+  CHECK (getsockname (fd, (struct sockaddr *) &sa, &len) == 0);
+  close (fd);
+  return ntohs (sa.sin_port);
+}
+
+/* One read of 4 KiB at off: its status (0 or an errno value). */
+static int
+read_status (struct source *src, uint64_t off, unsigned refetch)
+{
+  static unsigned char buf[4096];
+  struct source_range r = {
+    .offset = off, .length = sizeof buf, .buf = buf, .refetch = refetch,
+  };
+  struct cloop_err err = { 0 };
+
+  source_pread_many (src, &r, 1, &err);
+  return r.status;
+}
+
+/* Pinned to a port that refuses: the first read finds it down, the
+ * next fail at once without a request, one probe goes after the
+ * back-off, and source_available says so all along. */
+static void
+test_refused_port (void)
+{
+  char url[64];
+  struct http_config cfg;
+  struct http_identity id = { .size = 1 << 20, .etag = "\"x\"" };
+  struct cloop_err err = { 0 };
+  struct source *src;
+  struct http_stats st;
+  double t0;
+
+  snprintf (url, sizeof url, "http://127.0.0.1:%u/img", closed_port ());
+  cfg = base_config (url);
+  cfg.down_backoff_ms = cfg.down_backoff_max_ms = 400;
+  say ("server gone: %s", url);
+  src = source_open_http_pinned (&cfg, &id, &err);
+  CHECK (src != NULL);
+  CHECK (source_available (src));
+  CHECK (read_status (src, 0, 0) == EIO);        /* synchronous path */
+  st = stats_of (src);
+  CHECK (st.requests == 1 && st.origin_down_events == 1);
+  CHECK (!source_available (src));
+  must_start (src);
+  t0 = now_s ();
+  for (unsigned i = 1; i <= 40; i++)
+    CHECK (read_status (src, i * 8192, 0) == EIO);
+  st = stats_of (src);
+  say ("  40 reads failed in %.3f s: %" PRIu64 " requests, %" PRIu64
+       " fast failures, %" PRIu64 " probes", now_s () - t0, st.requests,
+       st.fast_failures, st.probes);
+  CHECK (now_s () - t0 < 5);
+  CHECK (st.requests == 1 + st.probes && st.probes <= 2);
+  CHECK (st.fast_failures >= 38);
+  usleep (450000);
+  CHECK (read_status (src, 0, 0) == EIO);        /* the probe */
+  CHECK (read_status (src, 8192, 0) == EIO);     /* at once again */
+  st = stats_of (src);
+  CHECK (st.probes >= 1 && st.requests == 1 + st.probes);
+  CHECK (st.origin_down_events == 1);
+  CHECK (!source_available (src));
+  source_close (src);
+}
+
+/* A range fetched again after a content fault counts against the
+ * retry budget: refetch = retries still gets one attempt, one more is
+ * refused without a request. */
+static void
+test_refetch_budget (const char *url)
+{
+  struct http_config cfg = base_config (url);
+  struct source *src;
+  struct http_stats before, after;
+
+  say ("content-fault refetches share the retry budget");
+  cfg.retries = 2;
+  cfg.backoff_base_ms = 10;
+  src = must_open (&cfg);
+  must_start (src);
+  before = stats_of (src);
+  CHECK (read_status (src, 100000, 2) == 0);
+  CHECK (read_status (src, 100000, 3) == EIO);
+  after = stats_of (src);
+  CHECK (after.requests - before.requests == 1);
+  CHECK (after.refetches - before.refetches == 2);
+  source_close (src);
+}
+
 /* ---- Main ----------------------------------------------------------- */
 
 int
@@ -827,6 +932,8 @@ main (int argc, char *argv[])
     test_throughput (http_url, &ref);
     test_open_errors (http_url);
     test_redirects (&ref);
+    test_refetch_budget (http_url);
+    test_refused_port ();
   }
 
   if (fault_url) {

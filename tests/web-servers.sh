@@ -19,6 +19,7 @@
 #   lighttpd_request_count     requests in LIGHTTPD_LOG so far
 #   start_faultserver ROOT     FAULT_PORT FAULT_URL FAULT_PID
 #                              FAULT_FAULTS FAULT_LOG FAULT_STDERR
+#                              (on port FAULTSERVER_PORT if set)
 #   set_fault JSON...          replace the faults file (one line per arg)
 #   add_fault JSON...          append lines to the faults file
 #   clear_faults               remove the faults file (no faults)
@@ -317,7 +318,8 @@ start_faultserver ()
     rm -f "$_ws_pf" "$FAULT_FAULTS"
     : > "$FAULT_LOG"
     _ws_spawn "$FAULT_STDERR" "$_ws_python" "$FAULTSERVER" --root "$1" \
-        --port-file "$_ws_pf" --faults "$FAULT_FAULTS" --log "$FAULT_LOG"
+        --port-file "$_ws_pf" --faults "$FAULT_FAULTS" --log "$FAULT_LOG" \
+        ${FAULTSERVER_PORT:+--port "$FAULTSERVER_PORT"}
     FAULT_PID=$_ws_pid
     if ! _ws_wait_file "$_ws_pf" "$FAULT_PID"; then
         cat "$FAULT_STDERR" >&2

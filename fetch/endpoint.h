@@ -1,0 +1,73 @@
+/* nbdkit-cloop: the health of one origin endpoint (a server a source
+ * fetches from), kept in one place so that a source with several
+ * mirrors can keep one per mirror.
+ *
+ * An endpoint is up until a transfer to it fails in a way that says
+ * nobody is there (connection refused, name not resolved, connect
+ * timeout: endpoint_report_down).  While it is down, transfers fail at
+ * once instead of knocking again, except that once the back-off has
+ * passed, one transfer is let through as a probe (endpoint_admit).
+ * The back-off doubles after each failed probe, from base_ms up to
+ * max_ms.  Any transfer that reaches the server marks it up again
+ * (endpoint_report_up).
+ *
+ * Not thread-safe: the owner serialises calls (the HTTP source holds
+ * its lock).  Times are CLOCK_MONOTONIC nanoseconds passed in by the
+ * caller, so the state machine can be tested without sleeping.
+ */
+#ifndef CLOOP_ENDPOINT_H
+#define CLOOP_ENDPOINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct endpoint_health {
+  unsigned base_ms, max_ms;     /* probe back-off schedule */
+  bool down;                    /* marked down, not yet seen back */
+  unsigned failed_probes;       /* probes failed since it went down */
+  uint64_t down_since_ns;       /* when it was marked down */
+  uint64_t next_probe_ns;       /* no probe before this */
+  const void *probe;            /* the transfer probing now, or NULL */
+  uint64_t down_events;         /* times it went from up to down */
+};
+
+/* What a transfer about to start may do. */
+enum endpoint_admission {
+  ENDPOINT_GO,                  /* up: go ahead */
+  ENDPOINT_PROBE,               /* down, back-off over: go, as the probe */
+  ENDPOINT_FAIL_FAST,           /* down: fail now without trying */
+};
+
+/* An endpoint that is up, with this probe back-off schedule. */
+void endpoint_init (struct endpoint_health *h, unsigned base_ms,
+                    unsigned max_ms);
+
+/* May transfer 'who' start now?  ENDPOINT_PROBE makes who the probe:
+ * its outcome must be reported (endpoint_report_*) or, if it never
+ * ran, endpoint_cancel'd, else no other probe is let through. */
+enum endpoint_admission endpoint_admit (struct endpoint_health *h,
+                                        const void *who, uint64_t now_ns);
+
+/* Would a transfer go out now without being a probe?  (Up.)  Callers
+ * use it to decide whether optional work such as read-ahead is worth
+ * a transfer. */
+bool endpoint_is_up (const struct endpoint_health *h);
+
+/* A transfer by who found nobody at the endpoint.  Returns true if
+ * this marked it down (it was up: log it once).  A failed probe
+ * doubles the back-off before the next one. */
+bool endpoint_report_down (struct endpoint_health *h, const void *who,
+                           uint64_t now_ns);
+
+/* A transfer by who reached the server (whatever it answered).
+ * Returns true if this marked a down endpoint up (log it once). */
+bool endpoint_report_up (struct endpoint_health *h, const void *who);
+
+/* who was admitted as the probe but never started: let another go. */
+void endpoint_cancel (struct endpoint_health *h, const void *who);
+
+/* Milliseconds until the next probe may go (0 if up or due). */
+uint64_t endpoint_ms_to_probe (const struct endpoint_health *h,
+                               uint64_t now_ns);
+
+#endif /* CLOOP_ENDPOINT_H */
