@@ -1,0 +1,97 @@
+/* nbdkit-cloop: fuzz the block decoders (index/decode.c).
+ *
+ * Input: one byte selecting the codec (modulo CODEC_COUNT), one flags
+ * byte (bit 0: allow a short block, as for a last block a writer did
+ * not pad), a BE24 decoded length (at most DECODED_MAX), then the
+ * compressed bytes.  Decoders live across inputs, as in the plugin's
+ * pool, so state left behind by one block meets the next.
+ * Properties: a success decodes to a length in [min_len, out_len];
+ * CODEC_ZERO gives zeroes; a failure is EIO or ENOTSUP with a message;
+ * for zlib, libdeflate and zlib (decoder_new (true)) agree: both
+ * succeed with identical output and length, or both fail; decoding
+ * the same block twice with one decoder gives the same result.
+ */
+#include <config.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockmap.h"
+#include "decode.h"
+#include "fuzz.h"
+
+#define HEADER_LEN  5
+#define DECODED_MAX (256 * 1024)
+
+static struct decoder *fast, *zlib_only;
+static unsigned char *out1, *out2;
+
+/* Decode with dec into out; check the generic properties.  Returns the
+ * decoder's result; *got is the decoded length on success. */
+static int
+decode (struct decoder *dec, enum block_codec codec, const uint8_t *in,
+        size_t in_len, unsigned char *out, size_t out_len, size_t min_len,
+        size_t *got)
+{
+  struct cloop_err err = { 0 };
+  int r;
+
+  *got = 0;
+  r = decoder_decode_upto (dec, codec, in, in_len, out, out_len, min_len,
+                           got, &err);
+  if (r == 0) {
+    FUZZ_ASSERT (*got >= min_len && *got <= out_len);
+    if (codec == CODEC_ZERO)
+      for (size_t i = 0; i < *got; i++)
+        FUZZ_ASSERT (out[i] == 0);
+  }
+  else {
+    FUZZ_ASSERT (r == -1);
+    FUZZ_ASSERT (err.errnum == EIO || err.errnum == ENOTSUP ||
+                 err.errnum == ENOMEM);
+    FUZZ_ASSERT (err.msg[0] != '\0');
+    FUZZ_ASSERT (codec_supported (codec) || err.errnum == ENOTSUP);
+  }
+  return r;
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  enum block_codec codec;
+  size_t out_len, min_len, in_len, got1, got2;
+  const uint8_t *in;
+  int r1, r2;
+
+  if (fast == NULL) {
+    fast = decoder_new (false);
+    zlib_only = decoder_new (true);
+    out1 = malloc (DECODED_MAX);
+    out2 = malloc (DECODED_MAX);
+    if (!fast || !zlib_only || !out1 || !out2)
+      abort ();
+  }
+  if (size < HEADER_LEN)
+    return 0;
+  codec = data[0] % CODEC_COUNT;
+  out_len = (size_t) data[2] << 16 | (size_t) data[3] << 8 | data[4];
+  if (out_len == 0 || out_len > DECODED_MAX)
+    return 0;
+  min_len = data[1] & 1 ? 1 : out_len;
+  in = data + HEADER_LEN;
+  in_len = size - HEADER_LEN;
+
+  r1 = decode (fast, codec, in, in_len, out1, out_len, min_len, &got1);
+  if (codec == CODEC_ZLIB)
+    r2 = decode (zlib_only, codec, in, in_len, out2, out_len, min_len, &got2);
+  else                          /* the same decoder again */
+    r2 = decode (fast, codec, in, in_len, out2, out_len, min_len, &got2);
+  FUZZ_ASSERT (r1 == r2);
+  if (r1 == 0) {
+    FUZZ_ASSERT (got1 == got2);
+    FUZZ_ASSERT (memcmp (out1, out2, got1) == 0);
+  }
+  return 0;
+}
