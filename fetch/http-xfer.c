@@ -233,6 +233,7 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
 
   curl_easy_reset (easy);
   http_reply_reset (&x->reply);
+  memset (&x->verdict, 0, sizeof x->verdict);
   x->checked = x->faulted = x->permanent = x->hard = false;
   x->received = x->cursor_part = x->cursor_off = 0;
   x->errbuf[0] = '\0';
