@@ -9,7 +9,10 @@
  * CODEC_ZERO gives zeroes; a failure is EIO or ENOTSUP with a message;
  * for zlib, libdeflate and zlib (decoder_new (true)) agree: both
  * succeed with identical output and length, or both fail; decoding
- * the same block twice with one decoder gives the same result.
+ * the same block twice with one decoder gives the same result; asked
+ * where its stream ends (used), a decoder accepts the same blocks plus
+ * ones with bytes after the stream, and reports used = the input for
+ * the former.
  *
  * One exception, found by this harness: libdeflate deliberately
  * accepts a few malformed Huffman headers that zlib rejects (e.g. a
@@ -50,7 +53,7 @@ decode (struct decoder *dec, enum block_codec codec, const uint8_t *in,
   *got = 0;
   memset (err, 0, sizeof *err);
   r = decoder_decode_upto (dec, codec, in, in_len, out, out_len, min_len,
-                           got, err);
+                           got, NULL, err);
   if (r == 0) {
     FUZZ_ASSERT (*got >= min_len && *got <= out_len);
     if (codec == CODEC_ZERO)
@@ -125,5 +128,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     FUZZ_ASSERT (got1 == got2);
     FUZZ_ASSERT (memcmp (out1, out2, got1) == 0);
   }
+
+  /* Asked where the stream ends, a decoder allows bytes after it; a
+   * stream that fills the input is accepted either way, alike. */
+  size_t used = SIZE_MAX;
+  r2 = decoder_decode_upto (fast, codec, in, in_len, out2, out_len, min_len,
+                            &got2, &used, &err2);
+  if (r1 == 0) {
+    FUZZ_ASSERT (r2 == 0 && got2 == got1 && memcmp (out1, out2, got1) == 0);
+    FUZZ_ASSERT (codec == CODEC_ZERO || used == in_len);
+  }
+  else if (r2 == 0)
+    FUZZ_ASSERT (used < in_len);
   return 0;
 }
