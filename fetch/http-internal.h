@@ -1,6 +1,7 @@
 /* nbdkit-cloop: internals shared by fetch/http.c (the source, its
  * worker thread) and fetch/http-xfer.c (one ranged GET: request set-up,
- * reply checking, retry decisions).  Not for use outside fetch/http*.c.
+ * reply checking through http-reply.h, retry decisions).  Not for use
+ * outside fetch/http*.c.
  */
 #ifndef CLOOP_HTTP_INTERNAL_H
 #define CLOOP_HTTP_INTERNAL_H
@@ -15,6 +16,7 @@
 #include "endpoint.h"
 #include "error.h"
 #include "http.h"
+#include "http-reply.h"
 #include "source.h"
 
 /* Bytes fetched by the probe at open and kept for the first reads. */
@@ -81,18 +83,19 @@ struct http_xfer {
   uint64_t not_before_ns;       /* back-off: start no earlier */
   CURL *easy;                   /* during an attempt */
 
-  /* Reply of the current attempt (reset at each status line). */
-  long status;
-  bool have_range, range_bad, range_star_total;
-  uint64_t range_first, range_last, range_total;
-  char range_raw[96];
-  int64_t content_length;       /* -1 if absent */
-  char etag[256];
-  char last_modified[64];
+  /* Reply of the current attempt (reset at each status line) and,
+   * once its head is checked, the verdict on it (http-reply.h). */
+  struct http_reply reply;
+  struct http_verdict verdict;
   bool checked;                 /* head validated; body may be stored */
   size_t received;              /* body bytes stored */
   size_t cursor_part, cursor_off; /* where the next body byte goes */
   char errbuf[CURL_ERROR_SIZE];
+
+  /* What the probe pins, from its accepted reply. */
+  uint64_t range_total;
+  char etag[sizeof ((struct http_reply *) 0)->etag];
+  char last_modified[sizeof ((struct http_reply *) 0)->last_modified];
 
   /* Outcome. */
   enum http_fault fault;        /* of the last failed attempt */

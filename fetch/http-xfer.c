@@ -3,9 +3,10 @@
  * a transfer either on an easy handle in the caller's thread or on the
  * worker's multi handle, and calls the same two functions.
  *
- * A reply's head is checked before its first body byte is stored, so a
- * 200, a wrong Content-Range or a changed ETag never reaches a caller's
- * buffer; body bytes beyond the requested length abort the transfer.
+ * A reply's head is checked (by http-reply.c) before its first body
+ * byte is stored, so a 200, a wrong Content-Range or a changed ETag
+ * never reaches a caller's buffer; body bytes beyond the requested
+ * length abort the transfer.
  */
 #include <config.h>
 
@@ -60,249 +61,66 @@ xfer_fault (struct http_xfer *x, enum http_fault kind, const char *fmt, ...)
   va_end (ap);
 }
 
-/* ---- Reply headers ---------------------------------------------------- */
-
-/* Parse a decimal uint64 at *p, advancing it.  -1 if none or overflow. */
-static int
-parse_u64 (const char **p, uint64_t *out)
-{
-  uint64_t v = 0;
-  const char *s = *p;
-
-  if (*s < '0' || *s > '9')
-    return -1;
-  for (; *s >= '0' && *s <= '9'; s++) {
-    if (v > (UINT64_MAX - (*s - '0')) / 10)
-      return -1;
-    v = v * 10 + (*s - '0');
-  }
-  *p = s;
-  *out = v;
-  return 0;
-}
-
-/* Content-Range: "bytes FIRST-LAST/TOTAL"; TOTAL may be a star
- * (unknown), and FIRST-LAST may be a star in a 416 reply. */
-static void
-parse_content_range (struct http_xfer *x, const char *v)
-{
-  const char *p = v;
-
-  x->have_range = true;
-  x->range_bad = true;
-  x->range_star_total = false;
-  snprintf (x->range_raw, sizeof x->range_raw, "%s", v);
-  if (strncasecmp (p, "bytes ", 6) != 0)
-    return;
-  p += 6;
-  while (*p == ' ')
-    p++;
-  if (*p == '*') {
-    p++;
-    x->range_first = 1;         /* no range; first > last marks it */
-    x->range_last = 0;
-  }
-  else {
-    if (parse_u64 (&p, &x->range_first) == -1 || *p++ != '-' ||
-        parse_u64 (&p, &x->range_last) == -1 ||
-        x->range_first > x->range_last)
-      return;
-  }
-  if (*p++ != '/')
-    return;
-  if (*p == '*') {
-    x->range_star_total = true;
-    p++;
-  }
-  else if (parse_u64 (&p, &x->range_total) == -1)
-    return;
-  if (*p != '\0')
-    return;
-  if (!x->range_star_total && x->range_first <= x->range_last &&
-      x->range_last >= x->range_total)
-    return;
-  x->range_bad = false;
-}
-
-/* Forget everything about the reply (a new status line began). */
-static void
-reply_reset (struct http_xfer *x)
-{
-  x->status = 0;
-  x->have_range = x->range_bad = x->range_star_total = false;
-  x->range_raw[0] = '\0';
-  x->content_length = -1;
-  x->etag[0] = '\0';
-  x->last_modified[0] = '\0';
-}
+/* ---- Reply head and body ----------------------------------------------- */
 
 static size_t
 on_header (char *buf, size_t size, size_t nitems, void *opaque)
 {
   struct http_xfer *x = opaque;
-  size_t len = size * nitems, name_len;
-  char line[512], *value, *end;
 
-  if (len >= sizeof line)       /* a header we do not care about */
-    return len;
-  memcpy (line, buf, len);
-  line[len] = '\0';
-  end = line + len;
-  while (end > line && (end[-1] == '\r' || end[-1] == '\n' ||
-                        end[-1] == ' ' || end[-1] == '\t'))
-    *--end = '\0';
-
-  if (strncmp (line, "HTTP/", 5) == 0) {
-    const char *sp = strchr (line, ' ');
-    reply_reset (x);
-    if (sp)
-      x->status = strtol (sp + 1, NULL, 10);
-    return len;
-  }
-  value = strchr (line, ':');
-  if (value == NULL)
-    return len;
-  name_len = value - line;
-  for (value++; *value == ' ' || *value == '\t'; value++)
-    ;
-  if (name_len == 13 && strncasecmp (line, "Content-Range", 13) == 0)
-    parse_content_range (x, value);
-  else if (name_len == 14 && strncasecmp (line, "Content-Length", 14) == 0) {
-    const char *p = value;
-    uint64_t n;
-
-    if (parse_u64 (&p, &n) == 0 && *p == '\0' && n <= INT64_MAX)
-      x->content_length = n;
-  }
-  else if (name_len == 4 && strncasecmp (line, "ETag", 4) == 0)
-    snprintf (x->etag, sizeof x->etag, "%s", value);
-  else if (name_len == 13 && strncasecmp (line, "Last-Modified", 13) == 0)
-    snprintf (x->last_modified, sizeof x->last_modified, "%s", value);
-  return len;
+  http_reply_header (&x->reply, buf, size * nitems);
+  return size * nitems;
 }
 
-/* The probe learns the total; every later reply must match the pin. */
-static int
-check_range_probe (struct http_xfer *x)
-{
-  uint64_t want_last;
-
-  if (x->range_star_total)
-    return xfer_fault (x, HTTP_FAULT_NOT_PARTIAL,
-                       "server does not honour Range requests "
-                       "(Content-Range '%s' gives no total size)",
-                       x->range_raw), -1;
-  want_last = x->first + x->length - 1;
-  if (want_last > x->range_total - 1)
-    want_last = x->range_total - 1;
-  if (x->range_first != x->first || x->range_last != want_last)
-    return xfer_fault (x, HTTP_FAULT_RANGE,
-                       "Content-Range '%s' does not match the request "
-                       "bytes=%" PRIu64 "-%" PRIu64, x->range_raw,
-                       x->first, x->first + x->length - 1), -1;
-  x->length = want_last - x->first + 1;
-  return 0;
-}
-
-static int
-check_range (struct http_xfer *x)
+/* What x asks for, in http-reply.h's terms. */
+static void
+xfer_request (const struct http_xfer *x, struct http_request *req)
 {
   const struct http_identity *id = &x->hs->id;
-  uint64_t last = x->first + x->length - 1;
 
-  if (!x->have_range)
-    return xfer_fault (x, HTTP_FAULT_RANGE, "206 reply without Content-Range"),
-      -1;
-  if (x->range_bad || x->range_first > x->range_last)
-    return xfer_fault (x, HTTP_FAULT_RANGE,
-                       "malformed Content-Range '%s'", x->range_raw), -1;
-  if (x->probe)
-    return check_range_probe (x);
-  if (x->range_star_total)
-    return xfer_fault (x, HTTP_FAULT_RANGE, "Content-Range '%s' hides the "
-                       "total size", x->range_raw), -1;
-  if (x->range_total != id->size)
-    return xfer_fault (x, HTTP_FAULT_CHANGED,
-                       "object changed on server (size %" PRIu64
-                       ", pinned %" PRIu64 ")", x->range_total, id->size), -1;
-  if (x->range_first != x->first || x->range_last != last)
-    return xfer_fault (x, HTTP_FAULT_RANGE,
-                       "Content-Range '%s' does not match the request "
-                       "bytes=%" PRIu64 "-%" PRIu64,
-                       x->range_raw, x->first, last), -1;
-  return 0;
+  *req = (struct http_request) {
+    .first = x->first, .length = x->length,
+    .probe = x->probe, .whole = x->whole, .exact = x->exact,
+    .pinned_size = id->size, .pinned_etag = id->etag,
+    .pinned_last_modified = id->last_modified,
+  };
 }
 
 /* Check the status line and headers of the final reply.  0 if body
- * bytes may be stored, else -1 with the fault recorded. */
-/* A whole immutable object (content-addressed, verified by the
- * caller): a plain 200 whose length is what was asked for. */
-static int
-check_head_whole (struct http_xfer *x)
-{
-  if (x->status != 200)
-    return xfer_fault (x, HTTP_FAULT_STATUS, "HTTP status %ld", x->status),
-      -1;
-  if (x->content_length >= 0 &&
-      (x->exact ? (uint64_t) x->content_length != x->length
-                : (uint64_t) x->content_length > x->length))
-    return xfer_fault (x, HTTP_FAULT_LENGTH, "Content-Length %" PRId64
-                       ", expected %s%zu", x->content_length,
-                       x->exact ? "" : "at most ", x->length), -1;
-  return 0;
-}
-
+ * bytes may be stored (the probe's length and pins are then updated),
+ * else -1 with the fault recorded. */
 static int
 check_head (struct http_xfer *x)
 {
-  const struct http_identity *id = &x->hs->id;
+  struct http_request req;
+  struct http_verdict *v = &x->verdict;
 
-  if (x->whole)
-    return check_head_whole (x);
-
-  if (x->status == 200 && !x->probe && id->etag && x->etag[0] &&
-      strcmp (x->etag, id->etag) != 0)
-    return xfer_fault (x, HTTP_FAULT_CHANGED,
-                       "object changed on server (200 with ETag %s, "
-                       "pinned %s)", x->etag, id->etag), -1;
-  if (x->probe && (x->status == 200 || x->status == 416))
-    x->hard = true;             /* likely the server's nature: one retry */
-  if (x->status == 200 && x->probe && x->content_length == 0)
-    return xfer_fault (x, HTTP_FAULT_NOT_PARTIAL, "the object is empty"), -1;
-  if (x->status == 200)
-    return xfer_fault (x, HTTP_FAULT_NOT_PARTIAL, x->probe
-                       ? "server does not honour Range requests (200, not 206)"
-                       : "200 instead of 206: object changed on server "
-                       "or Range ignored"), -1;
-  if (x->status == 416 && x->probe)
-    return xfer_fault (x, HTTP_FAULT_RANGE, "416 for bytes=0-%zu: the "
-                       "object is empty or the server mishandles Range%s%s",
-                       x->length - 1, x->range_raw[0] ? ", Content-Range " : "",
-                       x->range_raw), -1;
-  if (x->status == 416)
-    return xfer_fault (x, HTTP_FAULT_RANGE,
-                       "416 Range Not Satisfiable%s%s",
-                       x->range_raw[0] ? ", Content-Range " : "",
-                       x->range_raw), -1;
-  if (x->status != 206)
-    return xfer_fault (x, HTTP_FAULT_STATUS, "HTTP status %ld", x->status), -1;
-  if (check_range (x) == -1)
-    return -1;
-  if (x->probe)
-    return 0;
-  if (id->etag && x->etag[0] && strcmp (x->etag, id->etag) != 0)
-    return xfer_fault (x, HTTP_FAULT_CHANGED,
-                       "object changed on server (ETag %s, pinned %s)",
-                       x->etag, id->etag), -1;
-  if (id->etag == NULL && id->last_modified && x->last_modified[0] &&
-      strcmp (x->last_modified, id->last_modified) != 0)
-    return xfer_fault (x, HTTP_FAULT_CHANGED,
-                       "object changed on server (Last-Modified %s, "
-                       "pinned %s)", x->last_modified, id->last_modified), -1;
+  xfer_request (x, &req);
+  if (http_reply_check (&req, &x->reply, v) == -1) {
+    x->hard = v->hard;
+    return xfer_fault (x, v->fault, "%s", v->why), -1;
+  }
+  if (x->probe) {
+    x->length = v->length;
+    x->range_total = x->reply.range.total;
+    memcpy (x->etag, x->reply.etag, sizeof x->etag);
+    memcpy (x->last_modified, x->reply.last_modified,
+            sizeof x->last_modified);
+  }
   return 0;
 }
 
-/* ---- Reply body --------------------------------------------------------- */
+/* Check the body length so far (or, ended, in all). 0 or -1. */
+static int
+check_body (struct http_xfer *x, size_t received, bool ended)
+{
+  struct http_request req;
+
+  xfer_request (x, &req);
+  if (http_reply_check_body (&req, &x->verdict, received, ended) == -1)
+    return xfer_fault (x, x->verdict.fault, "%s", x->verdict.why), -1;
+  return 0;
+}
 
 static size_t
 on_body (char *ptr, size_t size, size_t nmemb, void *opaque)
@@ -315,11 +133,8 @@ on_body (char *ptr, size_t size, size_t nmemb, void *opaque)
       return 0;                 /* aborts with CURLE_WRITE_ERROR */
     x->checked = true;
   }
-  if (n > x->length - x->received) {
-    xfer_fault (x, HTTP_FAULT_LENGTH,
-                "server sent more than the %zu bytes asked for", x->length);
+  if (check_body (x, (uint64_t) x->received + n, false) == -1)
     return 0;
-  }
   while (done < n) {
     struct source_range *r = x->parts[x->cursor_part];
     size_t room = r->length - x->cursor_off;
@@ -417,7 +232,8 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   CURLcode rc;
 
   curl_easy_reset (easy);
-  reply_reset (x);
+  http_reply_reset (&x->reply);
+  memset (&x->verdict, 0, sizeof x->verdict);
   x->checked = x->faulted = x->permanent = x->hard = false;
   x->received = x->cursor_part = x->cursor_off = 0;
   x->errbuf[0] = '\0';
@@ -503,10 +319,7 @@ judge_attempt (struct http_xfer *x, CURLcode rc)
   }
   if (!x->checked && check_head (x) == -1)      /* reply without a body */
     return;
-  if (x->whole && !x->exact ? x->received > x->length
-                            : x->received != x->length)
-    xfer_fault (x, HTTP_FAULT_LENGTH, "body of %zu bytes, %zu asked for",
-                x->received, x->length);
+  check_body (x, x->received, true);
 }
 
 /* Back-off before attempt number (attempts + 1): exponential from
@@ -536,8 +349,10 @@ http_xfer_backoff_ns (struct http_xfer *x)
 static bool
 is_hard_status (const struct http_xfer *x)
 {
-  return x->fault == HTTP_FAULT_STATUS && x->status >= 300 &&
-    x->status < 500 && x->status != 408 && x->status != 429;
+  long status = x->reply.status;
+
+  return x->fault == HTTP_FAULT_STATUS && status >= 300 &&
+    status < 500 && status != 408 && status != 429;
 }
 
 enum http_next

@@ -18,7 +18,11 @@ struct decoder;
 
 /* Create a decoder.  If force_zlib is true, zlib-format blocks use
  * zlib's inflate even when libdeflate is available (tests use this to
- * check both paths).  Returns NULL on ENOMEM. */
+ * check both paths).  The two agree on every stream (same output, or
+ * both fail), except that libdeflate deliberately accepts a few
+ * malformed Huffman headers zlib rejects (libdeflate issue #288); its
+ * output is then still Adler-32-checked and of exactly the asked
+ * length.  Returns NULL on ENOMEM. */
 struct decoder *decoder_new (bool force_zlib);
 void decoder_free (struct decoder *dec);
 
