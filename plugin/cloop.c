@@ -988,9 +988,9 @@ log_stats (struct reader *r)
                 " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks",
                 st.hits, st.misses, st.waits, st.evictions, st.fill_failures,
                 st.bytes_cached, st.entries);
-  if (strcmp (reader_source (r)->ops->name, "http") == 0) {
+  if (strcmp (source_base (reader_source (r))->ops->name, "http") == 0) {
     struct http_stats hs;
-    source_http_get_stats (reader_source (r), &hs);
+    source_http_get_stats (source_base (reader_source (r)), &hs);
     nbdkit_debug ("http: %" PRIu64 " requests, %" PRIu64 " bytes fetched, %"
                   PRIu64 " retries, %" PRIu64 " failed ranges",
                   hs.requests, hs.bytes_fetched, hs.retries, hs.failures);
