@@ -671,9 +671,12 @@ attach_block_hashes (const struct image_config *cfg, struct disk_cache *dc,
 
 /* Whether the image behind br is an ISO9660 image: not if it starts
  * like a cloop shell header (so a bare cloop file costs no extra
- * read), else by "CD001" at 32769.  0 with *is_iso set, or -1. */
+ * read), else by "CD001" at 32769.  *outer is set after reading the
+ * head (which the format parser reads too).  0 with *is_iso set, or
+ * -1. */
 static int
-probe_iso (const struct byte_reader *br, bool *is_iso, struct cloop_err *err)
+probe_iso (const struct byte_reader *br, bool *outer, bool *is_iso,
+           struct cloop_err *err)
 {
   unsigned char head[STORE_MAGIC_LEN];
 
@@ -683,6 +686,7 @@ probe_iso (const struct byte_reader *br, bool *is_iso, struct cloop_err *err)
     return -1;
   if (br->size >= sizeof head && memcmp (head, "#!/bin/s", 8) == 0)
     return 0;
+  *outer = true;
   return iso9660_probe (br, is_iso, err);
 }
 
@@ -708,8 +712,7 @@ open_iso_file (const struct image_config *cfg, struct source **srcp,
   if (source_base (*srcp) != *srcp) /* already opened (a retry) */
     return 0;
   iso_path[0] = '\0';
-  m->outer = true;
-  r = probe_iso (br, &is_iso, err);
+  r = probe_iso (br, &m->outer, &is_iso, err);
   if (r == 0 && is_iso)
     r = iso9660_find (br, path, &f, err);
   m->outer = false;
@@ -910,7 +913,7 @@ image_probe_file (const char *path, struct cloop_err *why)
       source_pread (src, head, sizeof head, 0, why) == 0 &&
       store_probe_head (head, sizeof head))
     kind = IMAGE_STORE;
-  else if (probe_iso (&br, &is_iso, why) == 0 && is_iso)
+  else if (probe_iso (&br, &(bool) { false }, &is_iso, why) == 0 && is_iso)
     kind = IMAGE_ISO;
   else if ((map = cloop_open (&br, why)) != NULL) {
     block_map_free (map);
