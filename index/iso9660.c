@@ -341,10 +341,12 @@ parse_root (const struct volume *v, const unsigned char *d, struct tree *t,
 {
   struct record r;
   struct tree plain = { 0 };
+  int len = parse_record (v, &plain, d + 156, 34, &r, err);
 
-  if (parse_record (v, &plain, d + 156, 34, &r, err) <= 0 || !r.dir)
-    return cloop_err_set (err, EINVAL, "%s", err->errnum ? err->msg
-                          : "its root is not a directory");
+  if (len == -1)
+    return -1;
+  if (len == 0 || !r.dir)
+    return cloop_err_set (err, EINVAL, "its root is not a directory");
   t->root_offset = r.offset;
   t->root_size = r.size;
   return 0;
