@@ -713,11 +713,20 @@ open_iso_file (const struct image_config *cfg, struct source **srcp,
     return 0;
   iso_path[0] = '\0';
   r = probe_iso (br, &m->outer, &is_iso, err);
+  /* Offline, a probe that is not in the cache was never made: the
+   * image was served as a bare file by a version without ISO support. */
+  if (r == -1 && strcmp (source_base (*srcp)->ops->name, "offline") == 0) {
+    *err = (struct cloop_err) { 0 };
+    r = 0;
+  }
   if (r == 0 && is_iso)
     r = iso9660_find (br, path, &f, err);
   m->outer = false;
   if (r == -1) {
-    cloop_err_prefix (err, "%s in %s", path, name);
+    if (is_iso)
+      cloop_err_prefix (err, "%s in %s", path, name);
+    else
+      cloop_err_prefix (err, "%s", name);
     return -1;
   }
   if (!is_iso)
@@ -757,6 +766,26 @@ read_map (const struct image_config *cfg, struct source *src,
   return cloop_open (br, err);
 }
 
+/* Find the file inside an ISO image (once: not again on a retry),
+ * then parse the format through br.  NULL with err set; then
+ * *iso_failed says whether finding the file failed (err names the
+ * path and the image). */
+static struct block_map *
+open_map (const struct image_config *cfg, struct source **srcp,
+          struct disk_cache *dc, struct meta_reader *m,
+          struct byte_reader *br, const char *name, char *iso_path,
+          size_t iso_path_len, bool *iso_failed, struct cloop_err *err)
+{
+  *iso_failed = false;
+  if (*srcp == NULL ||
+      open_iso_file (cfg, srcp, m, br, name, iso_path, iso_path_len,
+                     err) == -1) {
+    *iso_failed = true;
+    return NULL;
+  }
+  return read_map (cfg, *srcp, dc, m, br, name, m->object_id, err);
+}
+
 struct reader *
 image_open (const struct image_config *cfg, struct cloop_err *err)
 {
@@ -783,12 +812,9 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     .opaque = &m, .size = source_size (src), .pread = meta_pread,
   };
   char iso_path[256] = "";
-  if (open_iso_file (cfg, &src, &m, &br, name, iso_path, sizeof iso_path,
-                     err) == -1) {
-    meta_forget (&m);
-    goto fail;
-  }
-  map = read_map (cfg, src, dc, &m, &br, name, rcfg.object_id, err);
+  bool iso_failed;
+  map = open_map (cfg, &src, dc, &m, &br, name, iso_path, sizeof iso_path,
+                  &iso_failed, err);
   /* Only a cached copy that does not parse (EINVAL) is suspect; an
    * index that parsed but is not trusted (EACCES: expired, rolled
    * back) or a failed fetch (EIO) says nothing against the cache. */
@@ -799,7 +825,8 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     meta_forget (&m);
     m.bypass = true;
     *err = (struct cloop_err) { 0 };
-    map = read_map (cfg, src, dc, &m, &br, name, rcfg.object_id, err);
+    map = open_map (cfg, &src, dc, &m, &br, name, iso_path, sizeof iso_path,
+                    &iso_failed, err);
   }
   if (map && m.dc)
     meta_commit (&m);
@@ -808,6 +835,8 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   if (map && m.dc && !map->objects_by_hash)
     meta_content_id (&m, source_size (src), rcfg.object_id);
   meta_forget (&m);
+  if (map == NULL && iso_failed)
+    goto fail;
   if (map == NULL && iso_path[0]) {
     cloop_err_prefix (err, "%s in %s is not a cloop image", iso_path, name);
     goto fail;
