@@ -8,7 +8,8 @@
 # file); a warm start with the same disk cache asks the server
 # nothing; and the same cloop file served bare from another URL shares
 # the ISO's cached blocks (the disk cache knows it by its content), so
-# only its header and index are fetched.
+# only its header and index are fetched; with the server stopped, the
+# ISO is served from the disk cache alone.
 
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
@@ -100,3 +101,14 @@ nbdkit_cloop -U - --run 'nbdcopy "$uri" out' "$PLUGIN" \
     { cat err; fail "bare: nbdkit failed"; }
 cmp out expected || fail "bare: wrong bytes"
 check_log "$n0" 6 200000 "bare file after the ISO"
+
+# The server gone: the ISO's descriptors, directories, the cloop
+# header and index and the blocks all come from the disk cache.
+_ws_stop "$NGINX_PID"
+rm -f out
+nbdkit_cloop -U - --run 'nbdcopy "$uri" out' "$PLUGIN" \
+    url="$NGINX_URL/knoppix.iso" cache-dir="$cache" revalidate=0 2> err ||
+    { cat err; fail "offline: nbdkit failed"; }
+cmp out expected || fail "offline: wrong bytes"
+grep -q "without the server" err || { cat err; fail "offline: no warning"; }
+echo "ok: offline start and read from the disk cache"
