@@ -11,7 +11,10 @@
  * descriptor terminator, disagreeing both-endian fields, a directory
  * that contains itself (a loop, bounded by the depth limit), a missing
  * file (ENOENT), a non-ISO; finally random mutations of the metadata
- * sectors, each found or refused cleanly.  Exit 0 = pass, 1 = fail.
+ * sectors, each found or refused cleanly.  And the window source
+ * (fetch/window.c) over a local file: reads and a batch shifted, a
+ * range past the window's end failed alone, a window past the file
+ * refused.  Exit 0 = pass, 1 = fail.
  */
 #include <config.h>
 
@@ -19,8 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "iso9660.h"
+#include "source.h"
 
 #define CHECK_COUNT_FAILURES
 #include "check.h"
@@ -385,9 +390,50 @@ test_mutations (void)
   CHECK (found > 0 && refused > 0);
 }
 
+static void
+test_window (void)
+{
+  char path[] = "/tmp/test-iso9660.XXXXXX";
+  int fd = mkstemp (path);
+  unsigned char data[8192], a[100], b[300], c[10];
+  struct cloop_err err = { 0 };
+  struct source *src, *win;
+
+  CHECK (fd >= 0);
+  for (size_t i = 0; i < sizeof data; i++)
+    data[i] = i * 7 + (i >> 8);
+  CHECK (write (fd, data, sizeof data) == (ssize_t) sizeof data);
+  close (fd);
+  src = source_open_file (path, &err);
+  CHECK (src != NULL);
+  win = source_open_window (src, 1000, 5000, "win", &err);
+  CHECK (win != NULL && source_size (win) == 5000);
+  CHECK (source_base (win) == src);
+  CHECK (source_pread (win, a, sizeof a, 0, &err) == 0);
+  CHECK (memcmp (a, data + 1000, sizeof a) == 0);
+  CHECK (source_pread (win, c, 10, 4991, &err) == -1 && err.errnum == EIO);
+  struct source_range r[3] = {
+    { .offset = 4900, .length = sizeof a, .buf = a },
+    { .offset = 4995, .length = sizeof c, .buf = c },   /* past the end */
+    { .offset = 10, .length = sizeof b, .buf = b },
+  };
+  memset (a, 0, sizeof a);
+  CHECK (source_pread_many (win, r, 3, &err) == -1);
+  CHECK (r[0].status == 0 && r[1].status == EIO && r[2].status == 0);
+  CHECK (memcmp (a, data + 5900, sizeof a) == 0);
+  CHECK (memcmp (b, data + 1010, sizeof b) == 0);
+  source_close (win);           /* closes src too */
+  src = source_open_file (path, &err);
+  CHECK (src != NULL);
+  CHECK (source_open_window (src, 8000, 193, "win", &err) == NULL &&
+         err.errnum == EINVAL);        /* and src was closed */
+  unlink (path);
+}
+
 int
 main (void)
 {
+  test_window ();
   test_good ();
   test_multi_extent_faults ();
   test_limits ();
