@@ -238,7 +238,67 @@ compare_names (const void *a, const void *b)
   return strcmp (*(char *const *) a, *(char *const *) b);
 }
 
-/* Add dir/name as an export if it is an image or a store. */
+/* Adding the cloop files of one ISO image as exports. */
+struct iso_scan {
+  struct catalogue *cat;
+  const char *name;             /* of the ISO in the folder */
+  const char *path;             /* of the ISO */
+  unsigned added;
+};
+
+/* Export NAME/KNOPPIXn: the ISO with iso-file=/KNOPPIX/KNOPPIXn. */
+static int
+add_iso_file (void *opaque, const char *iso_path, struct cloop_err *err)
+{
+  struct iso_scan *sc = opaque;
+  struct catalogue_entry *e = add_entry (sc->cat, err);
+  const char *file = strrchr (iso_path, '/') + 1;
+  char *name;
+
+  if (e == NULL)
+    return -1;
+  if (asprintf (&name, "%s/%s", sc->name, file) == -1)
+    name = NULL;
+  e->name = own (sc->cat, name);
+  e->location = own (sc->cat, strdup (sc->path));
+  e->nkeys = 1;
+  e->keys[0] = "iso-file";
+  e->values[0] = own (sc->cat, strdup (iso_path));
+  if (e->name == NULL || e->location == NULL || e->values[0] == NULL) {
+    sc->cat->n--;
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  }
+  sc->added++;
+  return 0;
+}
+
+/* The cloop files in /KNOPPIX/ of the ISO image path, as exports; the
+ * ISO is skipped (reported) if it holds none. */
+static int
+scan_iso (struct catalogue *cat, const char *path, const char *name,
+          void (*skipped) (const char *, const char *),
+          struct cloop_err *err)
+{
+  struct iso_scan sc = { .cat = cat, .name = name, .path = path };
+  struct cloop_err why = { 0 };
+
+  if (image_list_iso (path, add_iso_file, &sc, skipped, &why) == -1) {
+    if (why.errnum == ENOMEM || cat->n == CATALOGUE_EXPORTS_MAX) {
+      *err = why;
+      return -1;
+    }
+  }
+  else if (sc.added == 0)
+    cloop_err_set (&why, ENOENT, "an ISO9660 image without a cloop file "
+                   "KNOPPIX* in /KNOPPIX");
+  if (sc.added == 0 && skipped)
+    skipped (path, why.msg);
+  return 0;
+}
+
+/* Add dir/name as an export if it is an image or a store, or each
+ * cloop file in /KNOPPIX/ of an ISO image as NAME/KNOPPIX,
+ * NAME/KNOPPIX1, ... */
 static int
 scan_one (struct catalogue *cat, const char *dir, const char *name,
           void (*skipped) (const char *, const char *),
@@ -267,6 +327,11 @@ scan_one (struct catalogue *cat, const char *dir, const char *name,
   else
     cloop_err_set (&why, EINVAL, "not a file or folder");
 
+  if (kind == IMAGE_ISO) {
+    int r = scan_iso (cat, path, name, skipped, err);
+    free (path);
+    return r;
+  }
   if (kind == IMAGE_NONE) {
     if (skipped)
       skipped (path, why.msg);

@@ -13,8 +13,11 @@
  * Or a folder (dir=DIR): every cloop image (any dialect, recognised
  * by its content, not its name) and every block store (a folder
  * holding an "index") directly inside DIR, named by its file or folder
- * name, in name order.  Hidden names (starting with '.') and anything
- * else are skipped.
+ * name, in name order.  An ISO9660 image NAME gives one export per
+ * cloop file KNOPPIX, KNOPPIX1, ... in its /KNOPPIX folder, named
+ * NAME/KNOPPIX, NAME/KNOPPIX1, ... (in the ISO's order), with the key
+ * iso-file=/KNOPPIX/KNOPPIXn.  Hidden names (starting with '.') and
+ * anything else are skipped.
  *
  * Knows nothing of nbdkit.
  */

@@ -15,6 +15,7 @@
 #include "diskcache.h"
 #include "hashlist.h"
 #include "image.h"
+#include "iso9660.h"
 #include "store.h"
 #include "trust.h"
 
@@ -66,9 +67,11 @@ identity_parse (const char *text, struct identity *id)
  * never cached.  A cached copy that does not parse is dropped and
  * fetched again (image_open). */
 struct meta_piece {
-  uint64_t offset;
+  uint64_t base;                /* of the window read (0: the object) */
+  uint64_t offset;              /* in the window */
   size_t len;
   bool from_cache;              /* else fetched: commit it on success */
+  bool outer;                   /* read of an ISO image around a file */
   struct meta_piece *next;
   unsigned char data[];         /* len bytes */
 };
@@ -79,6 +82,8 @@ struct meta_reader {
   const char *object_id;
   bool bypass;                  /* read from the source only */
   struct meta_piece *pieces;    /* what this open read, newest first */
+  uint64_t base;                /* src is a window at base (ISO file) */
+  bool outer;                   /* reading the ISO image around it */
 };
 
 /* The metadata name of bytes [offset, offset+len) of the object. */
@@ -99,9 +104,11 @@ meta_remember (struct meta_reader *m, const void *buf, size_t len,
 
   if (p == NULL)
     return cloop_err_set (err, ENOMEM, "out of memory");
+  p->base = m->base;
   p->offset = offset;
   p->len = len;
   p->from_cache = from_cache;
+  p->outer = m->outer;
   memcpy (p->data, buf, len);
   p->next = m->pieces;
   m->pieces = p;
@@ -119,7 +126,14 @@ meta_pread (void *opaque, void *buf, size_t len, uint64_t offset,
 
   if (m->dc == NULL)
     return source_pread (m->src, buf, len, offset, err);
-  meta_name (name, sizeof name, m->object_id, offset, len);
+  /* Bytes read twice in one open (ISO probing, then the format) are
+   * fetched once. */
+  for (struct meta_piece *p = m->pieces; p; p = p->next)
+    if (p->base + p->offset == m->base + offset && p->len == len) {
+      memcpy (buf, p->data, len);
+      return 0;
+    }
+  meta_name (name, sizeof name, m->object_id, m->base + offset, len);
   if (!m->bypass &&
       disk_cache_get_meta (m->dc, name, buf, len, &got, &ignored) == 1 &&
       got == len)
@@ -138,7 +152,8 @@ meta_commit (struct meta_reader *m)
 
   for (struct meta_piece *p = m->pieces; p; p = p->next)
     if (!p->from_cache) {
-      meta_name (name, sizeof name, m->object_id, p->offset, p->len);
+      meta_name (name, sizeof name, m->object_id, p->base + p->offset,
+                 p->len);
       disk_cache_put_meta (m->dc, name, p->data, p->len, &ignored);
     }
 }
@@ -154,7 +169,8 @@ meta_drop_cached (struct meta_reader *m)
 
   for (struct meta_piece *p = m->pieces; p; p = p->next)
     if (p->from_cache) {
-      meta_name (name, sizeof name, m->object_id, p->offset, p->len);
+      meta_name (name, sizeof name, m->object_id, p->base + p->offset,
+                 p->len);
       disk_cache_drop_meta (m->dc, name, &ignored);
       any = true;
     }
@@ -176,8 +192,11 @@ compare_pieces (const void *a, const void *b)
  * size and of every header and index byte its parser read (offset,
  * length and bytes of each read, in offset order).  The same file
  * reached through two URLs has one identity, so its blocks are cached
- * once; a file whose index changed gets another.  0, or -1 (ENOMEM:
- * then the caller keeps the URL's identity). */
+ * once; a file whose index changed gets another.  Reads of an ISO
+ * image around the file do not count (a cloop file inside an ISO has
+ * the identity of the same file served bare: its blocks are keyed by
+ * their offsets in the file).  0, or -1 (ENOMEM: then the caller keeps
+ * the URL's identity). */
 static int
 meta_content_id (struct meta_reader *m, uint64_t size, char out[65])
 {
@@ -188,7 +207,7 @@ meta_content_id (struct meta_reader *m, uint64_t size, char out[65])
   EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
 
   for (struct meta_piece *p = m->pieces; p; p = p->next)
-    n++;
+    n += !p->outer && p->base == m->base;
   v = malloc ((n ? n : 1) * sizeof *v);
   if (v == NULL || ctx == NULL) {
     free (v);
@@ -196,7 +215,8 @@ meta_content_id (struct meta_reader *m, uint64_t size, char out[65])
     return -1;
   }
   for (struct meta_piece *p = m->pieces; p; p = p->next)
-    v[k++] = p;
+    if (!p->outer && p->base == m->base)
+      v[k++] = p;
   qsort (v, n, sizeof *v, compare_pieces);
   EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL);
   EVP_DigestUpdate (ctx, "nbdkit-cloop content 1", 22);
@@ -646,6 +666,87 @@ attach_block_hashes (const struct image_config *cfg, struct disk_cache *dc,
   return r;
 }
 
+/* The cloop file served from an ISO9660 image without iso-file=. */
+#define ISO_DEFAULT_FILE "/KNOPPIX/KNOPPIX"
+
+/* Whether the image behind br is an ISO9660 image: not if it starts
+ * like a cloop shell header (so a bare cloop file costs no extra
+ * read), else by "CD001" at 32769.  *outer is set after reading the
+ * head (which the format parser reads too).  0 with *is_iso set, or
+ * -1. */
+static int
+probe_iso (const struct byte_reader *br, bool *outer, bool *is_iso,
+           struct cloop_err *err)
+{
+  unsigned char head[STORE_MAGIC_LEN];
+
+  *is_iso = false;
+  if (br->size >= sizeof head &&
+      br->pread (br->opaque, head, sizeof head, 0, err) == -1)
+    return -1;
+  if (br->size >= sizeof head && memcmp (head, "#!/bin/s", 8) == 0)
+    return 0;
+  *outer = true;
+  return iso9660_probe (br, is_iso, err);
+}
+
+/* If the image behind *srcp is an ISO9660 image, replace *srcp (and m
+ * and br, which read it) with a window on the file iso_path inside it
+ * (cfg->iso_file, default /KNOPPIX/KNOPPIX; set to "" if the image is
+ * not an ISO).  The reads of the ISO are outer pieces of m.  0, or -1
+ * with err set naming the path and the image (*srcp may then be NULL:
+ * it was closed). */
+static int
+open_iso_file (const struct image_config *cfg, struct source **srcp,
+               struct meta_reader *m, struct byte_reader *br,
+               const char *name, char *iso_path, size_t iso_path_len,
+               struct cloop_err *err)
+{
+  const char *path = cfg->iso_file ? cfg->iso_file : ISO_DEFAULT_FILE;
+  struct iso9660_file f;
+  struct source *win;
+  char *wname;
+  bool is_iso;
+  int r;
+
+  if (source_base (*srcp) != *srcp) /* already opened (a retry) */
+    return 0;
+  iso_path[0] = '\0';
+  r = probe_iso (br, &m->outer, &is_iso, err);
+  /* Offline, a probe that is not in the cache was never made: the
+   * image was served as a bare file by a version without ISO support. */
+  if (r == -1 && strcmp (source_base (*srcp)->ops->name, "offline") == 0) {
+    *err = (struct cloop_err) { 0 };
+    r = 0;
+  }
+  if (r == 0 && is_iso)
+    r = iso9660_find (br, path, &f, err);
+  m->outer = false;
+  if (r == -1) {
+    if (is_iso)
+      cloop_err_prefix (err, "%s in %s", path, name);
+    else
+      cloop_err_prefix (err, "%s", name);
+    return -1;
+  }
+  if (!is_iso)
+    return cfg->iso_file == NULL ? 0
+      : cloop_err_set (err, EINVAL, "iso-file=%s: %s is not an ISO9660 "
+                       "image", cfg->iso_file, name);
+  snprintf (iso_path, iso_path_len, "%s", path);
+  if (asprintf (&wname, "%s in %s", path, name) == -1)
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  win = source_open_window (*srcp, f.offset, f.length, wname, err);
+  free (wname);
+  *srcp = win;
+  if (win == NULL)
+    return -1;
+  m->src = win;
+  m->base = f.offset;
+  br->size = f.length;
+  return 0;
+}
+
 /* Parse the image's format through br: a block store (signed index)
  * or a cloop file of any dialect.  NULL with err set. */
 static struct block_map *
@@ -663,6 +764,26 @@ read_map (const struct image_config *cfg, struct source *src,
       store_probe_head (head, sizeof head))
     return open_store (cfg, src, dc, m->dc, br, name, object_id, err);
   return cloop_open (br, err);
+}
+
+/* Find the file inside an ISO image (once: not again on a retry),
+ * then parse the format through br.  NULL with err set; then
+ * *iso_failed says whether finding the file failed (err names the
+ * path and the image). */
+static struct block_map *
+open_map (const struct image_config *cfg, struct source **srcp,
+          struct disk_cache *dc, struct meta_reader *m,
+          struct byte_reader *br, const char *name, char *iso_path,
+          size_t iso_path_len, bool *iso_failed, struct cloop_err *err)
+{
+  *iso_failed = false;
+  if (*srcp == NULL ||
+      open_iso_file (cfg, srcp, m, br, name, iso_path, iso_path_len,
+                     err) == -1) {
+    *iso_failed = true;
+    return NULL;
+  }
+  return read_map (cfg, *srcp, dc, m, br, name, m->object_id, err);
 }
 
 struct reader *
@@ -690,7 +811,10 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   struct byte_reader br = {
     .opaque = &m, .size = source_size (src), .pread = meta_pread,
   };
-  map = read_map (cfg, src, dc, &m, &br, name, rcfg.object_id, err);
+  char iso_path[256] = "";
+  bool iso_failed;
+  map = open_map (cfg, &src, dc, &m, &br, name, iso_path, sizeof iso_path,
+                  &iso_failed, err);
   /* Only a cached copy that does not parse (EINVAL) is suspect; an
    * index that parsed but is not trusted (EACCES: expired, rolled
    * back) or a failed fetch (EIO) says nothing against the cache. */
@@ -701,7 +825,8 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     meta_forget (&m);
     m.bypass = true;
     *err = (struct cloop_err) { 0 };
-    map = read_map (cfg, src, dc, &m, &br, name, rcfg.object_id, err);
+    map = open_map (cfg, &src, dc, &m, &br, name, iso_path, sizeof iso_path,
+                    &iso_failed, err);
   }
   if (map && m.dc)
     meta_commit (&m);
@@ -710,6 +835,12 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   if (map && m.dc && !map->objects_by_hash)
     meta_content_id (&m, source_size (src), rcfg.object_id);
   meta_forget (&m);
+  if (map == NULL && iso_failed)
+    goto fail;
+  if (map == NULL && iso_path[0]) {
+    cloop_err_prefix (err, "%s in %s is not a cloop image", iso_path, name);
+    goto fail;
+  }
   if (map == NULL)
     goto fail_prefix;
   if (cfg->block_hashes &&
@@ -747,7 +878,7 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
 void
 image_read_failed (struct reader *r)
 {
-  struct source *src = reader_source (r);
+  struct source *src = source_base (reader_source (r));
   struct disk_cache *dc = reader_disk_cache (r);
   struct http_stats st;
   struct cloop_err ignored;
@@ -763,7 +894,7 @@ image_read_failed (struct reader *r)
 int
 image_start (struct reader *r, struct cloop_err *err)
 {
-  struct source *src = reader_source (r);
+  struct source *src = source_base (reader_source (r));
 
   if (strcmp (src->ops->name, "http") == 0)
     return source_http_start (src, err);
@@ -778,6 +909,21 @@ source_byte_pread (void *opaque, void *buf, size_t len, uint64_t offset,
   return source_pread (opaque, buf, len, offset, err);
 }
 
+/* byte_reader over a window of another byte_reader. */
+struct window_reader {
+  const struct byte_reader *br;
+  uint64_t offset;
+};
+
+static int
+window_byte_pread (void *opaque, void *buf, size_t len, uint64_t offset,
+                   struct cloop_err *err)
+{
+  struct window_reader *w = opaque;
+
+  return w->br->pread (w->br->opaque, buf, len, w->offset + offset, err);
+}
+
 enum image_kind
 image_probe_file (const char *path, struct cloop_err *why)
 {
@@ -785,6 +931,7 @@ image_probe_file (const char *path, struct cloop_err *why)
   unsigned char head[STORE_MAGIC_LEN];
   enum image_kind kind = IMAGE_NONE;
   struct block_map *map;
+  bool is_iso = false;
 
   if (src == NULL)
     return IMAGE_NONE;
@@ -795,10 +942,84 @@ image_probe_file (const char *path, struct cloop_err *why)
       source_pread (src, head, sizeof head, 0, why) == 0 &&
       store_probe_head (head, sizeof head))
     kind = IMAGE_STORE;
+  else if (probe_iso (&br, &(bool) { false }, &is_iso, why) == 0 && is_iso)
+    kind = IMAGE_ISO;
   else if ((map = cloop_open (&br, why)) != NULL) {
     block_map_free (map);
     kind = IMAGE_CLOOP;
   }
   source_close (src);
   return kind;
+}
+
+/* What image_list_iso collects. */
+struct iso_listing {
+  const struct byte_reader *br;
+  int (*fn) (void *opaque, const char *iso_path, struct cloop_err *err);
+  void *opaque;
+  const char *path;             /* of the ISO, for messages */
+  void (*skipped) (const char *path, const char *why);
+};
+
+/* KNOPPIX followed by nothing or digits. */
+static bool
+is_knoppix_name (const char *name)
+{
+  if (strncmp (name, "KNOPPIX", 7) != 0)
+    return false;
+  return name[7 + strspn (name + 7, "0123456789")] == '\0';
+}
+
+static int
+iso_list_one (void *opaque, const char *name, struct cloop_err *err)
+{
+  struct iso_listing *l = opaque;
+  char iso_path[300];
+  struct iso9660_file f;
+  struct block_map *map;
+  struct cloop_err why = { 0 };
+
+  if (!is_knoppix_name (name))
+    return 0;
+  snprintf (iso_path, sizeof iso_path, "/KNOPPIX/%s", name);
+  if (iso9660_find (l->br, iso_path, &f, &why) == 0) {
+    struct window_reader w = { .br = l->br, .offset = f.offset };
+    struct byte_reader wbr = {
+      .opaque = &w, .size = f.length, .pread = window_byte_pread,
+    };
+    if ((map = cloop_open (&wbr, &why)) != NULL) {
+      block_map_free (map);
+      return l->fn (l->opaque, iso_path, err);
+    }
+  }
+  if (l->skipped) {
+    char what[600];
+    snprintf (what, sizeof what, "%s:%s", l->path, iso_path);
+    l->skipped (what, why.msg);
+  }
+  return 0;
+}
+
+int
+image_list_iso (const char *path,
+                int (*fn) (void *opaque, const char *iso_path,
+                           struct cloop_err *err),
+                void *opaque,
+                void (*skipped) (const char *path, const char *why),
+                struct cloop_err *err)
+{
+  struct source *src = source_open_file (path, err);
+  int r;
+
+  if (src == NULL)
+    return -1;
+  struct byte_reader br = {
+    .opaque = src, .size = source_size (src), .pread = source_byte_pread,
+  };
+  struct iso_listing l = {
+    .br = &br, .fn = fn, .opaque = opaque, .path = path, .skipped = skipped,
+  };
+  r = iso9660_list (&br, "/KNOPPIX", iso_list_one, &l, err);
+  source_close (src);
+  return r;
 }

@@ -42,12 +42,18 @@ struct image_config {
   const struct http_config *block_hashes_http;
   bool have_hashes_pinned;
   unsigned char hashes_pinned[32];  /* SHA-256 the list must have */
+  /* The file served from an ISO9660 image (iso-file=), or NULL for
+   * /KNOPPIX/KNOPPIX.  Given for an image that is not an ISO, an
+   * error. */
+  const char *iso_file;
   /* Where warnings go (offline mode, cache faults); may be NULL. */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 
 /* Open the image described by cfg (exactly one of file and http): a
- * cloop file of any dialect or a block-store index (autodetected),
+ * cloop file of any dialect or a block-store index (autodetected), or
+ * an ISO9660 image (autodetected) with a cloop file inside it
+ * (cfg->iso_file), served as a window of the image,
  * with cfg->block_hashes attached to a cloop file's block map.
  * Returns a reader, or NULL with err set: the message names the image
  * (or the block-hash list) and the fault. */
@@ -68,10 +74,24 @@ enum image_kind {
   IMAGE_NONE,                   /* neither (or unreadable) */
   IMAGE_CLOOP,                  /* a cloop file of a dialect we read */
   IMAGE_STORE,                  /* a block-store index */
+  IMAGE_ISO,                    /* an ISO9660 image (image_list_iso) */
 };
 
 /* Look at the local file path.  On IMAGE_NONE, why says why (for a
  * debug line). */
 enum image_kind image_probe_file (const char *path, struct cloop_err *why);
+
+/* The cloop files /KNOPPIX/KNOPPIX, /KNOPPIX/KNOPPIX1, ... in the ISO
+ * image at path: fn is called with each one's path inside the image,
+ * in directory order; a KNOPPIX* file that is not a cloop file is
+ * reported through skipped (may be NULL) as "PATH:/KNOPPIX/NAME" with
+ * why.  fn returns 0, or -1 with err set to stop.  0, or -1 with err
+ * set (the image cannot be read, or has no /KNOPPIX). */
+int image_list_iso (const char *path,
+                    int (*fn) (void *opaque, const char *iso_path,
+                               struct cloop_err *err),
+                    void *opaque,
+                    void (*skipped) (const char *path, const char *why),
+                    struct cloop_err *err);
 
 #endif /* CLOOP_IMAGE_H */

@@ -71,6 +71,20 @@ struct source *source_open_file (const char *path, struct cloop_err *err);
 struct source *source_open_offline (const char *name, uint64_t size,
                                     struct cloop_err *err);
 
+/* A window: bytes [offset, offset+length) of parent, seen as a
+ * container of length bytes starting at 0 (a file inside an ISO
+ * image).  Reads are passed to parent shifted, a batch as one batch.
+ * Takes parent: it is closed with the window (and on failure).  name
+ * is for messages.  NULL with err set (EINVAL if the window does not
+ * fit in parent, ENOMEM). */
+struct source *source_open_window (struct source *parent, uint64_t offset,
+                                   uint64_t length, const char *name,
+                                   struct cloop_err *err);
+
+/* The source that src reads from in the end: the innermost parent of
+ * a window, or src itself. */
+struct source *source_base (struct source *src);
+
 /* Read exactly len bytes at offset.  A read past the end of the source
  * is an error (EIO), never a short read.  0 or -1 with err set. */
 int source_pread (struct source *src, void *buf, size_t len, uint64_t offset,

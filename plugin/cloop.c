@@ -70,6 +70,7 @@ struct export_settings {
   struct http_config block_hashes_http; /* the HTTP keys, url = list's */
   bool have_hashes_pinned;      /* block-hashes-sha256= or #sha256= */
   unsigned char hashes_pinned[32];
+  const char *iso_file;         /* iso-file= (a path inside an ISO) */
   struct image_config image;    /* built from the above in get_ready */
 };
 
@@ -438,6 +439,16 @@ config_export_key (struct export_settings *s, const char *key,
       (r = config_trust (s, key, value)) != 0 ||
       (r = config_block_hashes (s, key, value)) != 0)
     return r;
+  if (strcmp (key, "iso-file") == 0) {
+    if (value[0] != '/' || strlen (value) > 250) {
+      nbdkit_error ("iso-file=%s: must be an absolute path inside the ISO "
+                    "image (e.g. /KNOPPIX/KNOPPIX1), at most 250 bytes",
+                    value);
+      return -1;
+    }
+    s->iso_file = value;
+    return 1;
+  }
   if (strcmp (key, "revalidate") == 0)
     return parse_unsigned (key, value, 0, 10 * 365 * 86400,
                            &s->revalidate) ?: 1;
@@ -696,6 +707,11 @@ cloop_config_complete (void)
     state.exports = &state.defaults;
     state.nexports = 1;
   }
+  if (state.dir && state.defaults.iso_file) {
+    nbdkit_error ("iso-file= belongs to one image: with dir=, every "
+                  "KNOPPIX* file of an ISO is an export of its own");
+    return -1;
+  }
   if (!state.single && (state.defaults.block_hashes ||
                         state.defaults.have_hashes_pinned)) {
     nbdkit_error ("block-hashes= belongs to one image: with dir= or "
@@ -721,8 +737,9 @@ cloop_config_complete (void)
 }
 
 #define cloop_config_help \
-  "[file=]<IMAGE>            cloop image of any dialect (or url=).\n" \
-  "url=<URL>                 cloop image at an http:// or https:// URL.\n" \
+  "[file=]<IMAGE>            cloop image of any dialect, or an ISO9660\n" \
+  "                          image holding one (or url=).\n" \
+  "url=<URL>                 Such an image at an http:// or https:// URL.\n" \
   "dir=<DIR>                 Serve every image and store in DIR by name.\n" \
   "exports=<FILE>            Serve the exports listed in FILE\n" \
   "                          (NAME LOCATION [KEY=VALUE...] per line).\n" \
@@ -750,7 +767,9 @@ cloop_config_complete (void)
   "insecure=true             Serve a store index without checking trust.\n" \
   "block-hashes=<FILE|URL>   Check every block of a cloop file against this\n" \
   "                          list of SHA-256 (cloop-store hashes).\n" \
-  "block-hashes-sha256=<HEX> Trust the block-hash list with this SHA-256."
+  "block-hashes-sha256=<HEX> Trust the block-hash list with this SHA-256.\n" \
+  "iso-file=<PATH>           The cloop file served from an ISO9660 image\n" \
+  "                          (default /KNOPPIX/KNOPPIX)."
 
 static void
 dump_map (const char *name, const struct block_map *map)
@@ -791,6 +810,7 @@ build_image_config (struct export_settings *s)
     .block_hashes_http = s->block_hashes_is_url ? &s->block_hashes_http
                                                 : NULL,
     .have_hashes_pinned = s->have_hashes_pinned,
+    .iso_file = s->iso_file,
     .reader = {
       .memory_cache_size = state.memory_cache_size / state.nexports,
       .force_zlib = s->force_zlib,
@@ -989,9 +1009,9 @@ log_stats (struct reader *r)
                 " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks",
                 st.hits, st.misses, st.waits, st.evictions, st.fill_failures,
                 st.bytes_cached, st.entries);
-  if (strcmp (reader_source (r)->ops->name, "http") == 0) {
+  if (strcmp (source_base (reader_source (r))->ops->name, "http") == 0) {
     struct http_stats hs;
-    source_http_get_stats (reader_source (r), &hs);
+    source_http_get_stats (source_base (reader_source (r)), &hs);
     nbdkit_debug ("http: %" PRIu64 " requests, %" PRIu64 " bytes fetched, %"
                   PRIu64 " retries, %" PRIu64 " failed ranges, %" PRIu64
                   " refetches, server down %" PRIu64 " times, %" PRIu64
