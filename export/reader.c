@@ -68,9 +68,6 @@ struct reader {
 
   /* Read-ahead (cfg.readahead_blocks > 0): where a sequential reader
    * would read next, and the current window in blocks. */
-  pthread_mutex_t ra_lock;
-  uint64_t ra_next;
-  uint32_t ra_window;
   uint32_t ra_max;              /* cfg.readahead in blocks */
 
   /* Pool of idle decoders (decoders are not thread-safe, and creating
@@ -172,7 +169,6 @@ reader_new (struct source *src, struct block_map *map,
     return NULL;
   }
   pthread_mutex_init (&r->pool_lock, NULL);
-  pthread_mutex_init (&r->ra_lock, NULL);
   r->ra_max = cfg->readahead / map->block_size;
   if (r->ra_max > 1024)
     r->ra_max = 1024;
@@ -196,7 +192,6 @@ reader_free (struct reader *r)
     free_scratch (p);
   free (r->spare.items);
   pthread_mutex_destroy (&r->pool_lock);
-  pthread_mutex_destroy (&r->ra_lock);
   block_cache_free (r->cache);
   source_close (r->src);
   block_map_free (r->map);
@@ -622,31 +617,46 @@ acquire_range (struct reader *r, struct slot *slots, uint64_t first,
 }
 
 /* Read-ahead window for a read of blocks [first, last] that missed
- * (missed = some block had to be fetched).  A read that starts where
- * the previous one ended is sequential: its misses fetch a window of
+ * (missed = some block had to be fetched), by the client whose detector
+ * is st.  A read that starts where that client's previous one ended is
+ * sequential: its misses fetch a window of
  * following blocks in the same batch, doubling from 4 blocks up to
  * cfg.readahead; any other read resets the window to nothing,
  * so random reads fetch only what they asked for. */
+void
+read_stream_init (struct read_stream *s)
+{
+  pthread_mutex_init (&s->lock, NULL);
+  s->next = 0;
+  s->window = 0;
+}
+
+void
+read_stream_destroy (struct read_stream *s)
+{
+  pthread_mutex_destroy (&s->lock);
+}
+
 static size_t
-readahead_window (struct reader *r, uint64_t first, uint64_t last,
-                  bool missed)
+readahead_window (struct reader *r, struct read_stream *st, uint64_t first,
+                  uint64_t last, bool missed)
 {
   size_t w = 0;
 
-  if (r->ra_max == 0)
+  if (r->ra_max == 0 || st == NULL)
     return 0;
-  pthread_mutex_lock (&r->ra_lock);
-  if (first == r->ra_next || first + 1 == r->ra_next) {
+  pthread_mutex_lock (&st->lock);
+  if (first == st->next || first + 1 == st->next) {
     if (missed) {
-      uint32_t grow = r->ra_window ? r->ra_window * 2 : 4;
-      r->ra_window = grow < r->ra_max ? grow : r->ra_max;
-      w = r->ra_window;
+      uint32_t grow = st->window ? st->window * 2 : 4;
+      st->window = grow < r->ra_max ? grow : r->ra_max;
+      w = st->window;
     }
   }
   else
-    r->ra_window = 0;
-  r->ra_next = last + 1;
-  pthread_mutex_unlock (&r->ra_lock);
+    st->window = 0;
+  st->next = last + 1;
+  pthread_mutex_unlock (&st->lock);
   if (w > r->map->num_blocks - 1 - last)
     w = r->map->num_blocks - 1 - last;
   return w;
@@ -658,9 +668,9 @@ readahead_window (struct reader *r, uint64_t first, uint64_t last,
  * read-ahead.  Returns 0, or -1 with err set; slots' pinned flags are
  * accurate in both cases.  *n_used is n plus the read-ahead slots. */
 static int
-acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
-                size_t n, bool wait_for_busy, uint64_t deadline,
-                size_t *n_used, struct cloop_err *err)
+acquire_blocks (struct reader *r, struct read_stream *st, struct slot *slots,
+                uint64_t first, size_t n, bool wait_for_busy,
+                uint64_t deadline, size_t *n_used, struct cloop_err *err)
 {
   ssize_t nclaimed = acquire_range (r, slots, first, n, err);
   size_t extra = 0;
@@ -668,7 +678,7 @@ acquire_blocks (struct reader *r, struct slot *slots, uint64_t first,
   int ret = nclaimed == -1 ? -1 : 0;
 
   if (wait_for_busy) {
-    extra = readahead_window (r, first, first + n - 1, nclaimed != 0);
+    extra = readahead_window (r, st, first, first + n - 1, nclaimed != 0);
     /* A read-ahead slot that cannot be acquired (ENOMEM) is marked
      * failed and simply not fetched. */
     if (extra > 0)
@@ -702,8 +712,9 @@ release_blocks (struct reader *r, struct slot *slots, size_t n)
 /* Bring the blocks covering [offset, offset+count) into the cache and,
  * if buf is not NULL, copy that range of the decoded image into buf. */
 static int
-with_blocks (struct reader *r, uint32_t count, uint64_t offset,
-             bool wait_for_busy, unsigned char *buf, struct cloop_err *err)
+with_blocks (struct reader *r, struct read_stream *st, uint32_t count,
+             uint64_t offset, bool wait_for_busy, unsigned char *buf,
+             struct cloop_err *err)
 {
   const uint32_t bs = r->map->block_size;
   struct slot stack_slots[STACK_BLOCKS], *slots = stack_slots;
@@ -724,7 +735,7 @@ with_blocks (struct reader *r, uint32_t count, uint64_t offset,
       return cloop_err_set (err, ENOMEM, "out of memory");
   }
 
-  ret = acquire_blocks (r, slots, first, n, wait_for_busy,
+  ret = acquire_blocks (r, st, slots, first, n, wait_for_busy,
                         read_deadline (r), &n_used, err);
 
   if (ret == 0 && buf) {
@@ -750,15 +761,15 @@ with_blocks (struct reader *r, uint32_t count, uint64_t offset,
 }
 
 int
-reader_pread (struct reader *r, void *buf, uint32_t count, uint64_t offset,
-              struct cloop_err *err)
+reader_pread (struct reader *r, struct read_stream *stream, void *buf,
+              uint32_t count, uint64_t offset, struct cloop_err *err)
 {
-  return with_blocks (r, count, offset, true, buf, err);
+  return with_blocks (r, stream, count, offset, true, buf, err);
 }
 
 int
 reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
                  struct cloop_err *err)
 {
-  return with_blocks (r, count, offset, false, NULL, err);
+  return with_blocks (r, NULL, count, offset, false, NULL, err);
 }

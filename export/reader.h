@@ -11,6 +11,7 @@
 #ifndef CLOOP_READER_H
 #define CLOOP_READER_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -58,11 +59,28 @@ struct source *reader_source (const struct reader *r);
 /* The disk cache, or NULL. */
 struct disk_cache *reader_disk_cache (const struct reader *r);
 
+/* The sequential-read detector of one client (an NBD connection):
+ * where it would read next and its read-ahead window.  Each client has
+ * its own, so two clients reading sequentially do not reset each
+ * other's read-ahead; one client's concurrent requests share it.
+ * Initialise with read_stream_init, free with read_stream_destroy. */
+struct read_stream {
+  pthread_mutex_t lock;
+  uint64_t next;                /* block a sequential read starts at */
+  uint32_t window;              /* current read-ahead, in blocks */
+};
+
+void read_stream_init (struct read_stream *s);
+void read_stream_destroy (struct read_stream *s);
+
 /* Read count bytes at offset of the decoded image into buf.  The range
- * must lie inside the image.  Returns 0, or -1 with err set (EIO, with
+ * must lie inside the image.  stream is the client's sequential-read
+ * detector (read-ahead follows it), or NULL for no read-ahead.
+ * Returns 0, or -1 with err set (EIO, with
  * the block number and reason) if any block in the range could not be
  * fetched or decoded; blocks that did decode stay cached. */
-int reader_pread (struct reader *r, void *buf, uint32_t count,
+int reader_pread (struct reader *r, struct read_stream *stream,
+                  void *buf, uint32_t count,
                   uint64_t offset, struct cloop_err *err);
 
 /* Fetch and decode the blocks of a range into the memory cache without

@@ -104,6 +104,7 @@ static struct {
 struct handle {
   struct revision *rev;
   struct reader *reader;        /* revision_reader (rev) */
+  struct read_stream stream;    /* this client's sequential reads */
 };
 
 static void
@@ -992,6 +993,7 @@ cloop_open_connection (int readonly)
     return NULL;
   }
   h->reader = revision_reader (h->rev);
+  read_stream_init (&h->stream);
   return h;
 }
 
@@ -1030,6 +1032,7 @@ cloop_close_connection (void *handle)
 
   log_stats (h->reader);
   revision_release (h->rev);
+  read_stream_destroy (&h->stream);
   free (h);
 }
 
@@ -1087,7 +1090,7 @@ cloop_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
   struct handle *h = handle;
   struct cloop_err err = { 0 };
 
-  if (reader_pread (h->reader, buf, count, offset, &err) == -1) {
+  if (reader_pread (h->reader, &h->stream, buf, count, offset, &err) == -1) {
     image_read_failed (h->reader);
     return report (&err);
   }

@@ -130,7 +130,7 @@ random_reads (void *opaque)
     uint64_t off = rand_r (&w->seed) % (SIZE - len + 1);
     struct cloop_err err = { 0 };
 
-    if (reader_pread (w->r, buf, len, off, &err) == -1 ||
+    if (reader_pread (w->r, NULL, buf, len, off, &err) == -1 ||
         memcmp (buf, expected + off, len) != 0)
       w->wrong++;
   }
@@ -150,7 +150,7 @@ test_exact (const char *path)
           "through a 3-block cache\n");
   write_image (path, NBLOCKS);
   r = open_reader (path, 3);
-  CHECK (reader_pread (r, whole, SIZE, 0, &err) == 0);
+  CHECK (reader_pread (r, NULL, whole, SIZE, 0, &err) == 0);
   CHECK (memcmp (whole, expected, SIZE) == 0);
   for (int i = 0; i < 8; i++) {
     w[i] = (struct worker) { .r = r, .seed = 100 + i };
@@ -176,12 +176,12 @@ test_corrupt (const char *path)
   r = open_reader (path, 8);
   for (int pass = 0; pass < 2; pass++) {
     struct cloop_err err = { 0 };
-    CHECK (reader_pread (r, buf, BS, (uint64_t) bad * BS, &err) == -1);
+    CHECK (reader_pread (r, NULL, buf, BS, (uint64_t) bad * BS, &err) == -1);
     CHECK (err.errnum == EIO);
     CHECK (strstr (err.msg, "block 17") != NULL);
-    CHECK (reader_pread (r, buf, BS, (uint64_t) (bad - 1) * BS, &err) == 0);
+    CHECK (reader_pread (r, NULL, buf, BS, (uint64_t) (bad - 1) * BS, &err) == 0);
     CHECK (memcmp (buf, expected + (bad - 1) * BS, BS) == 0);
-    CHECK (reader_pread (r, buf, BS, (uint64_t) (bad + 1) * BS, &err) == 0);
+    CHECK (reader_pread (r, NULL, buf, BS, (uint64_t) (bad + 1) * BS, &err) == 0);
     CHECK (memcmp (buf, expected + (bad + 1) * BS, BS) == 0);
   }
   reader_free (r);
