@@ -183,12 +183,16 @@ setup_common (struct http_source *hs, CURL *easy)
 #define SET(opt, val) \
   do { if (rc == CURLE_OK) rc = curl_easy_setopt (easy, opt, val); } while (0)
   SET (CURLOPT_URL, c->url);
+  /* An https:// URL is never followed to plain http://: a redirector
+   * must not downgrade what the user asked to be protected by TLS. */
+  bool tls_only = strncasecmp (c->url, "https://", 8) == 0;
 #if LIBCURL_VERSION_NUM >= 0x075500     /* 7.85.0 */
   SET (CURLOPT_PROTOCOLS_STR, HTTP_PROTOCOLS);
-  SET (CURLOPT_REDIR_PROTOCOLS_STR, HTTP_PROTOCOLS);
+  SET (CURLOPT_REDIR_PROTOCOLS_STR, tls_only ? "https" : HTTP_PROTOCOLS);
 #else
   SET (CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-  SET (CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+  SET (CURLOPT_REDIR_PROTOCOLS, tls_only ? (long) CURLPROTO_HTTPS
+       : (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
   SET (CURLOPT_NOSIGNAL, 1L);
   SET (CURLOPT_FOLLOWLOCATION, c->max_redirects > 0 ? 1L : 0L);
