@@ -85,9 +85,11 @@ static struct store_dir *volatile signal_store;
 static void
 create_usage (FILE *f)
 {
-  int zmin, zmax, zdef;
+  int min, max, zlib_def, zstd_def, xz_def;
 
-  encoder_levels (DEFAULT_CODEC, &zmin, &zmax, &zdef);
+  encoder_levels (CODEC_ZLIB, &min, &max, &zlib_def);
+  encoder_levels (CODEC_ZSTD, &min, &max, &zstd_def);
+  encoder_levels (CODEC_XZ, &min, &max, &xz_def);
   fprintf (f,
 "Usage: cloop-store create [OPTIONS] SOURCE STOREDIR\n"
 "Publish SOURCE (a raw image, a block device, '-' for stdin, or a cloop\n"
@@ -95,8 +97,8 @@ create_usage (FILE *f)
 "\n"
 "  -B, --block-size=SIZE   block size (multiple of 512; default %uK)\n"
 "  -c, --codec=CODEC       zlib, zstd or xz (default %s)\n"
-"  -l, --level=N           compression level (defaults: zlib 6, zstd %d,\n"
-"                          xz 6)\n"
+"  -l, --level=N           compression level (defaults: zlib %d, zstd %d,\n"
+"                          xz %d)\n"
 "  -j, --threads=N         compression threads (default: %u, the CPUs)\n"
 "  -n, --name=NAME         store name (default: SOURCE's base name\n"
 "                          without extension)\n"
@@ -113,8 +115,8 @@ create_usage (FILE *f)
 "      --progress          show progress even if stderr is not a terminal\n"
 "  -q, --quiet             no progress and no summary\n"
 "  -h, --help              this help\n",
-           DEFAULT_BLOCK_SIZE / 1024, codec_name (DEFAULT_CODEC), zdef,
-           online_cpus ());
+           DEFAULT_BLOCK_SIZE / 1024, codec_name (DEFAULT_CODEC), zlib_def,
+           zstd_def, xz_def, online_cpus ());
 }
 
 /* Option parsing of the value-less/simple options; returns 0, or

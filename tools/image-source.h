@@ -19,10 +19,12 @@ enum source_kind {
 
 struct image_source;
 
-/* Open path ("-" = stdin, always raw).  With SOURCE_AUTO a seekable
- * file is a cloop file if cloop_open accepts it; a file whose head
- * looks like cloop but does not open is an error rather than silently
- * published raw.  NULL with err set (naming path). */
+/* Open path ("-" = stdin).  With SOURCE_AUTO a seekable file is a
+ * cloop file if cloop_open accepts it; a file whose head looks like
+ * cloop but does not open is an error rather than silently published
+ * raw; a pipe (stdin) is raw, unless its head looks like cloop: that
+ * is an error telling to pass the path or -t raw (a pipe cannot be
+ * decoded as cloop).  NULL with err set (naming path). */
 struct image_source *image_source_open (const char *path,
                                         enum source_kind kind,
                                         struct cloop_err *err);
