@@ -312,7 +312,7 @@ expect_fail 1 "diff with a bad index" "$CS" diff S/index bad.idx
 expect_fail 64 "sign without a key" "$CS" sign S/index
 expect_fail 1 "sign a bad index" "$CS" sign -k k1.pem bad.idx
 expect_fail 64 "keygen with one file" "$CS" keygen only.pem
-for c in create keygen sign verify info diff; do
+for c in create keygen sign verify info diff warm cache; do
     "$CS" $c --help | grep -q "^Usage: cloop-store $c" || fail "$c --help"
 done
 "$CS" --help | grep -q '^Usage:' || fail "--help"
