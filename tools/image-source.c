@@ -225,6 +225,21 @@ image_source_kind (const struct image_source *src)
   return src->map ? src->map->dialect : "raw image";
 }
 
+int
+image_source_identity (const struct image_source *src, char *out, size_t n)
+{
+  struct stat st;
+
+  if (fstat (src->fd, &st) == -1 ||
+      !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode)))
+    return -1;
+  snprintf (out, n, "dev=%ju ino=%ju size=%jd mtime=%jd.%09ld rdev=%ju",
+            (uintmax_t) st.st_dev, (uintmax_t) st.st_ino,
+            (intmax_t) st.st_size, (intmax_t) st.st_mtim.tv_sec,
+            st.st_mtim.tv_nsec, (uintmax_t) st.st_rdev);
+  return 0;
+}
+
 uint32_t
 image_source_native_block_size (const struct image_source *src)
 {

@@ -36,6 +36,12 @@ uint64_t image_source_size (const struct image_source *src);
 /* Description for messages: "raw image" or the cloop dialect. */
 const char *image_source_kind (const struct image_source *src);
 
+/* The identity of a seekable source, for a journal: its device,
+ * inode, size and modification time, as text in out[n].  0, or -1 for
+ * a pipe (no identity: a rerun cannot know it is the same stream). */
+int image_source_identity (const struct image_source *src, char *out,
+                           size_t n);
+
 /* Block size of a cloop source, 0 for raw. */
 uint32_t image_source_native_block_size (const struct image_source *src);
 
