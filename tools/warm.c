@@ -53,6 +53,9 @@ struct warm_opts {
 static void
 warm_usage (FILE *f)
 {
+  struct http_config defaults;
+
+  http_config_defaults (&defaults);
   fprintf (f,
 "Usage: cloop-store warm [OPTIONS] URL CACHE-DIR\n"
 "Fetch every block of the image at URL (a cloop file or a block-store\n"
@@ -68,12 +71,13 @@ warm_usage (FILE *f)
 "                          check every block of a cloop file against this\n"
 "      --block-hashes-sha256=HEX\n"
 "                          trust the block-hash list with this SHA-256\n"
-"      --cache-max-size=SIZE  the cache's bound (default 4G, as the plugin)\n"
+"      --cache-max-size=SIZE  the cache's bound (default %" PRIu64 "G, as\n"
+"                          the plugin)\n"
 "      --progress          show progress even if stderr is not a terminal\n"
 "  -q, --quiet             no progress and no summary\n"
 "  -h, --help              this help\n"
 "URL may end in #sha256=HEX (a pin of the store index), as url= does.\n",
-           8u);
+           defaults.connections, DEFAULT_CACHE_MAX_SIZE >> 30);
 }
 
 enum { OPT_INDEX_SHA256 = 256, OPT_INSECURE, OPT_BLOCK_HASHES,
