@@ -1409,6 +1409,95 @@ disk_cache_trim (struct disk_cache *dc, struct cloop_err *err)
   return scan_and_evict (dc, SCAN_PERIODIC, NULL, err);
 }
 
+/* Check one scanned entry (see disk_cache_check_all).  NULL if good,
+ * else what is wrong; -1 in *ioerr for an I/O error. */
+static const char *
+check_one (struct disk_cache *dc, const char *key, uint64_t max_entry,
+           struct stat *st, int *ioerr)
+{
+  unsigned char want[32];
+  bool is_blk = strncmp (key, "blk/", 4) == 0;
+  int fd = openat (dc->dirfd, key, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  uint64_t plen;
+  const char *why;
+  void *buf;
+
+  if (fd == -1) {
+    if (errno != ENOENT)        /* gone meanwhile (evicted): not bad */
+      *ioerr = errno;
+    return NULL;
+  }
+  if (fstat (fd, st) == -1) {
+    *ioerr = errno;
+    close (fd);
+    return NULL;
+  }
+  if (is_blk && !blk_key_hash (key, want)) {
+    close (fd);
+    return "not a blk/<hh>/<sha256> name";
+  }
+  if (S_ISREG (st->st_mode) && (uint64_t) st->st_size > HDR + max_entry) {
+    close (fd);
+    return "larger than any entry may be";
+  }
+  plen = S_ISREG (st->st_mode) && st->st_size > HDR ? st->st_size - HDR : 0;
+  buf = malloc (plen ? plen : 1);
+  if (buf == NULL) {
+    *ioerr = ENOMEM;
+    close (fd);
+    return NULL;
+  }
+  why = verify_entry (dc, fd, st, is_blk ? want : NULL, buf, plen, false,
+                      &plen, ioerr);
+  free (buf);
+  close (fd);
+  return why;
+}
+
+int
+disk_cache_check_all (struct disk_cache *dc, bool repair,
+                      uint64_t max_entry, disk_cache_bad_fn *bad,
+                      void *opaque, uint64_t *checked, uint64_t *nbad,
+                      struct cloop_err *err)
+{
+  struct scan s = { .now = time (NULL) };
+  int ret = 0;
+
+  *checked = *nbad = 0;
+  for (size_t i = 0; i < N_NAMESPACES; i++)
+    scan_dir (dc, &s, namespaces[i], 1, 0);
+  if (s.errnum) {
+    errno = s.errnum;
+    ret = cloop_err_set (err, s.errnum, "%s: scan: %m", dc->dir);
+  }
+  for (size_t i = 0; ret == 0 && i < s.n; i++) {
+    struct stat st, now;
+    int ioerr = 0;
+    const char *why = check_one (dc, s.v[i].path, max_entry, &st, &ioerr);
+    bool deleted = false;
+
+    if (ioerr) {
+      errno = ioerr;
+      ret = cloop_err_set (err, ioerr, "%s/%s: %m", dc->dir, s.v[i].path);
+      break;
+    }
+    ++*checked;
+    if (why == NULL || why[0] == '\0')
+      continue;
+    ++*nbad;
+    if (repair &&
+        fstatat (dc->dirfd, s.v[i].path, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+      deleted = unlinkat (dc->dirfd, s.v[i].path, 0) == 0;
+    if (bad)
+      bad (opaque, s.v[i].path, why, deleted);
+  }
+  for (size_t i = 0; i < s.n; i++)
+    free (s.v[i].path);
+  free (s.v);
+  return ret;
+}
+
 void
 disk_cache_get_stats (struct disk_cache *dc, struct disk_cache_stats *stats)
 {

@@ -100,6 +100,7 @@
 #ifndef CLOOP_DISKCACHE_H
 #define CLOOP_DISKCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -219,6 +220,26 @@ int disk_cache_drop_meta (struct disk_cache *dc, const char *name,
  * (also when another scan is already running), -1 with err set if the
  * directory cannot be read. */
 int disk_cache_trim (struct disk_cache *dc, struct cloop_err *err);
+
+/* Called by disk_cache_check_all for every bad entry: key relative to
+ * DIR, what is wrong with it, and whether it was deleted. */
+typedef void disk_cache_bad_fn (void *opaque, const char *key,
+                                const char *why, bool deleted);
+
+/* Check every entry of the cache (obj/, blk/, url/; stale temporary
+ * files are removed as by a scan): a regular file, its header, its
+ * length, the SHA-256 of its payload and, for blk/, that the payload
+ * hashes to its name.  Calls bad for each bad entry, after deleting it
+ * if repair.  Reads every entry whole (one at a time, never more than
+ * max_entry payload bytes in memory: a bigger entry is bad).  Counts
+ * in *checked and *bad.  Returns 0, or -1 with err set if the tree
+ * could not be read or an entry could not be (the count stops there).
+ * Safe while other processes use the cache: an entry replaced while it
+ * is checked is not deleted. */
+int disk_cache_check_all (struct disk_cache *dc, bool repair,
+                          uint64_t max_entry, disk_cache_bad_fn *bad,
+                          void *opaque, uint64_t *checked, uint64_t *nbad,
+                          struct cloop_err *err);
 
 /* Copy the current counters. */
 void disk_cache_get_stats (struct disk_cache *dc,

@@ -23,6 +23,8 @@ static const struct command commands[] = {
   { "info", cmd_info, "describe an index" },
   { "diff", cmd_diff, "compare two indexes (download needed)" },
   { "hashes", cmd_hashes, "block-hash list of a plain cloop file" },
+  { "warm", cmd_warm, "fill an nbdkit-cloop disk cache with a remote image" },
+  { "cache", cmd_cache, "verify or trim an nbdkit-cloop disk cache" },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

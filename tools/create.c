@@ -26,6 +26,7 @@
 #include "compress-pool.h"
 #include "encode.h"
 #include "image-source.h"
+#include "journal.h"
 #include "progress.h"
 #include "signature.h"
 #include "store-dir.h"
@@ -55,6 +56,8 @@ struct create_opts {
 
 struct create_stats {
   uint64_t blocks, new_blocks, present, zero;
+  uint64_t compressed;          /* blocks that went through the pool */
+  uint64_t resumed;             /* blocks taken from the journal */
   uint64_t new_bytes;           /* compressed bytes written */
   uint64_t image_bytes;
 };
@@ -71,6 +74,7 @@ struct create_ctx {
   struct image_source *src;
   struct compress_pool *pool;
   struct store_dir *sd;
+  struct create_journal *journal;  /* NULL for a pipe */
   struct trust_key **keys;
   struct block_table table;
   struct create_stats st;
@@ -85,9 +89,11 @@ static struct store_dir *volatile signal_store;
 static void
 create_usage (FILE *f)
 {
-  int zmin, zmax, zdef;
+  int min, max, zlib_def, zstd_def, xz_def;
 
-  encoder_levels (DEFAULT_CODEC, &zmin, &zmax, &zdef);
+  encoder_levels (CODEC_ZLIB, &min, &max, &zlib_def);
+  encoder_levels (CODEC_ZSTD, &min, &max, &zstd_def);
+  encoder_levels (CODEC_XZ, &min, &max, &xz_def);
   fprintf (f,
 "Usage: cloop-store create [OPTIONS] SOURCE STOREDIR\n"
 "Publish SOURCE (a raw image, a block device, '-' for stdin, or a cloop\n"
@@ -95,8 +101,8 @@ create_usage (FILE *f)
 "\n"
 "  -B, --block-size=SIZE   block size (multiple of 512; default %uK)\n"
 "  -c, --codec=CODEC       zlib, zstd or xz (default %s)\n"
-"  -l, --level=N           compression level (defaults: zlib 6, zstd %d,\n"
-"                          xz 6)\n"
+"  -l, --level=N           compression level (defaults: zlib %d, zstd %d,\n"
+"                          xz %d)\n"
 "  -j, --threads=N         compression threads (default: %u, the CPUs)\n"
 "  -n, --name=NAME         store name (default: SOURCE's base name\n"
 "                          without extension)\n"
@@ -113,8 +119,8 @@ create_usage (FILE *f)
 "      --progress          show progress even if stderr is not a terminal\n"
 "  -q, --quiet             no progress and no summary\n"
 "  -h, --help              this help\n",
-           DEFAULT_BLOCK_SIZE / 1024, codec_name (DEFAULT_CODEC), zdef,
-           online_cpus ());
+           DEFAULT_BLOCK_SIZE / 1024, codec_name (DEFAULT_CODEC), zlib_def,
+           zstd_def, xz_def, online_cpus ());
 }
 
 /* Option parsing of the value-less/simple options; returns 0, or
@@ -412,17 +418,21 @@ store_one (struct create_ctx *c)
   }
   if (b->zero) {
     c->st.zero++;
-    if (table_add (&c->table, NULL, 0, &c->err) == -1)
+    if (table_add (&c->table, NULL, 0, &c->err) == -1 ||
+        (c->journal && journal_record (c->journal, c->table.n - 1, NULL, 0,
+                                       &c->err) == -1))
       return -1;
   }
   else {
     if (b->len > bound)
       return cloop_err_set (&c->err, EIO, "block %" PRIu64 ": compressed to "
-                            "%zu bytes, above the format's bound", b->seq,
+                            "%zu bytes, above the format's bound", c->table.n,
                             b->len);
     if (store_dir_put_block (c->sd, b->hash, b->data, b->len, &stored_new,
                              &c->err) == -1 ||
-        table_add (&c->table, b->hash, b->len, &c->err) == -1)
+        table_add (&c->table, b->hash, b->len, &c->err) == -1 ||
+        (c->journal && journal_record (c->journal, c->table.n - 1, b->hash,
+                                       b->len, &c->err) == -1))
       return -1;
     if (stored_new) {
       c->st.new_blocks++;
@@ -436,6 +446,35 @@ store_one (struct create_ctx *c)
   progress_update (&c->prog, c->st.image_bytes, c->st.new_blocks,
                    c->st.present, c->st.zero, false);
   return 0;
+}
+
+/* If an interrupted run journaled block seq and its block file is
+ * still intact, take it without compressing: 1.  0 to compress it, -1
+ * on error.  Blocks before it are stored first, to keep image order. */
+static int
+take_journaled (struct create_ctx *c, uint64_t seq)
+{
+  unsigned char hash[STORE_HASH_LEN];
+  uint32_t len;
+
+  if (c->journal == NULL || !journal_lookup (c->journal, seq, hash, &len))
+    return 0;
+  while (compress_pool_pending (c->pool) > 0)
+    if (store_one (c) == -1)
+      return -1;
+  if (len > 0 && !store_dir_has_block (c->sd, hash, len))
+    return 0;                   /* gone or damaged: compress it again */
+  if (table_add (&c->table, len ? hash : NULL, len, &c->err) == -1)
+    return -1;
+  if (len)
+    c->st.present++;
+  else
+    c->st.zero++;
+  c->st.resumed++;
+  c->st.blocks++;
+  progress_update (&c->prog, c->st.image_bytes, c->st.new_blocks,
+                   c->st.present, c->st.zero, false);
+  return 1;
 }
 
 /* Read the whole source through the pool into the store.  0 or -1. */
@@ -458,8 +497,13 @@ publish_blocks (struct create_ctx *c)
     if (c->st.blocks + compress_pool_pending (c->pool) >= NUM_BLOCKS_MAX)
       return cloop_err_set (&c->err, EFBIG, "image has more than 2^32 "
                             "blocks: use a larger -B");
-    compress_pool_submit (c->pool, n);
     c->st.image_bytes += n;
+    switch (take_journaled (c, c->st.blocks + compress_pool_pending (c->pool))) {
+    case -1: return -1;
+    case 1: continue;
+    }
+    compress_pool_submit (c->pool, n);
+    c->st.compressed++;
   }
   while (compress_pool_pending (c->pool) > 0)
     if (store_one (c) == -1)
@@ -598,6 +642,29 @@ print_summary (struct create_ctx *c, double seconds)
           " zero; %" PRIu64 " bytes written; %.2f s, %.1f MiB/s\n",
           c->st.new_blocks, c->st.present, c->st.zero, c->st.new_bytes,
           seconds, seconds > 0 ? c->st.image_bytes / seconds / 1048576 : 0);
+  printf ("compressed: %" PRIu64 " blocks; %" PRIu64 " taken from the journal "
+          "of an interrupted run\n", c->st.compressed, c->st.resumed);
+}
+
+/* Open the journal of a seekable source (see journal.h): its identity
+ * and every option that decides the blocks' bytes.  0 or -1. */
+static int
+open_journal (struct create_ctx *c)
+{
+  char id[256], line[512];
+
+  if (image_source_identity (c->src, id, sizeof id) == -1)
+    return 0;                   /* a pipe: nothing to resume from */
+  snprintf (line, sizeof line, "%s kind=%s B=%" PRIu32 " codec=%s level=%d",
+            id, image_source_kind (c->src), c->o->block_size,
+            codec_name (c->o->codec), c->o->level);
+  c->journal = journal_open (c->o->store, c->o->index_name, line, &c->err);
+  if (c->journal == NULL)
+    return -1;
+  if (journal_loaded (c->journal) > 0 && c->o->progress != 0)
+    fprintf (stderr, "cloop-store: resuming an interrupted create: %" PRIu64
+             " blocks journaled\n", journal_loaded (c->journal));
+  return 0;
 }
 
 /* Everything after option parsing.  0 or -1 (c->err set). */
@@ -622,11 +689,15 @@ run_create (struct create_ctx *c)
                                c->o->block_size, &c->err);
   if (c->pool == NULL)
     return -1;
+  if (open_journal (c) == -1)
+    return -1;
   show = c->o->progress == 1 || (c->o->progress == -1 && isatty (2));
   progress_start (&c->prog, show, image_source_size (c->src));
-  if (publish_blocks (c) == -1)
+  if (publish_blocks (c) == -1 || write_index (c) == -1)
     return -1;
-  return write_index (c);
+  if (c->journal)
+    journal_remove (c->journal);
+  return 0;
 }
 
 static void
@@ -637,6 +708,7 @@ free_ctx (struct create_ctx *c)
   progress_finish (&c->prog);
   compress_pool_free (c->pool);
   signal_store = NULL;
+  journal_close (c->journal);
   store_dir_close (c->sd);
   image_source_close (c->src);
   for (i = 0; c->keys && i < c->o->nkeys; i++)

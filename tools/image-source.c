@@ -32,6 +32,9 @@ struct image_source {
   unsigned char *block;         /* one decoded block */
   uint64_t next_block;          /* next block to decode */
   size_t block_len, block_pos;  /* valid and consumed bytes of block */
+  /* raw pipe only: the head read to probe it, returned first */
+  unsigned char *head;
+  size_t head_len, head_pos;
 };
 
 /* byte_reader over a file descriptor, for cloop_open. */
@@ -102,6 +105,54 @@ try_cloop (struct image_source *src, uint64_t file_size, enum source_kind kind,
   return 0;
 }
 
+/* Read up to len bytes of a pipe (short only at its end).  Bytes read,
+ * or -1 with err set. */
+static ssize_t
+read_fd (struct image_source *src, unsigned char *buf, size_t len,
+         struct cloop_err *err)
+{
+  size_t done = 0;
+
+  while (done < len) {
+    ssize_t r = read (src->fd, buf + done, len - done);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0)
+      return cloop_err_set (err, errno, "%s: read: %s", src->path,
+                            strerror (errno));
+    if (r == 0)
+      break;
+    done += r;
+  }
+  return done;
+}
+
+/* Probe the head of a source that cannot be seeked (a pipe, stdin):
+ * a cloop file there would otherwise be published as a raw image of
+ * its compressed bytes.  The head is kept and returned by the first
+ * reads.  0, or -1 with err set (the refusal names what to do). */
+static int
+probe_pipe (struct image_source *src, struct cloop_err *err)
+{
+  ssize_t n;
+
+  src->head = malloc (PROBE_LEN);
+  if (src->head == NULL)
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  n = read_fd (src, src->head, PROBE_LEN, err);
+  if (n < 0)
+    return -1;
+  src->head_len = n;
+  if (cloop_probe_head (src->head, src->head_len))
+    return cloop_err_set (err, EINVAL, "%s: this stream starts like a cloop "
+                          "file, but a cloop source must be a seekable file: "
+                          "pass the file's path instead, or -t raw to "
+                          "publish the compressed bytes as a raw image",
+                          strcmp (src->path, "-") == 0 ? "stdin"
+                                                       : src->path);
+  return 0;
+}
+
 /* Prepare decoding state for a cloop source. */
 static int
 setup_cloop (struct image_source *src, struct cloop_err *err)
@@ -151,6 +202,8 @@ image_source_open (const char *path, enum source_kind kind,
                    "file", path);
     goto fail;
   }
+  else if (kind == SOURCE_AUTO && probe_pipe (src, err) == -1)
+    goto fail;
   if (r == -1 || (r == 1 && setup_cloop (src, err) == -1))
     goto fail;
   return src;
@@ -170,6 +223,21 @@ const char *
 image_source_kind (const struct image_source *src)
 {
   return src->map ? src->map->dialect : "raw image";
+}
+
+int
+image_source_identity (const struct image_source *src, char *out, size_t n)
+{
+  struct stat st;
+
+  if (fstat (src->fd, &st) == -1 ||
+      !(S_ISREG (st.st_mode) || S_ISBLK (st.st_mode)))
+    return -1;
+  snprintf (out, n, "dev=%ju ino=%ju size=%jd mtime=%jd.%09ld rdev=%ju",
+            (uintmax_t) st.st_dev, (uintmax_t) st.st_ino,
+            (intmax_t) st.st_size, (intmax_t) st.st_mtim.tv_sec,
+            st.st_mtim.tv_nsec, (uintmax_t) st.st_rdev);
+  return 0;
 }
 
 uint32_t
@@ -229,25 +297,24 @@ read_cloop (struct image_source *src, unsigned char *buf, size_t len,
   return done;
 }
 
-/* Read raw bytes sequentially (works on pipes). */
+/* Read raw bytes sequentially (works on pipes): first what probing
+ * kept, then the file. */
 static ssize_t
 read_raw (struct image_source *src, unsigned char *buf, size_t len,
           struct cloop_err *err)
 {
   size_t done = 0;
+  ssize_t r;
 
-  while (done < len) {
-    ssize_t r = read (src->fd, buf + done, len - done);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0)
-      return cloop_err_set (err, errno, "%s: read: %s", src->path,
-                            strerror (errno));
-    if (r == 0)
-      break;
-    done += r;
+  if (src->head_pos < src->head_len) {
+    done = src->head_len - src->head_pos;
+    if (done > len)
+      done = len;
+    memcpy (buf, src->head + src->head_pos, done);
+    src->head_pos += done;
   }
-  return done;
+  r = read_fd (src, buf + done, len - done, err);
+  return r < 0 ? -1 : (ssize_t) (done + r);
 }
 
 ssize_t
@@ -273,6 +340,7 @@ image_source_close (struct image_source *src)
   decoder_free (src->dec);
   free (src->packed);
   free (src->block);
+  free (src->head);
   free (src->path);
   free (src);
 }

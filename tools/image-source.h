@@ -19,10 +19,12 @@ enum source_kind {
 
 struct image_source;
 
-/* Open path ("-" = stdin, always raw).  With SOURCE_AUTO a seekable
- * file is a cloop file if cloop_open accepts it; a file whose head
- * looks like cloop but does not open is an error rather than silently
- * published raw.  NULL with err set (naming path). */
+/* Open path ("-" = stdin).  With SOURCE_AUTO a seekable file is a
+ * cloop file if cloop_open accepts it; a file whose head looks like
+ * cloop but does not open is an error rather than silently published
+ * raw; a pipe (stdin) is raw, unless its head looks like cloop: that
+ * is an error telling to pass the path or -t raw (a pipe cannot be
+ * decoded as cloop).  NULL with err set (naming path). */
 struct image_source *image_source_open (const char *path,
                                         enum source_kind kind,
                                         struct cloop_err *err);
@@ -33,6 +35,12 @@ uint64_t image_source_size (const struct image_source *src);
 
 /* Description for messages: "raw image" or the cloop dialect. */
 const char *image_source_kind (const struct image_source *src);
+
+/* The identity of a seekable source, for a journal: its device,
+ * inode, size and modification time, as text in out[n].  0, or -1 for
+ * a pipe (no identity: a rerun cannot know it is the same stream). */
+int image_source_identity (const struct image_source *src, char *out,
+                           size_t n);
 
 /* Block size of a cloop source, 0 for raw. */
 uint32_t image_source_native_block_size (const struct image_source *src);

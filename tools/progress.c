@@ -40,9 +40,9 @@ format_eta (char *out, size_t len, double secs)
     snprintf (out, len, "ETA %lu:%02lu", s / 60, s % 60);
 }
 
-void
-progress_update (struct progress *p, uint64_t done, uint64_t blocks_new,
-                 uint64_t blocks_present, uint64_t blocks_zero, bool force)
+/* Draw "PCT MiB MiB/s ETA" followed by tail, if due (or if force). */
+static void
+draw (struct progress *p, uint64_t done, const char *tail, bool force)
 {
   double now = progress_now (), elapsed, rate;
   char pct[16] = "", eta[32] = "";
@@ -57,12 +57,30 @@ progress_update (struct progress *p, uint64_t done, uint64_t blocks_new,
     if (rate > 0)
       format_eta (eta, sizeof eta, (p->total - done) / rate);
   }
-  fprintf (stderr, "\r%s%8.1f MiB %7.1f MiB/s %-12s blocks: %" PRIu64
-           " new, %" PRIu64 " present, %" PRIu64 " zero \033[K",
-           pct, done / MIB, rate / MIB, eta, blocks_new, blocks_present,
-           blocks_zero);
+  fprintf (stderr, "\r%s%8.1f MiB %7.1f MiB/s %-12s %s\033[K",
+           pct, done / MIB, rate / MIB, eta, tail);
   fflush (stderr);
   p->drawn = true;
+}
+
+void
+progress_update (struct progress *p, uint64_t done, uint64_t blocks_new,
+                 uint64_t blocks_present, uint64_t blocks_zero, bool force)
+{
+  char tail[128];
+
+  if (!p->enabled)
+    return;
+  snprintf (tail, sizeof tail, "blocks: %" PRIu64 " new, %" PRIu64
+            " present, %" PRIu64 " zero ", blocks_new, blocks_present,
+            blocks_zero);
+  draw (p, done, tail, force);
+}
+
+void
+progress_update_bytes (struct progress *p, uint64_t done, bool force)
+{
+  draw (p, done, "", force);
 }
 
 void

@@ -1,4 +1,5 @@
-/* cloop-store: a one-line progress display on stderr for create:
+/* cloop-store: a one-line progress display on stderr for create
+ * and warm:
  * percent, MiB/s, ETA, and blocks new/present/zero.  Redrawn at most
  * a few times a second; silent when disabled.
  */
@@ -25,6 +26,9 @@ void progress_start (struct progress *p, bool enabled, uint64_t total);
 void progress_update (struct progress *p, uint64_t done, uint64_t blocks_new,
                       uint64_t blocks_present, uint64_t blocks_zero,
                       bool force);
+
+/* Redraw if due (or if force): percent, bytes, rate and ETA only. */
+void progress_update_bytes (struct progress *p, uint64_t done, bool force);
 
 /* Finish the line (newline) if anything was drawn. */
 void progress_finish (struct progress *p);

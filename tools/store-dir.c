@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "store-dir.h"
 
 struct store_dir {
@@ -173,6 +175,39 @@ same_content (int dirfd, const char *rel, const void *data, size_t len)
   if (fd >= 0)
     close (fd);
   return same;
+}
+
+bool
+store_dir_has_block (struct store_dir *sd,
+                     const unsigned char hash[STORE_HASH_LEN], size_t len)
+{
+  char rel[STORE_BLOCK_PATH_MAX];
+  unsigned char buf[65536], md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
+  struct stat st;
+  size_t done = 0;
+  bool ok;
+  int fd;
+
+  store_block_path (rel, hash);
+  fd = openat (sd->dirfd, rel, O_RDONLY | O_CLOEXEC);
+  ok = ctx != NULL && fd >= 0 && fstat (fd, &st) == 0 &&
+       S_ISREG (st.st_mode) && (uint64_t) st.st_size == len &&
+       EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL) == 1;
+  while (ok && done < len) {
+    ssize_t r = pread (fd, buf, sizeof buf, done);
+    if (r <= 0 || EVP_DigestUpdate (ctx, buf, r) != 1)
+      ok = false;
+    else
+      done += r;
+  }
+  ok = ok && EVP_DigestFinal_ex (ctx, md, &mdlen) == 1 &&
+       mdlen == STORE_HASH_LEN && memcmp (md, hash, STORE_HASH_LEN) == 0;
+  if (fd >= 0)
+    close (fd);
+  EVP_MD_CTX_free (ctx);
+  return ok;
 }
 
 int

@@ -36,6 +36,12 @@ int store_dir_put_block (struct store_dir *sd,
                          const void *data, size_t len, bool *stored_new,
                          struct cloop_err *err);
 
+/* True if the block file named by hash is a regular file of exactly
+ * len bytes whose SHA-256 is hash (read whole; errors count as no). */
+bool store_dir_has_block (struct store_dir *sd,
+                          const unsigned char hash[STORE_HASH_LEN],
+                          size_t len);
+
 /* Flush every file written so far to stable storage (syncfs), so that
  * an index written afterwards never refers to blocks lost in a crash.
  * 0, or -1 with err set. */
