@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: the systemd units.  systemd-analyze verify loads both
 # without a warning (an unknown or misspelt directive is one).  Then
 # the service's ExecStart line, taken from the unit file (so the test
