@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: bounded in-memory LRU cache of decoded blocks, with
  * single-flight filling.
  *

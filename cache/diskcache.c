@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: persistent, bounded, verified disk cache.
  *
  * The layout, the entry format and the crash-safety argument are in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: persistent, bounded, verified disk cache of compressed
  * blocks, shareable by several processes.
  *

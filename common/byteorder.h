@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unaligned big/little-endian loads and stores. */
 #ifndef CLOOP_BYTEORDER_H
 #define CLOOP_BYTEORDER_H

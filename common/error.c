@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: error reporting shared by every layer. */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: large transient buffers straight from the kernel
  * (see pagemem.h). */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: large transient buffers straight from the kernel.
  *
  * page_alloc maps an anonymous region of its own and page_free unmaps

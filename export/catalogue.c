@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: where the list of exports comes from (see
  * catalogue.h). */
 #include <config.h>

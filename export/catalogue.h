@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: where the list of exports comes from.
  *
  * Either a catalogue file (exports=FILE): one export per line,

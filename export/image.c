@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: open an exported image from its configuration
  * (see image.h). */
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: open an exported image from its configuration.
  *
  * Chooses the source (local file, or HTTP(S) URL), attaches the

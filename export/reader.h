@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the read pipeline of one exported image.
  *
  * A reader joins the layers below the plugin: a block map (index/), a

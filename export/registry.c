@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the exports one process serves, by name (see
  * registry.h). */
 #include <config.h>

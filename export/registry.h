@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the exports one process serves, by name.
  *
  * A registry holds named exports, each an image configuration

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: small state that must survive (see statedir.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: small state that must survive, kept apart from caches.
  *
  * A state directory holds a few small records (the highest revision

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: whether a block-store index may be served
  * (docs/FORMAT.md, "Trust rules").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: internals shared by fetch/http.c (the source, its
  * worker thread) and fetch/http-xfer.c (one ranged GET: request set-up,
  * reply checking through http-reply.h, retry decisions).  Not for use

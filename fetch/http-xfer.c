@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: one ranged GET — request options, reply checking and
  * the retry decision.  Nothing here knows about threads: http.c runs
  * a transfer either on an easy handle in the caller's thread or on the

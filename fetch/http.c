@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the HTTP(S) source — open-time probe, synchronous
  * reads before the worker starts, and the worker thread that drives a
  * curl multi handle for everyone afterwards.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: an HTTP(S) source with pinned object identity and
  * strict range semantics.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: a source with no bytes behind it (see source.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the generic part of a source (see source.h). */
 #include <config.h>
 

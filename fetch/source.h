@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: where compressed bytes come from.
  *
  * A source is a read-only byte container (a local file now; an HTTP(S)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the shared block map (see blockmap.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the one in-memory block map every image format becomes.
  *
  * An exported image is num_blocks blocks of block_size decoded bytes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: cloop files of every dialect -> struct block_map.
  *
  * Detection follows research/formats.md section 1.9:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: cloop files of every dialect -> struct block_map.
  *
  * Dialects (research/formats.md section 1): V2.0; V4.0 header-first and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: block decoders (see decode.h).
  *
  * Every codec must produce between min_len and out_len bytes (exactly

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: block decoders (zlib via libdeflate or zlib, xz, lz4,
  * lzo1x, zstd, raw).
  *

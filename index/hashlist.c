@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: block-hash lists (see hashlist.h and docs/FORMAT.md).
  *
  * As for store indexes, every rule is checked on the untrusted bytes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: block-hash lists of plain cloop files (docs/FORMAT.md,
  * "Block-hash lists") <-> struct hash_list.
  *

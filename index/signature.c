@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: Ed25519 signatures of store indexes (see signature.h
  * and docs/FORMAT.md, "The signature file").
  *

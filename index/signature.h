@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: Ed25519 signatures of store indexes (docs/FORMAT.md,
  * "The signature file"), through OpenSSL's EVP API.
  */

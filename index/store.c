@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: block-store indexes (see store.h and docs/FORMAT.md).
  *
  * Parsing is two passes over the untrusted bytes: check_index_bytes

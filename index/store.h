@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: block-store indexes (docs/FORMAT.md) -> struct block_map.
  *
  * A store index lists the blocks of an image, each a file named by the

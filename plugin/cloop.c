@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: nbdkit glue.
  *
  * Parses configuration into the exports to serve (export/registry.h):

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: helpers for scripts/bench-local (sourced, not run).
 # Pure bash + awk; no state other than what the caller passes in.
 

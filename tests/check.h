@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the assertion macro of the C unit tests.
  *
  * CHECK (expr): if expr is false, print "FAIL: file:line: expr" on

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: userspace TCP proxy emulating a WAN link (latency and
 # optional bandwidth), for tests and benchmarks on loopback.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a small threaded HTTP/1.1 file server with strict
 # single-range semantics and injectable faults, for the tests.
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: shared helpers for the shell tests.  Source it first:
 #   . "$srcdir/functions.sh"
 # The Makefile's TESTS_ENVIRONMENT sets PLUGIN (the built plugin .so),

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: write a set of malformed cloop images into a directory.
 #
 #   malformed.py DIR

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: mkcloop, the project's own writer of cloop test vectors.
  *
  *   mkcloop -d DIALECT [-B blocksize] [-c codec[,codec...]]

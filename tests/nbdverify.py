@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: read NBD exports and compare every byte read with the
 # expected image, for the soak and fault tests.
 #

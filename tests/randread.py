@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: concurrent random-read load for an NBD export, checking
 # every byte against a reference file (run with Debian's /usr/bin/python3,
 # which has python3-libnbd's "nbd" module).

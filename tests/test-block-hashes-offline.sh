@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a block-hash list given by URL is kept in the disk cache
 # with its signature, so that a warm start with the server gone still
 # checks every block: after one read through nginx (signed list, then

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: block-hash lists of plain cloop files (cloop-store
 # hashes, block-hashes=).  For a V2.0 image from the real
 # create_compressed_fs, mkcloop V4 images of every codec and a FreeBSD

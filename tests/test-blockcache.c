@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of cache/blockcache.c.
  *
  * Checks the single-threaded contract (hit, miss, claim, publish, LRU

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Boot path 2: nbd-client inside the miniroot.  nbdkit listens on
 # 127.0.0.1:PORT only; the guest, on qemu user networking, reaches it as
 # 10.0.2.2:PORT (kernel argument nbdroot=10.0.2.2:PORT), attaches

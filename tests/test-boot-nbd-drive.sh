@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Boot path 1: qemu attaches the export as a read-only virtio disk over
 # NBD (Unix socket); nbdkit reads the cloop image from nginx into an
 # empty persistent cache.  The miniroot mounts /dev/vda read-only under

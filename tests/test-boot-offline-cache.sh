@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Boot path 3: a warm second boot with the web server stopped.  The
 # first boot fills the persistent cache; the second nbdkit (revalidate=0,
 # so it does try the server) cannot reach it, logs that it serves the

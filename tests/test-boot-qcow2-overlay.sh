@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Boot path 4: the user's changes kept in a qcow2 overlay whose backing
 # file is the NBD export.  The miniroot mounts the disk read-write
 # (kernel argument rootrw); the first boot writes a file, a second boot

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: flipped bits in the cached metadata of a remote image:
 # its header and index entries (metadata entries in url/, read at every
 # start) and its identity blob (url/ too).  The entries the image's opening reads are

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: one flipped bit in a cached block is caught by the
 # entry's SHA-256: the read still returns the exact bytes, a disk-cache
 # corruption warning is logged, and that one block is fetched again

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: clock jumps (faketime) against the two time-dependent
 # behaviours, the trusted identity of a remote image (revalidate=) and
 # the expiry of a block-store index.

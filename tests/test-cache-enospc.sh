@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a disk cache on a filesystem that fills up (a 1 MiB
 # tmpfs, far smaller than the image, cache-max-size left at its 4G
 # default so only the filesystem says no).  Three nbdkit processes on

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: 50 kill -9s at random moments while three nbdkit
 # processes fill one shared disk cache never leave a torn or wrong
 # entry.  Three slots each run nbdkit (url= on the fault server, which

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: kill -9 of nbdkit while it fills a shared disk cache
 # never leaves a torn or wrong entry.  25 times: start nbdkit on the
 # fault server (a small delay on every request, so that the kill lands

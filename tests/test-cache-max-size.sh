@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: cache-max-size bounds the disk cache even when the image
 # is four times bigger: a whole read (twice) is byte-exact, and after
 # each pass the files under cache-dir take no more disk space

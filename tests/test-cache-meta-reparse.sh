@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a cached header or index of a remote image that passes
 # its entry's SHA-256 but does not parse (what a corrupted reply cached
 # before it was parsed leaves behind) is dropped, warned about once,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: the header and index of a remote image in the disk
 # cache.
 #  1. A corrupt reply of the header/index is never cached: a start that

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a fully warm cache serves the image with the server
 # gone.  After one complete read, nginx is stopped (its port checked
 # closed), then the whole image must read back byte-exact:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: images made by the real create_compressed_fs (Debian
 # cloop-utils) at several block sizes and levels read back as the
 # zero-padded source, in whole and in unaligned pieces.

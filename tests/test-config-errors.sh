@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: parameters that would do nothing, or contradict each
 # other, stop nbdkit with an error saying so, instead of being ignored:
 # pubkey= or index-sha256= on a plain cloop file (they verify stores and

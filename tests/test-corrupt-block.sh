@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a corrupt block fails its read with EIO and is logged by
 # number; the blocks around it still read correctly, and a second read
 # of the corrupt block fails again (nothing stale or garbage cached).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of index/decode.c.
  *
  * For every codec this build supports: compress a mixed block (text,

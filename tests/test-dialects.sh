@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: every cloop dialect written by mkcloop reads back, byte
 # for byte, as the zero-padded input (dplasa V3 records the original
 # size, so its export is exactly the input, unpadded), and the export

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of cache/diskcache.c.
  *
  * Checks the contract of diskcache.h: round trip, misses, verification

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # --dump-plugin prints the version, the codecs of this build and the
 # zlib-format decoder; the thread model is parallel.
 . "${srcdir:-$(dirname "$0")}/functions.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: exports= serves the exports a catalogue file lists.
 # A local image (relative path, with a per-export readahead= key), a
 # remote image from nginx, a store by its folder, and a URL on a closed

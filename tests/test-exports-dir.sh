@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: dir= serves every image and store in a folder, by name.
 # Three exports (a cloop V2.0 from create_compressed_fs, a V4.0 lz4
 # footer image from mkcloop, a signed block store) and two files that

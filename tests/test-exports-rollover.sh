@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: version rollover of a block store.  With revalidate=0
 # every new connection looks for a newer signed index:
 #  - a client connected to revision 1 keeps reading revision 1

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of index/hashlist.c (block-hash lists).
  *
  * Round-trips a list through the writer and the parser and attaches

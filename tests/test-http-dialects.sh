@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: every cloop dialect (mkcloop's, and one image written by
 # the real create_compressed_fs) served by nginx AND by lighttpd on
 # 127.0.0.1 reads back through url= byte for byte as the zero-padded

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: every fault the project's fault server can inject, both
 # transient (count=1..2: absorbed by retries) and permanent, while
 # serving and at start-up, against a zlib V2 image and a zlib V4

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: the image is replaced on the server between two runs
 # while the cached identity is still trusted (revalidate default).
 # Run 1 caches the first half of version A.  Version B then replaces

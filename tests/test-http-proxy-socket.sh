@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: url= reached through unix-socket-path= and through an
 # HTTP proxy (proxy=), against nginx.  nginx serves the image on a Unix
 # socket, and a second nginx server on 127.0.0.1 forwards every request

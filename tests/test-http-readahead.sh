@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: read-ahead of remote images.  A strictly serial
 # sequential reader (one 64 KiB read at a time, as a booting guest
 # reads) makes many times fewer HTTP requests with the default

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of the HTTP source (fetch/http*.c) against
  * real servers.  It starts nothing itself; the shell test around it
  * does, and passes:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: run the C unit test of the HTTP source
 # ($builddir/test-http-source) against real servers on 127.0.0.1: nginx
 # (HTTP_URL/HTTP_FILE) and the fault server (FAULT_URL, FAULT_FILE,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: the disk cache knows a remote cloop file by its content
 # (the SHA-256 of its size and header and index bytes), not by its URL.
 # The same file served by two servers (nginx, and the fault server

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a warm start makes no HTTP request.  After one complete
 # read through a fresh cache-dir, a second complete read (revalidate at
 # its default, 600 s) is byte-exact and nginx logs 0 new requests (the

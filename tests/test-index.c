@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of index/ (cloop dialects -> block maps).
  *
  * Builds small images of every dialect in memory, reads them through a

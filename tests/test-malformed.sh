@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: malformed images (qemu iotest 075 cases, truncations,
 # garbage, bad V4/dplasa footers; see malformed.py) are refused when
 # nbdkit starts, with an error naming the file, and never crash it.

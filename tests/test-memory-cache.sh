@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The memory cache: a second read of the image in the same process is
 # served from memory (no new misses), and a cache smaller than the
 # image stays within its bound while reads stay exact.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Several connections and many requests in flight (multi-conn) read a
 # real create_compressed_fs image byte-exact, also with a memory cache
 # so small that blocks are evicted and refilled while other requests

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: qemu's own cloop driver (qemu-img convert -f cloop)
 # and our export agree byte for byte on real create_compressed_fs
 # images.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of the read pipeline (plugin/reader.c) outside
  * nbdkit, so that the sanitizer build runs it under AddressSanitizer.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of index/signature.c (Ed25519 signature
  * files of store indexes).
  *

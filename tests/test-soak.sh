@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: the soak (scripts/soak) for 60 seconds on a 16 MB
 # image: 16 connections of random reads over 3 nbdkit processes sharing
 # one cache-dir (memory and disk caches smaller than the image) behind

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: publishing a new version of an image into the store of
 # the old one writes only the changed blocks, and "cloop-store diff"
 # reports the shared, new and removed blocks and the download needed.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a block store served by tests/faultserver.py with
 # faults on its block files, which are fetched whole (GET without
 # Range, 200).  First the fault server itself: a whole-file GET gets the

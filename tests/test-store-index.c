@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of index/store.c (block-store indexes).
  *
  * Round-trips indexes through the writer and the parser, checks the

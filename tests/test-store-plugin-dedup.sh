@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a client whose cache is warm from one version of an
 # image downloads only the blocks that changed in the next.
 # OLD: a 16 MiB image cut into 1024 blocks of 16 KiB; NEW: OLD with 11

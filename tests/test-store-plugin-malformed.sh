@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: malformed block-store indexes and signature files stop
 # nbdkit at start-up with a message: exit status 1..127 (no signal),
 # the --run command never runs, an error line, no sanitizer report.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a store republished (new revision, new signature) while
 # clients hold a warm cache.  A warm start inside revalidate= serves the
 # cached version consistently, asking the server nothing (the cached

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: block stores made by cloop-store, read back through the
 # plugin.  For each store (raw image with zero regions and an odd size,
 # published with the default codec, zstd and xz, and a store made from

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: damaged block files are never served.
 #   file=: a block file with one byte flipped (same length), or one
 #     byte longer: reads touching that block fail with EIO, every other

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: the trust rules of docs/FORMAT.md ("Trust rules
 # (client)") as the plugin applies them.  Each untrusted index must stop
 # nbdkit at start-up (exit status 1..127) with an error naming the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: rollback protection survives the cache.  The highest
 # revision of a store accepted lives in the state directory, which
 # eviction, cache-max-size and cache-dir=none never touch:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: cloop-store create / verify / sign / keygen / info from
 # the publisher's side.  Every store is reassembled here by an
 # independent decoder (Python stdlib + the zstd CLI) reading the index

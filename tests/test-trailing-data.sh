@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a block's compressed bytes must be its stream and
 # nothing else.  Through the real plugin:
 #  - a Knopper V2.0 index whose entry 3 repeats entry 2 (block 2 gets

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: web servers for the HTTP tests and benchmarks.
 # Source it after functions.sh (POSIX sh; needs $tmpdir, cleanup_fn,
 # requires and fail from there):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: publish disk images as signed, content-addressed block
  * stores (docs/FORMAT.md) and check them.  This file only dispatches
  * to the subcommands (commands.h). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: the subcommands.  Each takes the arguments after the
  * subcommand name (argv[0] is the subcommand) and returns the process
  * exit status (tool.h, EXIT_*). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: the compression worker pool (see compress-pool.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: a pool of threads that compress blocks and hash the
  * compressed bytes, while the caller reads input and writes results in
  * order.

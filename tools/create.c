@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store create: publish an image into a block store.
  *
  * Pipeline: the main thread reads the source (raw, or a cloop file

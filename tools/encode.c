@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: block encoders (see encode.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: compress one block with zlib, zstd or xz, the codecs a
  * block store may use (docs/FORMAT.md).  A struct block_encoder keeps
  * per-thread codec state; use one per thread.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store hashes: the block-hash list of a plain cloop file
  * (docs/FORMAT.md, "Block-hash lists"), optionally signed. */
 #include <config.h>

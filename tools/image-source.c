@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: raw and cloop image sources (see image-source.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: the image a store is made from, as a sequential stream
  * of decoded bytes: a raw image (regular file, block device, or a pipe
  * such as stdin) or a cloop file of any dialect, decoded block by block

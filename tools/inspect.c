@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store info and diff: describe an index, and compare two. */
 #include <config.h>
 

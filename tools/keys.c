@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store keygen and sign: Ed25519 key pairs and signature files
  * (docs/FORMAT.md, "The signature file"). */
 #include <config.h>

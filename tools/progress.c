@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: progress display (see progress.h). */
 #include <config.h>
 

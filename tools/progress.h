@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: a one-line progress display on stderr for create
  * and warm:
  * percent, MiB/s, ETA, and blocks new/present/zero.  Redrawn at most

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: writing a store directory (see store-dir.h). */
 #include <config.h>
 

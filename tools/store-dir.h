@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: writing into a store directory (docs/FORMAT.md,
  * "Layout"): block files under blocks/HH/, and files replaced
  * atomically (index, index.sig).

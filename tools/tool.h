@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: helpers shared by every subcommand (messages, exit
  * codes, number parsing, loading an index and its signature file).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store verify: is an index trustworthy, and is every block it
  * lists present, of the right length, with the right SHA-256, and
  * decodable to its size?

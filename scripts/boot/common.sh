@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop boot demo: shared helpers (POSIX sh, sourced).
 #
 #   . scripts/boot/common.sh
