@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the health of one origin endpoint (see endpoint.h). */
 #include <config.h>
 

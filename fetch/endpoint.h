@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: the health of one origin endpoint (a server a source
  * fetches from), kept in one place so that a source with several
  * mirrors can keep one per mirror.

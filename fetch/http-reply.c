@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: checking an HTTP reply against what was asked for (see
  * http-reply.h).  Nothing here does I/O or knows libcurl.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: checking an HTTP reply against what was asked for.
  *
  * Pure functions, no I/O and no libcurl: the head of a reply (status

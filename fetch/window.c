@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: a window of another source (see source.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: fuzz the cloop dialects' header, tail and index parser
  * (index/cloop.c) through its byte_reader interface.
  *

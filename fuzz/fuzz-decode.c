@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: fuzz the block decoders (index/decode.c).
  *
  * Input: one byte selecting the codec (modulo CODEC_COUNT), one flags

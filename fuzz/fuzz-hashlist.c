@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: fuzz the block-hash list parser (index/hashlist.c).
  *
  * The input is the bytes of a list.  Properties: a list that parses is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: fuzz HTTP reply checking (fetch/http-reply.c).
  *
  * Input (text): a request line "FLAGS FIRST LENGTH PINNED_SIZE", where

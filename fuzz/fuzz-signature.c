@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: fuzz signature files (index/signature.c): parsing and
  * verifying, and signing on top of an existing file.
  *

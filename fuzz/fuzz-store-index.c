@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: fuzz the block-store index parser (index/store.c).
  *
  * The input is the bytes of an index.  Properties: an index that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: what every fuzz harness in fuzz/ shares.
  *
  * Each fuzz/fuzz-*.c defines LLVMFuzzerTestOneInput (and optionally

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: main() for a fuzz harness built without libFuzzer: run
  * LLVMFuzzerTestOneInput once on each file named on the command line,
  * so that make check replays the seed corpus through the harness's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: files inside an ISO9660 image (see iso9660.h). */
 #include <config.h>
 

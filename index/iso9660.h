@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: files inside an ISO9660 image (a CD/DVD image such as
  * KNOPPIX_V9.1DVD.iso), so that the cloop file inside it can be served
  * as a window of the image.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of the origin health state machine
  * (fetch/endpoint.c), on a simulated clock: a down endpoint fails
  * transfers at once, lets exactly one probe through per back-off

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: every fuzz harness (fuzz/) keeps its properties on the
 # seed corpus that scripts/fuzz-seeds makes with mkcloop and
 # cloop-store, built here as plain programs (under ASan in the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a warm cache with the server gone is served at local
 # speed, and the dead server is not knocked on for every block.
 #

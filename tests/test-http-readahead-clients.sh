@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: each client has its own sequential-read detector.  Two
 # clients read one remote export sequentially, one 64 KiB block at a
 # time, in turns (A, B, A, B, ...), from two regions of the image.  With

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a block that arrives intact as far as HTTP can tell but
 # does not decode is the server's fault, and gets the same budget as a
 # transfer fault: with retries=N it is fetched N+1 times in all, then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of HTTP reply checking (fetch/http-reply.c):
  * which replies are accepted, and for the others the fault kind and
  * who is to blame.  Exit status 0 = pass, 1 = fail.

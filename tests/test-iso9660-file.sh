@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: file= accepts an ISO9660 image (a KNOPPIX DVD) and
 # serves the cloop file inside it, byte-exact against the same file
 # served bare: /KNOPPIX/KNOPPIX by default (create_compressed_fs), or

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: url= accepts an ISO9660 image on a mirror (nginx on
 # 127.0.0.1) and serves /KNOPPIX/KNOPPIX inside it lazily: a start
 # fetches only a few small ranges (descriptors, two directories, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of index/iso9660.c on synthetic images.
  *
  * Builds ISO9660 images in memory (sparse: sectors past the metadata

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: a cloop-store create killed midway (SIGKILL, as a crash)
 # resumes from its journal: the rerun compresses fewer blocks than the
 # image has (counted by the "compressed:" summary line, not timed),

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: cloop-store warm fills a disk cache ahead of time.
 # A cloop file and a signed block store are served by nginx on
 # 127.0.0.1 and warmed into one cache directory (a second warm fetches

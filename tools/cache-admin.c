@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store cache: look after an nbdkit-cloop disk cache directory
  * (cache/diskcache.h) without the plugin: verify every entry, or
  * evict down to a size and remove temporary leftovers.

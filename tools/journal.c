@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store: the journal of a create in progress (see journal.h). */
 #include <config.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* cloop-store warm: fill an nbdkit-cloop disk cache with every block
  * of a remote image ahead of time.
  *
