@@ -739,6 +739,7 @@ test_wait_deadline (void)
   block_cache_free (c);
 }
 
+#if !defined (__SANITIZE_ADDRESS__)
 /* Does a malloc of len bytes get a mapping of its own (glibc's dynamic
  * mmap threshold still below len)?  The probe's own free raises the
  * threshold to len, so each call must probe a larger len. */
@@ -754,6 +755,7 @@ malloc_maps (size_t len)
   free (p);
   return mapped;
 }
+#endif
 
 /* Entries beyond the arena (pins over max_bytes) come and go without
  * raising glibc's mmap threshold to the block size: through malloc,
