@@ -260,6 +260,16 @@ cached_identity (struct disk_cache *dc, const char *url, struct identity *id)
   return identity_parse (text, id);
 }
 
+/* *hc = http with the image's HTTP engine; returns hc. */
+static const struct http_config *
+on_engine (const struct image_config *cfg, const struct http_config *http,
+           struct http_config *hc)
+{
+  *hc = *http;
+  hc->engine = cfg->http_engine;
+  return hc;
+}
+
 /* Open the remote source:
  * - pinned to the cached identity without asking the server, if the
  *   server confirmed it less than cfg->revalidate seconds ago;
@@ -272,6 +282,7 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
              char object_id[65], struct cloop_err *err)
 {
   const char *url = cfg->http->url;
+  struct http_config hc;
   struct identity id;
   bool have_cached = cached_identity (dc, url, &id) == 0;
   int64_t now = time (NULL);
@@ -284,9 +295,11 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
       .url = url, .size = id.size, .etag = id.etag,
       .last_modified = id.last_modified,
     };
-    src = source_open_http_pinned (cfg->http, &hid, err);
+    src = source_open_http_pinned (on_engine (cfg, cfg->http, &hc), &hid,
+                                   err);
   }
-  else if ((src = source_open_http (cfg->http, err)) != NULL) {
+  else if ((src = source_open_http (on_engine (cfg, cfg->http, &hc),
+                                    err)) != NULL) {
     const struct http_identity *hid = source_http_identity (src);
     memset (&id, 0, sizeof id);
     id.size = hid->size;
@@ -472,8 +485,9 @@ static int
 fetch_hash_list (const struct image_config *cfg, struct list_copy *c,
                  struct cloop_err *err)
 {
+  struct http_config hc;
   struct source *src = cfg->block_hashes_http
-    ? source_open_http (cfg->block_hashes_http, err)
+    ? source_open_http (on_engine (cfg, cfg->block_hashes_http, &hc), err)
     : source_open_file (cfg->block_hashes, err);
   uint64_t size;
   bool from_cache;
@@ -716,7 +730,7 @@ open_iso_file (const struct image_config *cfg, struct source **srcp,
   r = probe_iso (br, &m->outer, &is_iso, err);
   /* Offline, a probe that is not in the cache was never made: the
    * image was served as a bare file by a version without ISO support. */
-  if (r == -1 && strcmp (source_base (*srcp)->ops->name, "offline") == 0) {
+  if (r == -1 && source_is_offline (*srcp)) {
     *err = (struct cloop_err) { 0 };
     r = 0;
   }
@@ -862,6 +876,7 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
 
   /* Blocks of local images are not copied into the disk cache. */
   rcfg.disk_cache = cfg->file ? NULL : dc;
+  source_opened (src);
   r = reader_new (src, map, &rcfg, err);
   if (r == NULL) {
     block_map_free (map);
@@ -881,25 +896,11 @@ image_read_failed (struct reader *r)
 {
   struct source *src = source_base (reader_source (r));
   struct disk_cache *dc = reader_disk_cache (r);
-  struct http_stats st;
   struct cloop_err ignored;
   static const char invalid[] = "changed on the server\n";
 
-  if (dc == NULL || strcmp (src->ops->name, "http") != 0)
-    return;
-  source_http_get_stats (src, &st);
-  if (st.faults[HTTP_FAULT_CHANGED] > 0)
+  if (dc != NULL && source_changed (src))
     disk_cache_put_meta (dc, src->name, invalid, strlen (invalid), &ignored);
-}
-
-int
-image_start (struct reader *r, struct cloop_err *err)
-{
-  struct source *src = source_base (reader_source (r));
-
-  if (strcmp (src->ops->name, "http") == 0)
-    return source_http_start (src, err);
-  return 0;
 }
 
 /* byte_reader over a source. */

@@ -27,6 +27,9 @@ struct image_config {
                                    the reader */
   struct state_dir *state_dir;  /* store revisions accepted (rollback
                                    protection), or NULL.  Borrowed */
+  struct http_engine *http_engine; /* runs remote transfers (http.h), or
+                                   NULL: each source makes its own.
+                                   Borrowed */
   int64_t revalidate;           /* trust a cached identity this long (s) */
   struct reader_config reader;  /* disk_cache and object_id are set here */
   /* Trust in block-store indexes (trust.h). */
@@ -65,10 +68,6 @@ struct reader *image_open (const struct image_config *cfg,
  * the server, forget its cached identity, so that the next start asks
  * the server again instead of trusting the cache. */
 void image_read_failed (struct reader *r);
-
-/* Start background work that may not run before nbdkit forks (the
- * HTTP worker thread).  0, or -1 with err set. */
-int image_start (struct reader *r, struct cloop_err *err);
 
 /* What a local file holds, judged by its content. */
 enum image_kind {

@@ -344,13 +344,14 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
 /* Fetch the compressed bytes of the blocks in slots[which[0..n)] into
  * bufs[k]: byte ranges of the container, or for a store each block's
  * own file, finishing by deadline (0 = the source's own timeout).
+ * Slots from n_required on are read-ahead (fetched at its priority).
  * refetch: faulty copies of these blocks seen so far (source.h).
  * status[k] gets 0 or an errno value.  Returns 0, or -1 with
  * err set from the first failure. */
 static int
 fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
-              size_t n, unsigned char **bufs, int *status, uint64_t deadline,
-              unsigned refetch, struct cloop_err *err)
+              size_t n, size_t n_required, unsigned char **bufs, int *status,
+              uint64_t deadline, unsigned refetch, struct cloop_err *err)
 {
   struct source_range *ranges = NULL;
   struct source_object *objs = NULL;
@@ -374,17 +375,19 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
   for (size_t k = 0; k < n; k++) {
     uint64_t b = slots[which[k]].block;
     const struct block_entry *e = &r->map->entries[b];
+    enum fetch_priority prio = which[k] < n_required ? FETCH_DEMAND
+                                                     : FETCH_READAHEAD;
     if (objs) {
       store_block_path (paths[k], r->map->hashes + b * r->map->hash_len);
       objs[k] = (struct source_object) {
         .path = paths[k], .length = e->length, .exact = true, .buf = bufs[k],
-        .deadline_ns = deadline, .refetch = refetch,
+        .priority = prio, .deadline_ns = deadline, .refetch = refetch,
       };
     }
     else
       ranges[k] = (struct source_range) {
         .offset = e->offset, .length = e->length, .buf = bufs[k],
-        .deadline_ns = deadline, .refetch = refetch,
+        .priority = prio, .deadline_ns = deadline, .refetch = refetch,
       };
   }
   if (objs)
@@ -455,8 +458,8 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
     }
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
-    if (fetch_blocks (r, slots, &i, 1, &cbuf, &status, deadline, faulty,
-                      err) == -1)
+    if (fetch_blocks (r, slots, &i, 1, SIZE_MAX, &cbuf, &status, deadline,
+                      faulty, err) == -1)
       return -1;
   }
   if (r->cfg.disk_cache) {
@@ -527,7 +530,7 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     pos += r->map->entries[slots[i].block].length;
   }
   if (nf > 0)
-    fetch_blocks (r, slots, which, nf, bufs, status, deadline, 0,
+    fetch_blocks (r, slots, which, nf, n_required, bufs, status, deadline, 0,
                   &fetch_err);
 
   /* Only the blocks the read asked for (not read-ahead) can fail it. */

@@ -20,7 +20,6 @@ struct revision {
   struct export *export;
   struct reader *reader;
   unsigned refs;                /* [export->lock] holders + 1 if current */
-  bool started;                 /* image_start ran */
 };
 
 struct export {
@@ -36,8 +35,7 @@ struct registry {
   struct registry_config cfg;
   struct disk_cache *dc;
   struct state_dir *sd;
-  pthread_mutex_t lock;         /* guards started */
-  bool started;
+  struct http_engine *engine;   /* or NULL: no remote export */
   struct export **exports;
   size_t n, cap;
   size_t default_export;
@@ -72,7 +70,6 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
     return NULL;
   }
   reg->cfg = *cfg;
-  pthread_mutex_init (&reg->lock, NULL);
   if (cfg->cache_dir) {
     reg->dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks,
                                err);
@@ -84,6 +81,12 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
   }
   if (cfg->state_dir &&
       (reg->sd = state_dir_open (cfg->state_dir, err)) == NULL) {
+    registry_free (reg);
+    return NULL;
+  }
+  if (cfg->http_max_connections &&
+      (reg->engine = http_engine_new (cfg->http_max_connections,
+                                      err)) == NULL) {
     registry_free (reg);
     return NULL;
   }
@@ -112,9 +115,9 @@ registry_free (struct registry *reg)
     free (e);
   }
   free (reg->exports);
+  http_engine_free (reg->engine);
   disk_cache_close (reg->dc);
   state_dir_close (reg->sd);
-  pthread_mutex_destroy (&reg->lock);
   free (reg);
 }
 
@@ -192,14 +195,13 @@ registry_find (struct registry *reg, const char *name)
   return NULL;
 }
 
-/* Open a new revision of e (e->lock held), started if the registry
- * is.  fresh asks the server again even inside revalidate=. */
+/* Open a new revision of e (e->lock held).  fresh asks the server
+ * again even inside revalidate=. */
 static struct revision *
 open_revision (struct export *e, bool fresh, struct cloop_err *err)
 {
   struct image_config cfg = *e->cfg;
   struct revision *rev = calloc (1, sizeof *rev);
-  bool started;
 
   if (rev == NULL) {
     cloop_err_set (err, ENOMEM, "out of memory");
@@ -207,6 +209,7 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
   }
   cfg.disk_cache = e->reg->dc;
   cfg.state_dir = e->reg->sd;
+  cfg.http_engine = e->reg->engine;
   if (fresh)
     cfg.revalidate = 0;
   rev->export = e;
@@ -214,16 +217,6 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
   if (rev->reader == NULL) {
     free (rev);
     return NULL;
-  }
-  pthread_mutex_lock (&e->reg->lock);
-  started = e->reg->started;
-  pthread_mutex_unlock (&e->reg->lock);
-  if (started) {
-    if (image_start (rev->reader, err) == -1) {
-      revision_free (rev);
-      return NULL;
-    }
-    rev->started = true;
   }
   return rev;
 }
@@ -250,23 +243,9 @@ export_open (struct export *e, struct cloop_err *err)
 int
 registry_start (struct registry *reg, struct cloop_err *err)
 {
-  int r = 0;
-
-  pthread_mutex_lock (&reg->lock);
-  reg->started = true;
-  pthread_mutex_unlock (&reg->lock);
-  for (size_t i = 0; i < reg->n; i++) {
-    struct export *e = reg->exports[i];
-    pthread_mutex_lock (&e->lock);
-    if (e->current && !e->current->started) {
-      if (image_start (e->current->reader, r == 0 ? err : NULL) == -1)
-        r = -1;
-      else
-        e->current->started = true;
-    }
-    pthread_mutex_unlock (&e->lock);
-  }
-  return r;
+  if (reg->engine == NULL)
+    return 0;
+  return http_engine_start (reg->engine, err);
 }
 
 /* Is it time to look for a newer revision of e (e->lock held)?  Only

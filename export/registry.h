@@ -35,26 +35,31 @@ struct registry_config {
   const char *cache_dir;        /* the disk cache, or NULL for none */
   uint64_t cache_max_size;      /* its bound (0 = none) */
   const char *state_dir;        /* the state directory, or NULL */
+  /* Transfers in flight over every remote export (the HTTP engine's
+   * bound), or 0 when no export is remote: no engine is made. */
+  unsigned http_max_connections;
   /* Where warnings and debug lines go (either may be NULL). */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
   void (*debug) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 
 /* A new, empty registry; opens the disk cache and the state
- * directory of cfg (either may be NULL).  NULL with err set (the
+ * directory of cfg (either may be NULL) and makes the process's HTTP
+ * engine (not started: no thread yet).  NULL with err set (the
  * message names the directory). */
 struct registry *registry_new (const struct registry_config *cfg,
                                struct cloop_err *err);
 
-/* Close every revision (none may still be held) and the disk cache. */
+/* Close every revision (none may still be held), the HTTP engine and
+ * the disk cache. */
 void registry_free (struct registry *reg);
 
 /* The process's disk cache, or NULL. */
 struct disk_cache *registry_disk_cache (const struct registry *reg);
 
 /* Add an export.  name is copied; cfg is not: it must stay valid until
- * registry_free.  cfg->disk_cache and cfg->state_dir are ignored (the
- * registry's are used).
+ * registry_free.  cfg->disk_cache, cfg->state_dir and cfg->http_engine
+ * are ignored (the registry's are used).
  * -1 with err set if the name is empty, too long or taken. */
 int registry_add (struct registry *reg, const char *name,
                   const struct image_config *cfg, struct cloop_err *err);
@@ -75,9 +80,9 @@ struct export *registry_find (struct registry *reg, const char *name);
  * thread is started).  0, or -1 with err set. */
 int export_open (struct export *e, struct cloop_err *err);
 
-/* From now on, start the background work of every revision (HTTP
- * worker threads) as it opens; start those already open.  Call after
- * nbdkit forked.  0, or -1 with err set (the first failure). */
+/* Start the background work that may not run before nbdkit forks (the
+ * HTTP engine's worker thread); until then, reads run in the caller's
+ * thread.  Call after nbdkit forked.  0, or -1 with err set. */
 int registry_start (struct registry *reg, struct cloop_err *err);
 
 /* A reference to the export's current revision, opening the export if

@@ -91,3 +91,19 @@ endpoint_ms_to_probe (const struct endpoint_health *h, uint64_t now_ns)
     return 0;
   return (h->next_probe_ns - now_ns + 999999) / 1000000;
 }
+
+const char *
+http_fault_name (enum http_fault kind)
+{
+  static const char *const names[HTTP_FAULT_KINDS] = {
+    [HTTP_FAULT_TRANSPORT] = "transport",
+    [HTTP_FAULT_TIMEOUT] = "timeout",
+    [HTTP_FAULT_STATUS] = "status",
+    [HTTP_FAULT_NOT_PARTIAL] = "not-partial",
+    [HTTP_FAULT_RANGE] = "range",
+    [HTTP_FAULT_LENGTH] = "length",
+    [HTTP_FAULT_CHANGED] = "changed",
+  };
+
+  return (unsigned) kind < HTTP_FAULT_KINDS ? names[kind] : "unknown";
+}

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-cloop: the health of one origin endpoint (a server a source
- * fetches from), kept in one place so that a source with several
- * mirrors can keep one per mirror.
+/* nbdkit-cloop: the health and the counters of one origin endpoint (a
+ * server a source fetches from), kept in one place so that a source
+ * with several mirrors can keep one per mirror.
  *
  * An endpoint is up until a transfer to it fails in a way that says
  * nobody is there (connection refused, name not resolved, connect
@@ -22,6 +22,42 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "histogram.h"
+
+/* Why an attempt failed.  Counted per kind in struct http_stats. */
+enum http_fault {
+  HTTP_FAULT_TRANSPORT,         /* connect, reset, TLS, partial body */
+  HTTP_FAULT_TIMEOUT,           /* deadline or low-speed limit */
+  HTTP_FAULT_STATUS,            /* 4xx/5xx (416 counts as RANGE) */
+  HTTP_FAULT_NOT_PARTIAL,       /* 200: Range ignored or If-Range failed */
+  HTTP_FAULT_RANGE,             /* 416, missing or wrong Content-Range */
+  HTTP_FAULT_LENGTH,            /* body shorter or longer than asked */
+  HTTP_FAULT_CHANGED,           /* ETag, Last-Modified or size changed */
+  HTTP_FAULT_KINDS
+};
+
+/* The counters of one endpoint (all transfers to one origin URL). */
+struct http_stats {
+  uint64_t requests;            /* GETs sent, retries and probe included */
+  uint64_t ranges;              /* caller ranges asked for */
+  uint64_t head_hits;           /* ranges served (wholly or in part) from the probed head */
+  uint64_t coalesced;           /* ranges that rode in another's GET */
+  uint64_t bytes_fetched;       /* body bytes of replies that validated */
+  uint64_t retries;             /* attempts after the first */
+  uint64_t failures;            /* ranges that ended in EIO */
+  uint64_t origin_down_events;  /* times the server was marked down */
+  uint64_t probes;              /* requests let through to a down server */
+  uint64_t fast_failures;       /* transfers failed at once: server down */
+  uint64_t refetches;           /* ranges fetched again after a content fault */
+  uint64_t faults[HTTP_FAULT_KINDS];
+  struct histogram latency;     /* of attempts, start to end */
+};
+
+/* Short lower-case name of a fault kind, e.g. "not-partial". */
+const char *http_fault_name (enum http_fault kind);
+
+
+/* Health. */
 struct endpoint_health {
   unsigned base_ms, max_ms;     /* probe back-off schedule */
   bool down;                    /* marked down, not yet seen back */

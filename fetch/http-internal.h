@@ -1,8 +1,19 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-cloop: internals shared by fetch/http.c (the source, its
- * worker thread) and fetch/http-xfer.c (one ranged GET: request set-up,
- * reply checking through http-reply.h, retry decisions).  Not for use
- * outside fetch/http*.c.
+/* nbdkit-cloop: internals of the HTTP fetcher, shared by its three
+ * files, which depend on each other in one direction only:
+ *
+ *   http.c         the source: open-time probe, pinned identity,
+ *                  splitting reads into transfers, waiting for them
+ *        |
+ *   http-engine.c  the process's one engine: a curl multi handle, the
+ *                  queues by priority, connection slots, back-off,
+ *                  deadlines; calls each transfer's done callback
+ *        |
+ *   http-xfer.c    one transfer's attempts on one origin: admission
+ *                  by the origin's health, request options, reply
+ *                  checking (http-reply.h), the retry decision
+ *
+ * Not for use outside fetch/http*.c.
  */
 #ifndef CLOOP_HTTP_INTERNAL_H
 #define CLOOP_HTTP_INTERNAL_H
@@ -23,65 +34,56 @@
 /* Bytes fetched by the probe at open and kept for the first reads. */
 #define HTTP_HEAD_BYTES 65536
 
-struct http_xfer;
-
-/* The source.  Fields marked [lock] are protected by lock; [sync] by
- * sync_lock; [worker] are touched only by the worker thread (or by
- * start/close when no worker runs); the rest are fixed after open. */
-struct http_source {
-  struct source src;            /* must be first */
+/* One origin: a URL with its configuration, the object identity pinned
+ * there, its health and its counters.  A source has one (several when
+ * mirrors come).  Fields marked [lock] are protected by lock, [drive]
+ * belong to whoever drives the engine; the rest are fixed once the
+ * identity is pinned. */
+struct http_origin {
   struct http_config cfg;       /* string fields point at owned copies */
   struct http_identity id;
-  char *base_url;               /* URL up to its last '/', for objects */
   struct curl_slist *headers;   /* If-Range for every ranged GET */
-  unsigned char *head;          /* first head_len bytes of the object */
-  size_t head_len;
 
   pthread_mutex_t lock;
   struct http_stats stats;      /* [lock] */
-  struct endpoint_health health;/* [lock] the one origin (cfg.url) */
+  struct endpoint_health health;/* [lock] */
   char down_why[160];           /* [lock] what marked it down */
   uint64_t rng;                 /* [lock] jitter state */
 
-  pthread_mutex_t sync_lock;
-  CURL *sync_easy;              /* [sync] reads before the worker starts */
-
-  bool started;                 /* set once by source_http_start */
-  bool stopping;                /* [lock] close asked the worker to end */
-  struct http_xfer *queue;      /* [lock] submitted, not yet taken */
-  struct http_xfer **queue_tail;/* [lock] */
-  pthread_t worker;
-  CURLM *multi;                 /* [worker] */
-  struct http_xfer *active;     /* [worker] in the multi handle */
-  struct http_xfer *waiting;    /* [worker] backing off before a retry */
-  CURL **pool;                  /* [worker] idle easy handles */
-  size_t pool_len, pool_cap;    /* [worker] */
+  unsigned active;              /* [drive] transfers holding a slot */
 };
 
-/* A batch: the transfers of one pread_many, one waiting caller. */
-struct http_batch {
-  pthread_cond_t done;          /* signalled when pending reaches 0 */
-  size_t pending;               /* [lock] transfers not finished */
-};
+struct http_xfer;
 
-/* One ranged GET covering one or more contiguous caller ranges. */
+/* Called once when a transfer has finished for good (x->result set),
+ * by the thread driving the engine.  The engine never touches x again;
+ * the callback may free it. */
+typedef void (*http_done_fn) (struct http_xfer *x);
+
+/* One GET: a range covering one or more contiguous caller ranges, or a
+ * whole object.  Set by the submitter: everything above "attempts". */
 struct http_xfer {
-  struct http_source *hs;
-  struct http_batch *batch;     /* NULL when run synchronously */
+  struct http_origin *origin;
+  enum fetch_priority priority;
+  http_done_fn done;
+  void *opaque;                 /* the submitter's (its batch) */
   struct source_range **parts;  /* caller ranges in offset order */
   size_t n_parts;
   uint64_t first;               /* first byte asked for */
   size_t length;                /* bytes asked for (> 0) */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC */
   bool probe;                   /* the open-time probe: total unknown */
-  const char *url;              /* another URL than the source's, or NULL */
+  const char *url;              /* another URL than the origin's, or NULL */
   bool whole;                   /* a whole immutable object: plain GET */
   bool exact;                   /* (whole) must be exactly length bytes */
+  unsigned attempts;            /* attempts started (or faulty copies
+                                   the caller already found) */
 
-  unsigned attempts;            /* attempts started */
+  /* State of the current attempt. */
   unsigned hard_faults;         /* 4xx replies seen (retried once) */
   bool fresh;                   /* next attempt on a new connection */
   uint64_t not_before_ns;       /* back-off: start no earlier */
+  uint64_t started_ns;          /* when the attempt started */
   CURL *easy;                   /* during an attempt */
 
   /* Reply of the current attempt (reset at each status line) and,
@@ -106,30 +108,64 @@ struct http_xfer {
   char why[256];                /* what went wrong, one phrase */
   int result;                   /* 0 or an errno value when finished */
 
-  struct http_xfer *prev, *next; /* list links (queue/active/waiting) */
+  struct http_xfer *prev, *next; /* engine list links */
 };
 
 /* What to do after an attempt. */
 enum http_next { HTTP_DONE, HTTP_RETRY, HTTP_FAILED };
 
+/* ---- http-xfer.c: one transfer on its origin ---------------------------- */
+
 /* Monotonic clock in nanoseconds. */
 uint64_t http_now_ns (void);
 
-/* Debug line (only with cfg.verbose and cfg.debug set). */
-void http_debug (struct http_source *hs, const char *fmt, ...)
+/* Debug line about origin o (only with cfg.verbose and cfg.debug set). */
+void http_debug (const struct http_origin *o, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
+
+/* Set up o (lock, health, rng) for cfg, copying cfg's strings.  0, or
+ * -1 with err set (EINVAL for a bad URL or limits, ENOMEM).  o must be
+ * zeroed; http_origin_destroy undoes it, also after a failure. */
+int http_origin_init (struct http_origin *o, const struct http_config *cfg,
+                      struct cloop_err *err);
+void http_origin_destroy (struct http_origin *o);
+
+/* Pin the object's identity on o and build the If-Range header (a
+ * strong ETag, else Last-Modified).  etag/last_modified may be NULL or
+ * empty.  0, or -1 with err set (ENOMEM). */
+int http_origin_pin (struct http_origin *o, uint64_t size, const char *etag,
+                     const char *last_modified, struct cloop_err *err);
+
+/* Before a transfer enters the engine: a refetch after a content fault
+ * (x->attempts > 0) fails at once (x->result = EIO) if that spent the
+ * retry budget, else is set to go on a fresh connection after a
+ * back-off (*not_before, else 0).  Returns false if x failed. */
+bool http_xfer_refetch_allowed (struct http_xfer *x, uint64_t *not_before);
+
+/* May x make an attempt now?  If its origin is marked down and no
+ * probe is due, x fails (x->result = EIO, x->why set) and false is
+ * returned.  After true, the attempt must be set up and finished, or
+ * http_xfer_unadmit'ed if it never starts. */
+bool http_xfer_admit (struct http_xfer *x);
+void http_xfer_unadmit (struct http_xfer *x);
 
 /* Prepare easy (reset, then every option) for x's next attempt and
  * reset x's reply state.  0, or -1 with x->why set. */
 int http_xfer_setup (struct http_xfer *x, CURL *easy);
 
-/* The back-off before x's next attempt (number x->attempts + 1):
- * exponential from cfg.backoff_base_ms, capped, with jitter. */
-uint64_t http_xfer_backoff_ns (struct http_xfer *x);
+/* Judge the attempt on easy that just ended with rc (reaped: the
+ * engine gave up on it at its deadline): count it, tell the origin's
+ * health what it learnt, and decide whether x is done, failed for good
+ * (x->result, x->why set) or must be retried at x->not_before_ns. */
+enum http_next http_xfer_finish (struct http_xfer *x, CURL *easy,
+                                 CURLcode rc, bool reaped);
 
-/* Judge the attempt that just ended with rc: count it, and decide
- * whether x is done, failed for good (x->result, x->why set) or must
- * be retried at x->not_before_ns. */
-enum http_next http_xfer_finish (struct http_xfer *x, CURLcode rc);
+/* ---- http-engine.c ------------------------------------------------------ */
+
+/* Run n transfers (xs[i].done and .opaque are set by this function)
+ * and return when all have finished: queued to the worker if the
+ * engine has started, else driven in this thread.  Each x->result is
+ * set. */
+void http_engine_run (struct http_engine *e, struct http_xfer *xs, size_t n);
 
 #endif /* CLOOP_HTTP_INTERNAL_H */

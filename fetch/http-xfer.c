@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-cloop: one ranged GET — request options, reply checking and
- * the retry decision.  Nothing here knows about threads: http.c runs
- * a transfer either on an easy handle in the caller's thread or on the
- * worker's multi handle, and calls the same two functions.
+/* nbdkit-cloop: one transfer on its origin — the origin's set-up and
+ * pinned identity, admission by its health, request options, reply
+ * checking and the retry decision.  Nothing here knows about threads
+ * or queues: http-engine.c runs each attempt and calls these.
  *
  * A reply's head is checked (by http-reply.c) before its first body
  * byte is stored, so a 200, a wrong Content-Range or a changed ETag
@@ -11,6 +11,7 @@
  */
 #include <config.h>
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,17 +35,17 @@ http_now_ns (void)
 }
 
 void
-http_debug (struct http_source *hs, const char *fmt, ...)
+http_debug (const struct http_origin *o, const char *fmt, ...)
 {
   char line[512];
   va_list ap;
 
-  if (!hs->cfg.verbose || hs->cfg.debug == NULL)
+  if (!o->cfg.verbose || o->cfg.debug == NULL)
     return;
   va_start (ap, fmt);
   vsnprintf (line, sizeof line, fmt, ap);
   va_end (ap);
-  hs->cfg.debug ("http: %s", line);
+  o->cfg.debug ("http: %s", line);
 }
 
 /* Record why the current attempt failed (the first reason wins). */
@@ -77,7 +78,7 @@ on_header (char *buf, size_t size, size_t nitems, void *opaque)
 static void
 xfer_request (const struct http_xfer *x, struct http_request *req)
 {
-  const struct http_identity *id = &x->hs->id;
+  const struct http_identity *id = &x->origin->id;
 
   *req = (struct http_request) {
     .first = x->first, .length = x->length,
@@ -159,7 +160,7 @@ static int
 on_curl_debug (CURL *easy, curl_infotype type, char *data, size_t size,
                void *opaque)
 {
-  struct http_source *hs = opaque;
+  struct http_origin *o = opaque;
   const char *tag;
 
   switch (type) {
@@ -170,15 +171,15 @@ on_curl_debug (CURL *easy, curl_infotype type, char *data, size_t size,
   }
   while (size > 0 && (data[size - 1] == '\n' || data[size - 1] == '\r'))
     size--;
-  hs->cfg.debug ("http: curl %s %.*s", tag, (int) size, data);
+  o->cfg.debug ("http: curl %s %.*s", tag, (int) size, data);
   return 0;
 }
 
 /* Options that do not depend on the attempt. */
 static CURLcode
-setup_common (struct http_source *hs, CURL *easy)
+setup_common (struct http_origin *o, CURL *easy)
 {
-  const struct http_config *c = &hs->cfg;
+  const struct http_config *c = &o->cfg;
   CURLcode rc = CURLE_OK;
 
 #define SET(opt, val) \
@@ -221,7 +222,7 @@ setup_common (struct http_source *hs, CURL *easy)
   SET (CURLOPT_WRITEFUNCTION, on_body);
   if (c->verbose && c->debug) {
     SET (CURLOPT_DEBUGFUNCTION, on_curl_debug);
-    SET (CURLOPT_DEBUGDATA, hs);
+    SET (CURLOPT_DEBUGDATA, o);
     SET (CURLOPT_VERBOSE, 1L);
   }
 #undef SET
@@ -231,7 +232,7 @@ setup_common (struct http_source *hs, CURL *easy)
 int
 http_xfer_setup (struct http_xfer *x, CURL *easy)
 {
-  struct http_source *hs = x->hs;
+  struct http_origin *o = x->origin;
   uint64_t now = http_now_ns (), left_ms;
   char range[64];
   CURLcode rc;
@@ -249,7 +250,7 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   snprintf (range, sizeof range, "%" PRIu64 "-%" PRIu64,
             x->first, x->first + x->length - 1);
 
-  rc = setup_common (hs, easy);
+  rc = setup_common (o, easy);
 #define SET(opt, val) \
   do { if (rc == CURLE_OK) rc = curl_easy_setopt (easy, opt, val); } while (0)
   if (x->url)
@@ -257,8 +258,8 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   if (!x->whole)
     SET (CURLOPT_RANGE, range);
   SET (CURLOPT_TIMEOUT_MS, (long) left_ms);
-  if (!x->probe && !x->whole && hs->headers)
-    SET (CURLOPT_HTTPHEADER, hs->headers);
+  if (!x->probe && !x->whole && o->headers)
+    SET (CURLOPT_HTTPHEADER, o->headers);
   SET (CURLOPT_HEADERDATA, x);
   SET (CURLOPT_WRITEDATA, x);
   SET (CURLOPT_PRIVATE, x);
@@ -271,11 +272,12 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
     return -1;
   }
   x->attempts++;
-  pthread_mutex_lock (&hs->lock);
-  hs->stats.requests++;
+  x->started_ns = now;
+  pthread_mutex_lock (&o->lock);
+  o->stats.requests++;
   if (x->attempts > 1)
-    hs->stats.retries++;
-  pthread_mutex_unlock (&hs->lock);
+    o->stats.retries++;
+  pthread_mutex_unlock (&o->lock);
   return 0;
 }
 
@@ -329,23 +331,23 @@ judge_attempt (struct http_xfer *x, CURLcode rc)
 
 /* Back-off before attempt number (attempts + 1): exponential from
  * base, capped, with "equal jitter" (half fixed, half random). */
-uint64_t
-http_xfer_backoff_ns (struct http_xfer *x)
+static uint64_t
+backoff_ns (struct http_xfer *x)
 {
-  struct http_source *hs = x->hs;
-  uint64_t ms = hs->cfg.backoff_base_ms, r;
+  struct http_origin *o = x->origin;
+  uint64_t ms = o->cfg.backoff_base_ms, r;
   unsigned i;
 
-  for (i = 1; i < x->attempts && ms < hs->cfg.backoff_max_ms; i++)
+  for (i = 1; i < x->attempts && ms < o->cfg.backoff_max_ms; i++)
     ms *= 2;
-  if (ms > hs->cfg.backoff_max_ms)
-    ms = hs->cfg.backoff_max_ms;
-  pthread_mutex_lock (&hs->lock);
-  hs->rng ^= hs->rng << 13;
-  hs->rng ^= hs->rng >> 7;
-  hs->rng ^= hs->rng << 17;
-  r = hs->rng;
-  pthread_mutex_unlock (&hs->lock);
+  if (ms > o->cfg.backoff_max_ms)
+    ms = o->cfg.backoff_max_ms;
+  pthread_mutex_lock (&o->lock);
+  o->rng ^= o->rng << 13;
+  o->rng ^= o->rng >> 7;
+  o->rng ^= o->rng << 17;
+  r = o->rng;
+  pthread_mutex_unlock (&o->lock);
   return (ms / 2 + (ms > 1 ? r % (ms - ms / 2 + 1) : 0)) * 1000000;
 }
 
@@ -360,26 +362,28 @@ is_hard_status (const struct http_xfer *x)
     status < 500 && status != 408 && status != 429;
 }
 
-enum http_next
-http_xfer_finish (struct http_xfer *x, CURLcode rc)
+static enum http_next
+decide (struct http_xfer *x, CURLcode rc)
 {
-  struct http_source *hs = x->hs;
-  unsigned allowed = 1 + hs->cfg.retries;
+  struct http_origin *o = x->origin;
+  unsigned allowed = 1 + o->cfg.retries;
   uint64_t now, wait;
 
   x->easy = NULL;
   judge_attempt (x, rc);
-  pthread_mutex_lock (&hs->lock);
+  now = http_now_ns ();
+  pthread_mutex_lock (&o->lock);
   if (x->faulted)
-    hs->stats.faults[x->fault]++;
+    o->stats.faults[x->fault]++;
   else
-    hs->stats.bytes_fetched += x->received;
-  pthread_mutex_unlock (&hs->lock);
+    o->stats.bytes_fetched += x->received;
+  histogram_add (&o->stats.latency, now - x->started_ns);
+  pthread_mutex_unlock (&o->lock);
   if (!x->faulted) {
     x->result = 0;
     return HTTP_DONE;
   }
-  http_debug (hs, "bytes=%" PRIu64 "-%" PRIu64 " attempt %u: %s: %s",
+  http_debug (o, "bytes=%" PRIu64 "-%" PRIu64 " attempt %u: %s: %s",
               x->first, x->first + x->length - 1, x->attempts,
               http_fault_name (x->fault), x->why);
 
@@ -391,14 +395,13 @@ http_xfer_finish (struct http_xfer *x, CURLcode rc)
       x->permanent)
     allowed = x->attempts;
   x->result = EIO;
-  now = http_now_ns ();
   if (x->attempts >= allowed)
     return HTTP_FAILED;
-  wait = http_xfer_backoff_ns (x);
+  wait = backoff_ns (x);
   if (now + wait >= x->deadline_ns) {
     size_t l = strlen (x->why);
     snprintf (x->why + l, sizeof x->why - l, "; deadline of %u s reached",
-              hs->cfg.timeout);
+              o->cfg.timeout);
     return HTTP_FAILED;
   }
   x->not_before_ns = now + wait;
@@ -406,4 +409,244 @@ http_xfer_finish (struct http_xfer *x, CURLcode rc)
    * new connection; a clean error status can reuse it. */
   x->fresh = x->fault != HTTP_FAULT_STATUS;
   return HTTP_RETRY;
+}
+
+/* ---- The origin --------------------------------------------------------- */
+
+/* *dst = a copy of src (NULL stays NULL). */
+static int
+dup_string (const char **dst, const char *src, struct cloop_err *err)
+{
+  if (src == NULL)
+    return 0;
+  *dst = strdup (src);
+  if (*dst == NULL)
+    return cloop_err_set (err, ENOMEM, "http: strdup: %m");
+  return 0;
+}
+
+int
+http_origin_init (struct http_origin *o, const struct http_config *src,
+                  struct cloop_err *err)
+{
+  struct http_config *dst = &o->cfg;
+
+  pthread_mutex_init (&o->lock, NULL);
+  o->rng = (http_now_ns () ^ (uintptr_t) o) | 1;
+  *dst = *src;
+  dst->url = dst->cainfo = dst->capath = dst->proxy = NULL;
+  dst->user_agent = dst->unix_socket_path = NULL;
+  endpoint_init (&o->health, src->down_backoff_ms, src->down_backoff_max_ms);
+  if (src->url == NULL || (strncasecmp (src->url, "http://", 7) != 0 &&
+                           strncasecmp (src->url, "https://", 8) != 0))
+    return cloop_err_set (err, EINVAL, "http: url must start with http:// "
+                          "or https://: %s", src->url ? src->url : "(none)");
+  if (src->connections == 0 || src->timeout == 0)
+    return cloop_err_set (err, EINVAL,
+                          "http: connections and timeout must be > 0");
+  if (dup_string (&dst->url, src->url, err) == -1 ||
+      dup_string (&dst->cainfo, src->cainfo, err) == -1 ||
+      dup_string (&dst->capath, src->capath, err) == -1 ||
+      dup_string (&dst->proxy, src->proxy, err) == -1 ||
+      dup_string (&dst->user_agent, src->user_agent ? src->user_agent
+                  : "nbdkit-cloop/" PACKAGE_VERSION, err) == -1 ||
+      dup_string (&dst->unix_socket_path, src->unix_socket_path, err) == -1)
+    return -1;
+  o->id.url = dst->url;
+  return 0;
+}
+
+void
+http_origin_destroy (struct http_origin *o)
+{
+  curl_slist_free_all (o->headers);
+  pthread_mutex_destroy (&o->lock);
+  free ((char *) o->id.etag);
+  free ((char *) o->id.last_modified);
+  free ((char *) o->cfg.url);
+  free ((char *) o->cfg.cainfo);
+  free ((char *) o->cfg.capath);
+  free ((char *) o->cfg.proxy);
+  free ((char *) o->cfg.user_agent);
+  free ((char *) o->cfg.unix_socket_path);
+}
+
+int
+http_origin_pin (struct http_origin *o, uint64_t size, const char *etag,
+                 const char *last_modified, struct cloop_err *err)
+{
+  const char *validator = NULL;
+  char line[320];
+
+  o->id.size = size;
+  if (etag && etag[0] && (o->id.etag = strdup (etag)) == NULL)
+    return cloop_err_set (err, ENOMEM, "http: strdup: %m");
+  o->id.etag_weak = o->id.etag && strncmp (o->id.etag, "W/", 2) == 0;
+  if (last_modified && last_modified[0] &&
+      (o->id.last_modified = strdup (last_modified)) == NULL)
+    return cloop_err_set (err, ENOMEM, "http: strdup: %m");
+  if (o->id.etag && !o->id.etag_weak)
+    validator = o->id.etag;
+  else if (o->id.last_modified)
+    validator = o->id.last_modified;
+  if (validator) {
+    snprintf (line, sizeof line, "If-Range: %s", validator);
+    o->headers = curl_slist_append (NULL, line);
+    if (o->headers == NULL)
+      return cloop_err_set (err, ENOMEM, "http: curl_slist_append failed");
+  }
+  http_debug (o, "%s: %" PRIu64 " bytes, ETag %s, Last-Modified %s, "
+              "If-Range %s", o->id.url, o->id.size,
+              o->id.etag ? o->id.etag : "(none)",
+              o->id.last_modified ? o->id.last_modified : "(none)",
+              validator ? validator : "(none)");
+  return 0;
+}
+
+/* ---- Origin health ------------------------------------------------------ */
+
+/* One line when the server goes down or comes back. */
+static void __attribute__ ((format (printf, 2, 3)))
+origin_warn (const struct http_origin *o, const char *fmt, ...)
+{
+  char line[512];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (line, sizeof line, fmt, ap);
+  va_end (ap);
+  if (o->cfg.warn)
+    o->cfg.warn ("%s", line);
+  else
+    http_debug (o, "%s", line);
+}
+
+bool
+http_xfer_admit (struct http_xfer *x)
+{
+  struct http_origin *o = x->origin;
+  enum endpoint_admission a;
+  uint64_t now = http_now_ns (), next_ms = 0, down_s = 0;
+  char why[sizeof o->down_why];
+
+  pthread_mutex_lock (&o->lock);
+  a = endpoint_admit (&o->health, x, now);
+  if (a == ENDPOINT_PROBE)
+    o->stats.probes++;
+  else if (a == ENDPOINT_FAIL_FAST) {
+    o->stats.fast_failures++;
+    next_ms = endpoint_ms_to_probe (&o->health, now);
+    down_s = (now - o->health.down_since_ns) / 1000000000;
+    snprintf (why, sizeof why, "%s", o->down_why);
+  }
+  pthread_mutex_unlock (&o->lock);
+  if (a == ENDPOINT_PROBE)
+    http_debug (o, "bytes=%" PRIu64 "-%" PRIu64 ": probing the server",
+                x->first, x->first + x->length - 1);
+  if (a != ENDPOINT_FAIL_FAST)
+    return true;
+  snprintf (x->why, sizeof x->why, "server unreachable for %" PRIu64
+            " s (%.160s), not tried again for %" PRIu64 " ms",
+            down_s, why, next_ms);
+  x->result = EIO;
+  return false;
+}
+
+void
+http_xfer_unadmit (struct http_xfer *x)
+{
+  struct http_origin *o = x->origin;
+
+  pthread_mutex_lock (&o->lock);
+  endpoint_cancel (&o->health, x);
+  pthread_mutex_unlock (&o->lock);
+}
+
+/* Did the attempt on easy that ended with rc find nobody there?
+ * Refused, unresolved, or timed out while still connecting: libcurl
+ * had resolved the name, but made no connection and sent no request
+ * (a reused connection also has no connect time, but sends one).  A
+ * reaped attempt may have been waiting for a connection of libcurl's
+ * own: not the server's fault.  Any other fault (a status, a reset, a
+ * wrong reply) means it was reached. */
+static bool
+origin_unreachable (CURL *easy, CURLcode rc, bool reaped)
+{
+  curl_off_t resolved = 0, connected = 0;
+  long sent = 0, heard = 0;
+
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_COULDNT_CONNECT:
+    return true;
+  case CURLE_OPERATION_TIMEDOUT:
+    if (reaped ||
+        curl_easy_getinfo (easy, CURLINFO_NAMELOOKUP_TIME_T,
+                           &resolved) != CURLE_OK ||
+        curl_easy_getinfo (easy, CURLINFO_CONNECT_TIME_T,
+                           &connected) != CURLE_OK ||
+        curl_easy_getinfo (easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK ||
+        curl_easy_getinfo (easy, CURLINFO_HEADER_SIZE, &heard) != CURLE_OK)
+      return false;
+    return resolved > 0 && connected == 0 && sent == 0 && heard == 0;
+  default:
+    return false;
+  }
+}
+
+/* An unreachable server fails x at once: retrying it is the probe's
+ * job, after the back-off. */
+enum http_next
+http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
+{
+  struct http_origin *o = x->origin;
+  bool down = origin_unreachable (easy, rc, reaped);
+  enum http_next next = decide (x, rc);
+  uint64_t now = http_now_ns ();
+  bool changed;
+
+  pthread_mutex_lock (&o->lock);
+  if (down) {
+    changed = endpoint_report_down (&o->health, x, now);
+    if (changed) {
+      o->stats.origin_down_events++;
+      snprintf (o->down_why, sizeof o->down_why, "%.159s", x->why);
+    }
+  }
+  else
+    changed = endpoint_report_up (&o->health, x);
+  pthread_mutex_unlock (&o->lock);
+
+  if (down && changed)
+    origin_warn (o, "%s: server unreachable (%s): reads of blocks that are "
+                 "not cached fail at once, and it is tried again after a "
+                 "back-off of %u ms up to %u ms", o->id.url, x->why,
+                 o->cfg.down_backoff_ms, o->cfg.down_backoff_max_ms);
+  else if (changed)
+    origin_warn (o, "%s: server reachable again", o->id.url);
+  if (down && next == HTTP_RETRY) {
+    x->result = EIO;
+    next = HTTP_FAILED;
+  }
+  return next;
+}
+
+bool
+http_xfer_refetch_allowed (struct http_xfer *x, uint64_t *not_before)
+{
+  struct http_origin *o = x->origin;
+
+  *not_before = 0;
+  if (x->attempts == 0)
+    return true;
+  if (x->attempts > o->cfg.retries) {
+    snprintf (x->why, sizeof x->why, "every copy was faulty (%u fetched; "
+              "retries=%u)", x->attempts, o->cfg.retries);
+    x->result = EIO;
+    return false;
+  }
+  x->fresh = true;
+  *not_before = http_now_ns () + backoff_ns (x);
+  return true;
 }

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-cloop: an HTTP(S) source with pinned object identity and
- * strict range semantics.
+/* nbdkit-cloop: HTTP(S) sources with pinned object identity and strict
+ * range semantics, and the engine that runs their transfers.
  *
- * source_open_http probes the URL with one ranged GET on a plain easy
- * handle (no threads: nbdkit forks afterwards) and pins the object's
- * size, ETag and Last-Modified.  Until source_http_start, reads run
- * synchronously in the calling thread.  After it, a worker thread
- * drives a curl multi handle: callers queue their ranges and sleep
- * until every range is done or their deadline passes, so many reads
- * share a pool of connections (HTTP/2 multiplexed where offered).
+ * One engine serves every HTTP source of a process (all exports, all
+ * URLs): one curl multi handle, so connections are pooled and shared,
+ * and one set of queues by priority (source.h: demand reads first,
+ * then read-ahead, then background work).  Until http_engine_start,
+ * a caller drives the engine in its own thread (no threads exist
+ * before nbdkit forks); after it, a worker thread does, and callers
+ * queue their transfers and sleep until every one is done or their
+ * deadline passes.
+ *
+ * source_open_http probes the URL with one ranged GET and pins the
+ * object's size, ETag and Last-Modified.
  *
  * Every reply is checked: 206, exact Content-Range, pinned total,
  * exact body length, unchanged ETag.  Anything else is a fault, never
@@ -29,9 +33,15 @@
 #include "error.h"
 #include "source.h"
 
+struct http_engine;
+
 struct http_config {
   const char *url;              /* http:// or https:// (required) */
-  unsigned connections;         /* max parallel connections (8) */
+  /* The engine to run on (borrowed; it must outlive the source), or
+   * NULL: the source makes its own, never started (its callers drive
+   * it: for tools and tests). */
+  struct http_engine *engine;
+  unsigned connections;         /* max transfers at once to url (8) */
   unsigned timeout;             /* per-read deadline, seconds (30) */
   unsigned retries;             /* extra attempts after a fault (4) */
   unsigned backoff_base_ms;     /* first back-off (100), doubling ... */
@@ -69,38 +79,8 @@ struct http_identity {
   const char *last_modified;
 };
 
-/* Why an attempt failed.  Counted per kind in struct http_stats. */
-enum http_fault {
-  HTTP_FAULT_TRANSPORT,         /* connect, reset, TLS, partial body */
-  HTTP_FAULT_TIMEOUT,           /* deadline or low-speed limit */
-  HTTP_FAULT_STATUS,            /* 4xx/5xx (416 counts as RANGE) */
-  HTTP_FAULT_NOT_PARTIAL,       /* 200: Range ignored or If-Range failed */
-  HTTP_FAULT_RANGE,             /* 416, missing or wrong Content-Range */
-  HTTP_FAULT_LENGTH,            /* body shorter or longer than asked */
-  HTTP_FAULT_CHANGED,           /* ETag, Last-Modified or size changed */
-  HTTP_FAULT_KINDS
-};
-
-struct http_stats {
-  uint64_t requests;            /* GETs sent, retries and probe included */
-  uint64_t ranges;              /* caller ranges asked for */
-  uint64_t head_hits;           /* ranges served (wholly or in part) from the probed head */
-  uint64_t coalesced;           /* ranges that rode in another's GET */
-  uint64_t bytes_fetched;       /* body bytes of replies that validated */
-  uint64_t retries;             /* attempts after the first */
-  uint64_t failures;            /* ranges that ended in EIO */
-  uint64_t origin_down_events;  /* times the server was marked down */
-  uint64_t probes;              /* requests let through to a down server */
-  uint64_t fast_failures;       /* transfers failed at once: server down */
-  uint64_t refetches;           /* ranges fetched again after a content fault */
-  uint64_t faults[HTTP_FAULT_KINDS];
-};
-
 /* Fill cfg with the defaults shown above; url is set to NULL. */
 void http_config_defaults (struct http_config *cfg);
-
-/* Short lower-case name of a fault kind, e.g. "not-partial". */
-const char *http_fault_name (enum http_fault kind);
 
 /* Process-wide libcurl setup: call once from the plugin's .load,
  * before any thread exists.  0, or -1 if libcurl cannot start. */
@@ -109,9 +89,23 @@ int http_global_init (void);
 /* Undo http_global_init (from .unload, after every source is closed). */
 void http_global_cleanup (void);
 
+/* A new engine that keeps at most max_connections transfers in
+ * flight over all sources (each source also keeps to its own
+ * connections=).  No thread yet.  NULL with err set (ENOMEM). */
+struct http_engine *http_engine_new (unsigned max_connections,
+                                     struct cloop_err *err);
+
+/* Start the engine's worker thread (from the plugin's .after_fork).
+ * 0, or -1 with err set. */
+int http_engine_start (struct http_engine *e, struct cloop_err *err);
+
+/* Stop the worker (transfers still queued fail with EIO) and free the
+ * engine.  Every source using it must be closed first.  NULL allowed. */
+void http_engine_free (struct http_engine *e);
+
 /* Probe cfg->url and return a source whose size and identity are
  * pinned, or NULL with err set (EIO for network faults, EINVAL for
- * bad configuration).  cfg is copied.  No thread is started. */
+ * bad configuration).  cfg is copied. */
 struct source *source_open_http (const struct http_config *cfg,
                                  struct cloop_err *err);
 
@@ -124,14 +118,11 @@ struct source *source_open_http_pinned (const struct http_config *cfg,
                                         const struct http_identity *id,
                                         struct cloop_err *err);
 
-/* Start the worker thread (from the plugin's .after_fork).  From then
- * on reads are queued to it.  0, or -1 with err set. */
-int source_http_start (struct source *src, struct cloop_err *err);
-
 /* The pinned identity; valid until source_close. */
 const struct http_identity *source_http_identity (struct source *src);
 
-/* Copy the counters (thread-safe). */
+/* Copy the counters of src's one origin (thread-safe); the same as
+ * source_endpoint_stats (src, 0, ...). */
 void source_http_get_stats (struct source *src, struct http_stats *stats);
 
 #endif /* CLOOP_HTTP_H */

@@ -44,6 +44,7 @@ static const struct source_ops offline_ops = {
   .pread = offline_pread,
   .pread_many = offline_pread_many,
   .available = offline_available,
+  .offline = true,
   .close = offline_close,
 };
 

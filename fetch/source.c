@@ -51,10 +51,45 @@ source_get_objects (struct source *src, struct source_object *objs,
   return src->ops->get_objects (src, objs, n, err);
 }
 
+/* The questions below are about where the bytes come from in the end:
+ * a window (a file inside an ISO image) answers for its parent. */
+
 bool
 source_available (struct source *src)
 {
+  src = source_base (src);
   return src->ops->available == NULL || src->ops->available (src);
+}
+
+int
+source_endpoint_stats (struct source *src, size_t i, const char **name,
+                       struct http_stats *stats)
+{
+  src = source_base (src);
+  if (src->ops->endpoint_stats == NULL)
+    return -1;
+  return src->ops->endpoint_stats (src, i, name, stats);
+}
+
+bool
+source_changed (struct source *src)
+{
+  src = source_base (src);
+  return src->ops->changed != NULL && src->ops->changed (src);
+}
+
+void
+source_opened (struct source *src)
+{
+  src = source_base (src);
+  if (src->ops->opened)
+    src->ops->opened (src);
+}
+
+bool
+source_is_offline (struct source *src)
+{
+  return source_base (src)->ops->offline;
 }
 
 void

@@ -15,15 +15,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "endpoint.h"
 #include "error.h"
 
 struct source;
+
+/* How urgent a fetch is.  A source that queues its transfers (HTTP)
+ * starts more urgent ones first and keeps a connection free of the
+ * less urgent, so a client's read never waits behind read-ahead or
+ * background work for more than one transfer. */
+enum fetch_priority {
+  FETCH_DEMAND = 0,             /* a client waits for these bytes */
+  FETCH_READAHEAD,              /* a client will probably want them soon */
+  FETCH_BACKGROUND,             /* nobody waits (warming, prefetch) */
+  FETCH_PRIORITIES
+};
 
 /* One range of a batched read. */
 struct source_range {
   uint64_t offset;
   size_t length;
   void *buf;                    /* length bytes, filled on success */
+  enum fetch_priority priority; /* FETCH_DEMAND unless set */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
   unsigned refetch;             /* earlier copies the caller found faulty */
   int status;                   /* out: 0 or an errno value */
@@ -37,6 +50,7 @@ struct source_object {
   size_t length;                /* exact size, or the maximum if !exact */
   bool exact;                   /* the object must be exactly length */
   void *buf;                    /* length bytes */
+  enum fetch_priority priority; /* FETCH_DEMAND unless set */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
   unsigned refetch;             /* earlier copies the caller found faulty */
   size_t received;              /* out: bytes stored in buf */
@@ -53,6 +67,12 @@ struct source_ops {
   int (*get_objects) (struct source *src, struct source_object *objs,
                       size_t n, struct cloop_err *err);   /* or NULL */
   bool (*available) (struct source *src);       /* or NULL: always */
+  /* Counters of endpoint i, or -1 (NULL: the source has none). */
+  int (*endpoint_stats) (struct source *src, size_t i, const char **name,
+                         struct http_stats *stats);
+  bool (*changed) (struct source *src);         /* or NULL: never */
+  void (*opened) (struct source *src);          /* or NULL */
+  bool offline;                 /* serves nothing but what caches hold */
   void (*close) (struct source *src);
 };
 
@@ -116,6 +136,26 @@ int source_get_objects (struct source *src, struct source_object *objs,
  * the bytes just reads (and fails at once with EIO if the source is
  * down).  Cheap and thread-safe. */
 bool source_available (struct source *src);
+
+/* The counters of the i-th endpoint (0, 1, ...) src fetches from, and
+ * its name (a URL, valid until source_close): 0, or -1 when there is
+ * no endpoint i (a local file has none).  Thread-safe. */
+int source_endpoint_stats (struct source *src, size_t i, const char **name,
+                           struct http_stats *stats);
+
+/* Has the object behind src been seen to change since its identity
+ * was pinned (a validator no longer matched)?  A cache that remembers
+ * the identity should then forget it. */
+bool source_changed (struct source *src);
+
+/* The image on src has been opened (its header and index are read):
+ * the source drops what it kept to serve those reads (an HTTP source's
+ * probe bytes), so that from now on every read is a real fetch. */
+void source_opened (struct source *src);
+
+/* Is src an offline stand-in (source_open_offline), with nothing
+ * behind it but what caches hold? */
+bool source_is_offline (struct source *src);
 
 /* Content faults.  A caller that finds a fetched range or object
  * faulty (it does not decode, or fails its hash) may fetch it again

@@ -855,8 +855,14 @@ cloop_get_ready (void)
   };
   bool any_remote = false;
 
-  for (size_t i = 0; i < state.nexports; i++)
-    any_remote |= state.exports[i].url || state.exports[i].block_hashes_is_url;
+  /* The HTTP engine's bound: every remote export's connections=. */
+  for (size_t i = 0; i < state.nexports; i++) {
+    const struct export_settings *x = &state.exports[i];
+    if (x->url || x->block_hashes_is_url) {
+      any_remote = true;
+      rc.http_max_connections += x->http.connections;
+    }
+  }
   if (any_remote && http_global_init () == -1) {
     nbdkit_error ("libcurl could not be initialised");
     return -1;
@@ -1012,16 +1018,17 @@ log_stats (struct reader *r)
                 " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks",
                 st.hits, st.misses, st.waits, st.evictions, st.fill_failures,
                 st.bytes_cached, st.entries);
-  if (strcmp (source_base (reader_source (r))->ops->name, "http") == 0) {
-    struct http_stats hs;
-    source_http_get_stats (source_base (reader_source (r)), &hs);
+  struct http_stats hs;
+  const char *url;
+  for (size_t i = 0;
+       source_endpoint_stats (reader_source (r), i, &url, &hs) == 0; i++) {
     nbdkit_debug ("http: %" PRIu64 " requests, %" PRIu64 " bytes fetched, %"
                   PRIu64 " retries, %" PRIu64 " failed ranges, %" PRIu64
                   " refetches, server down %" PRIu64 " times, %" PRIu64
-                  " probes, %" PRIu64 " fast failures",
+                  " probes, %" PRIu64 " fast failures (%s)",
                   hs.requests, hs.bytes_fetched, hs.retries, hs.failures,
                   hs.refetches, hs.origin_down_events, hs.probes,
-                  hs.fast_failures);
+                  hs.fast_failures, url);
   }
 }
 

@@ -144,13 +144,22 @@ random_range (uint64_t *s, uint64_t size, uint64_t *off, size_t *len)
   *len = l;
 }
 
+/* Every test's source runs on an engine of its own, driven by the
+ * test's thread until must_start; all are freed at the end. */
+static struct http_engine *engines[64];
+static size_t n_engines;
+
 static struct http_config
 base_config (const char *url)
 {
   struct http_config cfg;
+  struct cloop_err err = { 0 };
 
   http_config_defaults (&cfg);
   cfg.url = url;
+  CHECK (n_engines < sizeof engines / sizeof engines[0]);
+  cfg.engine = engines[n_engines++] = http_engine_new (64, &err);
+  CHECK (cfg.engine != NULL);
   cfg.cainfo = getenv ("HTTP_CAINFO");
   if (getenv ("HTTP_DEBUG")) {
     cfg.verbose = true;
@@ -173,11 +182,11 @@ must_open (const struct http_config *cfg)
 }
 
 static void
-must_start (struct source *src)
+must_start (const struct http_config *cfg)
 {
   struct cloop_err err = { 0 };
 
-  if (source_http_start (src, &err) == -1) {
+  if (http_engine_start (cfg->engine, &err) == -1) {
     fprintf (stderr, PROG ": FAIL: start: %s\n", err.msg);
     exit (1);
   }
@@ -399,7 +408,7 @@ test_coalescing (const char *url, const struct reference *ref)
        "1 MiB");
   cfg.max_coalesce = 1024 * 1024;
   src = must_open (&cfg);
-  must_start (src);
+  must_start (&cfg);
   for (i = 0; i < 64; i++) {
     r[i].offset = base + (uint64_t) i * 65536;
     r[i].length = 65536;
@@ -451,7 +460,7 @@ test_throughput (const char *url, const struct reference *ref)
   bufs = malloc ((size_t) n * 65536);
   CHECK (r != NULL && bufs != NULL);
   src = must_open (&cfg);
-  must_start (src);
+  must_start (&cfg);
   for (i = 0; i < n; i++) {
     r[i].offset = ((uint64_t) i * stride) % (ref->size - 65536 - 65536)
       + 65536 + (i * stride / (ref->size - 65536) % 2) * 3;
@@ -528,7 +537,7 @@ test_redirects (const struct reference *ref)
 
     say ("redirects: followed to http(s), max_redirects=0 refuses them");
     src = must_open (&cfg);
-    must_start (src);
+    must_start (&cfg);
     check_random_preads (src, ref, 20, 0x4ed1);
     source_close (src);
     cfg.max_redirects = 0;
@@ -670,7 +679,7 @@ run_fault_case (const char *url, const struct reference *ref,
   cfg.low_speed_time = 1;
   set_faults ("");
   src = must_open (&cfg);
-  must_start (src);
+  must_start (&cfg);
   set_faults (fc->faults);
   a = stats_of (src);
   t = now_s ();
@@ -756,7 +765,7 @@ test_fault_storm (const char *url, const struct reference *ref)
   cfg.timeout = 20;
   set_faults ("");
   src = must_open (&cfg);
-  must_start (src);
+  must_start (&cfg);
   set_faults ("{\"fault\":\"reset\",\"bytes\":3000,\"count\":10}\n"
               "{\"fault\":\"status\",\"status\":500,\"count\":10}\n"
               "{\"fault\":\"truncate\",\"count\":5}\n");
@@ -842,7 +851,7 @@ test_refused_port (void)
   st = stats_of (src);
   CHECK (st.requests == 1 && st.origin_down_events == 1);
   CHECK (!source_available (src));
-  must_start (src);
+  must_start (&cfg);
   t0 = now_s ();
   for (unsigned i = 1; i <= 40; i++)
     CHECK (read_status (src, i * 8192, 0) == EIO);
@@ -877,7 +886,7 @@ test_refetch_budget (const char *url)
   cfg.retries = 2;
   cfg.backoff_base_ms = 10;
   src = must_open (&cfg);
-  must_start (src);
+  must_start (&cfg);
   before = stats_of (src);
   CHECK (read_status (src, 100000, 2) == 0);
   CHECK (read_status (src, 100000, 3) == EIO);
@@ -923,7 +932,7 @@ main (int argc, char *argv[])
     src = must_open (&cfg);
     test_identity (src, &ref);
     test_sync_reads (src, &ref);
-    must_start (src);
+    must_start (&cfg);
     say ("single random reads through the worker");
     check_random_preads (src, &ref, 200, 0x5eed2);
     test_bounds (src, &ref);
@@ -954,6 +963,8 @@ main (int argc, char *argv[])
     test_faults (fault_url, &ref);
   }
 
+  for (size_t i = 0; i < n_engines; i++)
+    http_engine_free (engines[i]);
   http_global_cleanup ();
   say ("PASS");
   return 0;

@@ -251,7 +251,7 @@ run_warm (struct warm_opts *o, struct cloop_err *err)
 {
   struct registry_config rc = {
     .cache_dir = o->cache_dir, .cache_max_size = o->cache_max_size,
-    .warn = warn_printf,
+    .http_max_connections = 2 * o->http.connections, .warn = warn_printf,
   };
   struct http_config bh;
   bool bh_url = o->block_hashes &&

@@ -1,0 +1,561 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbdkit-cloop: the HTTP engine — one curl multi handle for every HTTP
+ * source of the process, with queues by priority.
+ *
+ * Submitters append transfers to the incoming list under e->lock and
+ * wake the driver.  The driver (the worker thread once started; before
+ * that, a caller of http_engine_run, under drive_lock) alone touches
+ * the multi handle and the other lists: it moves incoming transfers to
+ * the ready queue of their priority (or, for a refetch, to the waiting
+ * list until its back-off ends), starts ready ones most urgent first
+ * while their origin has a free slot and the engine is under its total,
+ * runs libcurl, judges finished attempts (http-xfer.c), parks retries
+ * in the waiting list, and calls each transfer's done callback when it
+ * has finished for good.
+ *
+ * Slots.  An origin runs at most cfg.connections transfers at once;
+ * read-ahead and background transfers leave one of them free (when
+ * there are two or more), so a demand read queued behind them waits
+ * for no more than its own transfer.
+ *
+ * Deadlines.  A transfer's deadline is fixed by its submitter.  Each
+ * attempt's CURLOPT_TIMEOUT_MS is the time left, no back-off is
+ * scheduled past it, a queued transfer fails when it passes, and the
+ * driver reaps any attempt libcurl still holds a second after it.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http-internal.h"
+
+/* Slack the driver gives libcurl past a deadline before reaping. */
+#define REAP_GRACE_NS 1000000000ULL
+/* Longest the driver sleeps without looking at its lists. */
+#define TICK_MS 250
+
+/* A FIFO of transfers linked through prev/next. */
+struct xfer_queue {
+  struct http_xfer *head, *tail;
+};
+
+struct http_engine {
+  unsigned max_total;           /* transfers in flight, all origins */
+
+  pthread_mutex_t lock;
+  struct http_xfer *incoming;   /* [lock] submitted, not yet taken */
+  struct http_xfer **incoming_tail; /* [lock] */
+  bool stopping;                /* [lock] http_engine_free was called */
+  bool started;                 /* set once by http_engine_start */
+  pthread_t worker;
+
+  /* Held by whoever drives: the worker for each step, or a caller
+   * before the engine has started.  Fields below are [drive]. */
+  pthread_mutex_t drive_lock;
+  CURLM *multi;
+  struct xfer_queue ready[FETCH_PRIORITIES];
+  struct http_xfer *active;     /* attempts in the multi handle */
+  struct http_xfer *waiting;    /* backing off before an attempt */
+  unsigned n_active;
+  uint64_t last_reap_ns;
+  CURL **pool;                  /* idle easy handles */
+  size_t pool_len, pool_cap;
+};
+
+/* ---- Lists -------------------------------------------------------------- */
+
+static void
+list_push (struct http_xfer **list, struct http_xfer *x)
+{
+  x->prev = NULL;
+  x->next = *list;
+  if (*list)
+    (*list)->prev = x;
+  *list = x;
+}
+
+static void
+list_remove (struct http_xfer **list, struct http_xfer *x)
+{
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    *list = x->next;
+  if (x->next)
+    x->next->prev = x->prev;
+  x->prev = x->next = NULL;
+}
+
+static void
+queue_append (struct xfer_queue *q, struct http_xfer *x)
+{
+  x->next = NULL;
+  x->prev = q->tail;
+  if (q->tail)
+    q->tail->next = x;
+  else
+    q->head = x;
+  q->tail = x;
+}
+
+static void
+queue_prepend (struct xfer_queue *q, struct http_xfer *x)
+{
+  x->prev = NULL;
+  x->next = q->head;
+  if (q->head)
+    q->head->prev = x;
+  else
+    q->tail = x;
+  q->head = x;
+}
+
+static void
+queue_remove (struct xfer_queue *q, struct http_xfer *x)
+{
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    q->head = x->next;
+  if (x->next)
+    x->next->prev = x->prev;
+  else
+    q->tail = x->prev;
+  x->prev = x->next = NULL;
+}
+
+/* ---- Easy handle pool --------------------------------------------------- */
+
+static CURL *
+pool_get (struct http_engine *e)
+{
+  if (e->pool_len > 0)
+    return e->pool[--e->pool_len];
+  return curl_easy_init ();
+}
+
+static void
+pool_put (struct http_engine *e, CURL *easy)
+{
+  if (e->pool_len == e->pool_cap) {
+    size_t cap = e->pool_cap ? 2 * e->pool_cap : 16;
+    CURL **p = realloc (e->pool, cap * sizeof *p);
+
+    if (p == NULL) {
+      curl_easy_cleanup (easy);
+      return;
+    }
+    e->pool = p;
+    e->pool_cap = cap;
+  }
+  e->pool[e->pool_len++] = easy;
+}
+
+/* ---- Transfers ---------------------------------------------------------- */
+
+/* x has finished for good (x->result set): hand it back.  The driver
+ * must not touch x afterwards. */
+static void
+complete (struct http_xfer *x)
+{
+  x->done (x);
+}
+
+static void
+fail_now (struct http_xfer *x, const char *why)
+{
+  snprintf (x->why, sizeof x->why, "%s", why);
+  x->result = EIO;
+  complete (x);
+}
+
+/* Transfers x's origin may run at once at x's priority. */
+static unsigned
+slot_limit (const struct http_xfer *x)
+{
+  unsigned c = x->origin->cfg.connections;
+
+  return x->priority == FETCH_DEMAND || c < 2 ? c : c - 1;
+}
+
+static void
+fail_deadline (struct http_xfer *x)
+{
+  char why[sizeof x->why];
+
+  snprintf (why, sizeof why, "%s", x->why);
+  snprintf (x->why, sizeof x->why, "deadline of %u s reached%s%.200s",
+            x->origin->cfg.timeout, x->attempts ? " after: " : "",
+            x->attempts ? why : "");
+  x->result = EIO;
+  complete (x);
+}
+
+/* Start an attempt of x, which has a slot. */
+static void
+start_attempt (struct http_engine *e, struct http_xfer *x)
+{
+  CURL *easy;
+
+  if (!http_xfer_admit (x)) {
+    complete (x);
+    return;
+  }
+  easy = pool_get (e);
+  if (easy == NULL) {
+    http_xfer_unadmit (x);
+    fail_now (x, "curl_easy_init failed");
+    return;
+  }
+  if (http_xfer_setup (x, easy) == -1) {
+    http_xfer_unadmit (x);
+    pool_put (e, easy);
+    x->result = EIO;
+    complete (x);
+    return;
+  }
+  if (curl_multi_add_handle (e->multi, easy) != CURLM_OK) {
+    http_xfer_unadmit (x);
+    pool_put (e, easy);
+    fail_now (x, "curl_multi_add_handle failed");
+    return;
+  }
+  list_push (&e->active, x);
+  x->origin->active++;
+  e->n_active++;
+}
+
+/* Start ready transfers, most urgent first, while slots are free; fail
+ * those whose deadline passed in the queue. */
+static void
+start_ready (struct http_engine *e, uint64_t now)
+{
+  for (int p = 0; p < FETCH_PRIORITIES; p++) {
+    struct http_xfer *x, *next;
+
+    for (x = e->ready[p].head; x; x = next) {
+      next = x->next;
+      if (now >= x->deadline_ns) {
+        queue_remove (&e->ready[p], x);
+        fail_deadline (x);
+      }
+      else if (e->n_active < e->max_total &&
+               x->origin->active < slot_limit (x)) {
+        queue_remove (&e->ready[p], x);
+        start_attempt (e, x);
+      }
+    }
+  }
+}
+
+/* An attempt on easy ended with rc (or was reaped: rc = timeout). */
+static void
+end_attempt (struct http_engine *e, CURL *easy, CURLcode rc, bool reaped)
+{
+  struct http_xfer *x = NULL;
+  enum http_next next;
+
+  curl_easy_getinfo (easy, CURLINFO_PRIVATE, (char **) &x);
+  curl_multi_remove_handle (e->multi, easy);
+  list_remove (&e->active, x);
+  x->origin->active--;
+  e->n_active--;
+  next = http_xfer_finish (x, easy, rc, reaped);
+  pool_put (e, easy);
+  if (next == HTTP_RETRY)
+    list_push (&e->waiting, x);
+  else
+    complete (x);
+}
+
+/* Reap attempts libcurl holds well past their deadline. */
+static void
+reap_overdue (struct http_engine *e, uint64_t now)
+{
+  struct http_xfer *x, *next;
+
+  for (x = e->active; x; x = next) {
+    next = x->next;
+    if (now > x->deadline_ns + REAP_GRACE_NS)
+      end_attempt (e, x->easy, CURLE_OPERATION_TIMEDOUT, true);
+  }
+}
+
+/* Move retries whose back-off is over to the front of their queue;
+ * return ms until the next one is due (at most TICK_MS). */
+static long
+wake_due_retries (struct http_engine *e, uint64_t now)
+{
+  struct http_xfer *x, *next;
+  long wait_ms = TICK_MS;
+
+  for (x = e->waiting; x; x = next) {
+    next = x->next;
+    if (x->not_before_ns <= now) {
+      list_remove (&e->waiting, x);
+      queue_prepend (&e->ready[x->priority], x);
+    }
+    else if ((long) ((x->not_before_ns - now) / 1000000) < wait_ms)
+      wait_ms = (x->not_before_ns - now) / 1000000 + 1;
+  }
+  return wait_ms;
+}
+
+/* Take what was submitted.  Returns true if the engine is stopping. */
+static bool
+take_incoming (struct http_engine *e)
+{
+  struct http_xfer *want, *x;
+  bool stopping;
+
+  pthread_mutex_lock (&e->lock);
+  want = e->incoming;
+  e->incoming = NULL;
+  e->incoming_tail = &e->incoming;
+  stopping = e->stopping;
+  pthread_mutex_unlock (&e->lock);
+  while ((x = want) != NULL) {
+    uint64_t not_before;
+
+    want = x->next;
+    if (stopping)
+      fail_now (x, "the HTTP engine is stopping");
+    else if (!http_xfer_refetch_allowed (x, &not_before))
+      complete (x);
+    else if (not_before) {
+      x->not_before_ns = not_before;
+      list_push (&e->waiting, x);
+    }
+    else
+      queue_append (&e->ready[x->priority], x);
+  }
+  return stopping;
+}
+
+/* Fail everything the driver holds (the engine is stopping). */
+static void
+abort_all (struct http_engine *e)
+{
+  struct http_xfer *x;
+
+  while ((x = e->active) != NULL) {
+    CURL *easy = x->easy;
+
+    curl_multi_remove_handle (e->multi, easy);
+    list_remove (&e->active, x);
+    x->origin->active--;
+    e->n_active--;
+    http_xfer_unadmit (x);
+    pool_put (e, easy);
+    fail_now (x, "the HTTP engine is stopping");
+  }
+  while ((x = e->waiting) != NULL) {
+    list_remove (&e->waiting, x);
+    fail_now (x, "the HTTP engine is stopping");
+  }
+  for (int p = 0; p < FETCH_PRIORITIES; p++)
+    while ((x = e->ready[p].head) != NULL) {
+      queue_remove (&e->ready[p], x);
+      fail_now (x, "the HTTP engine is stopping");
+    }
+}
+
+/* One round of the driver (drive_lock held).  Returns false once the
+ * engine is stopping (everything it held has failed). */
+static bool
+drive_step (struct http_engine *e)
+{
+  struct CURLMsg *msg;
+  uint64_t now;
+  long wait_ms;
+  int running, left;
+
+  if (take_incoming (e)) {
+    abort_all (e);
+    return false;
+  }
+  now = http_now_ns ();
+  wait_ms = wake_due_retries (e, now);
+  start_ready (e, now);
+  curl_multi_perform (e->multi, &running);
+  while ((msg = curl_multi_info_read (e->multi, &left)) != NULL)
+    if (msg->msg == CURLMSG_DONE)
+      end_attempt (e, msg->easy_handle, msg->data.result, false);
+  if (now - e->last_reap_ns >= (uint64_t) TICK_MS * 1000000) {
+    reap_overdue (e, now);
+    e->last_reap_ns = now;
+  }
+  start_ready (e, http_now_ns ());     /* slots that just came free */
+  curl_multi_poll (e->multi, NULL, 0, wait_ms, NULL);
+  return true;
+}
+
+static void *
+worker_main (void *opaque)
+{
+  struct http_engine *e = opaque;
+  bool more = true;
+
+  while (more) {
+    pthread_mutex_lock (&e->drive_lock);
+    more = drive_step (e);
+    pthread_mutex_unlock (&e->drive_lock);
+  }
+  return NULL;
+}
+
+/* ---- Submitting --------------------------------------------------------- */
+
+static void
+submit (struct http_engine *e, struct http_xfer *xs, size_t n)
+{
+  pthread_mutex_lock (&e->lock);
+  for (size_t i = 0; i < n; i++) {
+    xs[i].next = xs[i].prev = NULL;
+    *e->incoming_tail = &xs[i];
+    e->incoming_tail = &xs[i].next;
+  }
+  pthread_mutex_unlock (&e->lock);
+  curl_multi_wakeup (e->multi);
+}
+
+/* The transfers of one http_engine_run and the caller waiting. */
+struct batch {
+  pthread_mutex_t lock;
+  pthread_cond_t done;
+  size_t pending;
+};
+
+static void
+batch_done (struct http_xfer *x)
+{
+  struct batch *b = x->opaque;
+
+  pthread_mutex_lock (&b->lock);
+  if (--b->pending == 0)
+    pthread_cond_broadcast (&b->done);
+  pthread_mutex_unlock (&b->lock);
+}
+
+static size_t
+batch_pending (struct batch *b)
+{
+  size_t n;
+
+  pthread_mutex_lock (&b->lock);
+  n = b->pending;
+  pthread_mutex_unlock (&b->lock);
+  return n;
+}
+
+void
+http_engine_run (struct http_engine *e, struct http_xfer *xs, size_t n)
+{
+  struct batch b = { .pending = n };
+  bool driven = false;
+
+  if (n == 0)
+    return;
+  pthread_mutex_init (&b.lock, NULL);
+  pthread_cond_init (&b.done, NULL);
+  for (size_t i = 0; i < n; i++) {
+    xs[i].done = batch_done;
+    xs[i].opaque = &b;
+  }
+  /* Before the worker exists, drive the engine here. */
+  if (!__atomic_load_n (&e->started, __ATOMIC_ACQUIRE)) {
+    pthread_mutex_lock (&e->drive_lock);
+    if (!__atomic_load_n (&e->started, __ATOMIC_ACQUIRE)) {
+      driven = true;
+      submit (e, xs, n);
+      while (batch_pending (&b) > 0 && drive_step (e))
+        ;
+    }
+    pthread_mutex_unlock (&e->drive_lock);
+  }
+  if (!driven) {
+    submit (e, xs, n);
+    pthread_mutex_lock (&b.lock);
+    while (b.pending > 0)
+      pthread_cond_wait (&b.done, &b.lock);
+    pthread_mutex_unlock (&b.lock);
+  }
+  pthread_cond_destroy (&b.done);
+  pthread_mutex_destroy (&b.lock);
+}
+
+/* ---- Life cycle --------------------------------------------------------- */
+
+struct http_engine *
+http_engine_new (unsigned max_connections, struct cloop_err *err)
+{
+  struct http_engine *e = calloc (1, sizeof *e);
+
+  if (e == NULL) {
+    cloop_err_set (err, ENOMEM, "http: calloc: %m");
+    return NULL;
+  }
+  e->max_total = max_connections ? max_connections : 1;
+  pthread_mutex_init (&e->lock, NULL);
+  pthread_mutex_init (&e->drive_lock, NULL);
+  e->incoming_tail = &e->incoming;
+  e->multi = curl_multi_init ();
+  if (e->multi == NULL) {
+    http_engine_free (e);
+    cloop_err_set (err, ENOMEM, "http: curl_multi_init failed");
+    return NULL;
+  }
+  /* The engine keeps to max_total itself (libcurl would queue beyond
+   * it, out of our order); the connection cache holds that many. */
+  curl_multi_setopt (e->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                     (long) e->max_total);
+  curl_multi_setopt (e->multi, CURLMOPT_MAXCONNECTS, (long) e->max_total);
+  curl_multi_setopt (e->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+  return e;
+}
+
+int
+http_engine_start (struct http_engine *e, struct cloop_err *err)
+{
+  int r;
+
+  if (e->started)
+    return 0;
+  r = pthread_create (&e->worker, NULL, worker_main, e);
+  if (r != 0) {
+    errno = r;
+    return cloop_err_set (err, r, "http: pthread_create: %m");
+  }
+  __atomic_store_n (&e->started, true, __ATOMIC_RELEASE);
+  return 0;
+}
+
+void
+http_engine_free (struct http_engine *e)
+{
+  if (e == NULL)
+    return;
+  pthread_mutex_lock (&e->lock);
+  e->stopping = true;
+  pthread_mutex_unlock (&e->lock);
+  if (e->started) {
+    curl_multi_wakeup (e->multi);
+    pthread_join (e->worker, NULL);
+  }
+  else if (e->multi) {
+    take_incoming (e);
+    abort_all (e);
+  }
+  for (size_t i = 0; i < e->pool_len; i++)
+    curl_easy_cleanup (e->pool[i]);
+  free (e->pool);
+  if (e->multi)
+    curl_multi_cleanup (e->multi);
+  pthread_mutex_destroy (&e->lock);
+  pthread_mutex_destroy (&e->drive_lock);
+  free (e);
+}
