@@ -263,6 +263,15 @@ ab_order ()
     if [ $(( ($1 + $2) % 2 )) -eq 1 ]; then echo "new base"; else echo "base new"; fi
 }
 
+# serial_mibps BYTES_A R_A BYTES_B R_B: the MiB/s of reading BYTES_A at
+# R_A MiB/s, then BYTES_B at R_B ("nan" if a rate is missing).
+serial_mibps ()
+{
+    awk -v a="$1" -v ra="$2" -v b="$3" -v rb="$4" 'BEGIN {
+        if (ra == "nan" || rb == "nan" || ra <= 0 || rb <= 0) print "nan"
+        else printf "%.1f\n", (a + b) / 1048576 / (a / 1048576 / ra + b / 1048576 / rb) }'
+}
+
 # two_copies SOCK NAME_A NAME_B OUT FLAGS: read the exports NAME_A and
 # NAME_B of the NBD server on the Unix socket SOCK at once, by two
 # "nbdcopy FLAGS nbd+unix:///NAME?socket=SOCK null:" processes; append
