@@ -240,3 +240,56 @@ bench_compress ()
         echo cached > "$c.cnote"
     fi
 }
+
+# Comparison with a baseline build of the plugin (BASELINE_PLUGIN), for
+# before/after figures of one change measured in the same run.
+
+# bench_snapshot SO COPY: copy the plugin file SO to COPY (so that a
+# rebuild during the run cannot swap it halfway) and print its label:
+# path, build time and the start of its md5.
+bench_snapshot ()
+{
+    printf '%s (built %s, md5 %s)\n' "$1" "$(date -r "$1" '+%Y-%m-%d %H:%M:%S')" \
+        "$(md5sum < "$1" | cut -c1-12)"
+    cp "$1" "$2"
+}
+
+# ab_order RUN SLOT: "new base" or "base new", the order in which to
+# measure the two builds: it alternates from run to run, and between
+# consecutive measurements (SLOT 0, 1, ...) of one run, so that a drift
+# of the machine's load hits both builds alike.
+ab_order ()
+{
+    if [ $(( ($1 + $2) % 2 )) -eq 1 ]; then echo "new base"; else echo "base new"; fi
+}
+
+# serial_mibps BYTES_A R_A BYTES_B R_B: the MiB/s of reading BYTES_A at
+# R_A MiB/s, then BYTES_B at R_B ("nan" if a rate is missing).
+serial_mibps ()
+{
+    awk -v a="$1" -v ra="$2" -v b="$3" -v rb="$4" 'BEGIN {
+        if (ra == "nan" || rb == "nan" || ra <= 0 || rb <= 0) print "nan"
+        else printf "%.1f\n", (a + b) / 1048576 / (a / 1048576 / ra + b / 1048576 / rb) }'
+}
+
+# two_copies SOCK NAME_A NAME_B OUT FLAGS: read the exports NAME_A and
+# NAME_B of the NBD server on the Unix socket SOCK at once, by two
+# "nbdcopy FLAGS nbd+unix:///NAME?socket=SOCK null:" processes; append
+# "end_a T" and "end_b T" (wall clock when each finished) to OUT.
+# False if either failed.
+two_copies ()
+{
+    local sock=$1 a=$2 b=$3 out=$4 flags=$5 pa pb rc=0
+    rm -f "$out.a" "$out.b"
+    # shellcheck disable=SC2086  # FLAGS is a list of options
+    { nbdcopy $flags "nbd+unix:///$a?socket=$sock" null: && echo "end_a $(now)" > "$out.a"; } &
+    pa=$!
+    # shellcheck disable=SC2086
+    { nbdcopy $flags "nbd+unix:///$b?socket=$sock" null: && echo "end_b $(now)" > "$out.b"; } &
+    pb=$!
+    wait "$pa" || rc=1
+    wait "$pb" || rc=1
+    [ "$rc" = 0 ] || return 1
+    cat "$out.a" "$out.b" >> "$out"
+    rm -f "$out.a" "$out.b"
+}
