@@ -34,6 +34,7 @@ struct export {
 
 struct registry {
   struct registry_config cfg;
+  struct block_cache *mc;
   struct disk_cache *dc;
   struct state_dir *sd;
   pthread_mutex_t lock;         /* guards started */
@@ -73,6 +74,11 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
   }
   reg->cfg = *cfg;
   pthread_mutex_init (&reg->lock, NULL);
+  reg->mc = block_cache_new (cfg->memory_cache_size, err);
+  if (reg->mc == NULL) {
+    registry_free (reg);
+    return NULL;
+  }
   if (cfg->cache_dir) {
     reg->dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks,
                                err);
@@ -112,10 +118,17 @@ registry_free (struct registry *reg)
     free (e);
   }
   free (reg->exports);
+  block_cache_free (reg->mc);
   disk_cache_close (reg->dc);
   state_dir_close (reg->sd);
   pthread_mutex_destroy (&reg->lock);
   free (reg);
+}
+
+struct block_cache *
+registry_memory_cache (const struct registry *reg)
+{
+  return reg->mc;
 }
 
 struct disk_cache *
@@ -207,6 +220,7 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
   }
   cfg.disk_cache = e->reg->dc;
   cfg.state_dir = e->reg->sd;
+  cfg.reader.memory_cache = e->reg->mc;
   if (fresh)
     cfg.revalidate = 0;
   rev->export = e;

@@ -67,10 +67,10 @@ pattern_ok (const unsigned char *data, uint32_t bs, uint64_t n)
 }
 
 static struct block_cache *
-new_cache (uint32_t bs, uint64_t max_bytes)
+new_shared (uint64_t max_bytes)
 {
   struct cloop_err err;
-  struct block_cache *c = block_cache_new (bs, max_bytes, &err);
+  struct block_cache *c = block_cache_new (max_bytes, &err);
 
   if (c == NULL) {
     fprintf (stderr, "test-blockcache: block_cache_new: %s\n", err.msg);
@@ -79,8 +79,71 @@ new_cache (uint32_t bs, uint64_t max_bytes)
   return c;
 }
 
+static struct block_cache_image *
+register_image (struct block_cache *c, uint32_t bs)
+{
+  struct cloop_err err;
+  struct block_cache_image *img = block_cache_register (c, bs, &err);
+
+  if (img == NULL) {
+    fprintf (stderr, "test-blockcache: block_cache_register: %s\n",
+             err.msg);
+    exit (1);
+  }
+  return img;
+}
+
+/* The caches of new_cache, by image, for free_cache. */
+#define MAX_CACHES 8
+static struct {
+  struct block_cache_image *img;
+  struct block_cache *cache;
+} caches[MAX_CACHES];
+
+/* A cache of max_bytes holding one image of blocks of bs bytes (the
+ * single-image contract). */
+static struct block_cache_image *
+new_cache (uint32_t bs, uint64_t max_bytes)
+{
+  struct block_cache *c = new_shared (max_bytes);
+  struct block_cache_image *img = register_image (c, bs);
+
+  for (int i = 0; i < MAX_CACHES; i++)
+    if (caches[i].img == NULL) {
+      caches[i].img = img;
+      caches[i].cache = c;
+      return img;
+    }
+  CHECK (!"too many caches");
+  return NULL;
+}
+
+/* The cache new_cache made for img. */
+static struct block_cache *
+cache_of (struct block_cache_image *img)
+{
+  for (int i = 0; i < MAX_CACHES; i++)
+    if (caches[i].img == img)
+      return caches[i].cache;
+  CHECK (!"unknown cache");
+  return NULL;
+}
+
+/* Unregister img and free the cache new_cache made for it. */
+static void
+free_cache (struct block_cache_image *img)
+{
+  struct block_cache *c = cache_of (img);
+
+  block_cache_unregister (img);
+  block_cache_free (c);
+  for (int i = 0; i < MAX_CACHES; i++)
+    if (caches[i].img == img)
+      caches[i].img = NULL;
+}
+
 static enum block_cache_status
-acquire (struct block_cache *c, uint64_t n, struct block_ref *ref)
+acquire (struct block_cache_image *c, uint64_t n, struct block_ref *ref)
 {
   struct cloop_err err;
   enum block_cache_status st;
@@ -90,7 +153,7 @@ acquire (struct block_cache *c, uint64_t n, struct block_ref *ref)
 }
 
 static enum block_cache_status
-wait_for (struct block_cache *c, uint64_t n, struct block_ref *ref)
+wait_for (struct block_cache_image *c, uint64_t n, struct block_ref *ref)
 {
   struct cloop_err err;
   enum block_cache_status st;
@@ -101,7 +164,7 @@ wait_for (struct block_cache *c, uint64_t n, struct block_ref *ref)
 
 /* Add block n (absent) to the cache, leaving it unpinned. */
 static void
-add_block (struct block_cache *c, uint32_t bs, uint64_t n)
+add_block (struct block_cache_image *c, uint32_t bs, uint64_t n)
 {
   struct block_ref ref;
 
@@ -114,7 +177,7 @@ add_block (struct block_cache *c, uint32_t bs, uint64_t n)
 /* Is block n cached?  A present block becomes most recently used; an
  * absent one is claimed and discarded (which may evict the oldest). */
 static bool
-probe (struct block_cache *c, uint32_t bs, uint64_t n)
+probe (struct block_cache_image *c, uint32_t bs, uint64_t n)
 {
   struct block_ref ref;
   enum block_cache_status st = acquire (c, n, &ref);
@@ -131,7 +194,7 @@ probe (struct block_cache *c, uint32_t bs, uint64_t n)
 }
 
 static struct block_cache_stats
-stats_of (struct block_cache *c)
+stats_of (struct block_cache_image *c)
 {
   struct block_cache_stats s;
 
@@ -145,13 +208,14 @@ static void
 test_basic (void)
 {
   const uint32_t bs = 64;
-  struct block_cache *c = new_cache (bs, 4 * bs);
+  struct block_cache_image *c = new_cache (bs, 4 * bs);
   struct block_ref a, b, d;
   struct block_cache_stats s;
   struct cloop_err err;
 
   say ("basic: miss claims, second acquire is BUSY, publish makes HIT");
-  CHECK (block_cache_new (0, 100, &err) == NULL && err.errnum == EINVAL);
+  CHECK (block_cache_register (cache_of (c), 0, &err) == NULL &&
+         err.errnum == EINVAL);
   CHECK (acquire (c, 7, &a) == BLOCK_CLAIMED);
   CHECK (a.entry != NULL && a.data != NULL);
   CHECK (acquire (c, 7, &b) == BLOCK_BUSY);
@@ -176,14 +240,14 @@ test_basic (void)
   CHECK (s.misses == 3 && s.hits == 4 && s.waits == 0);
   CHECK (s.entries == 3 && s.bytes_cached == 3 * bs);
   CHECK (s.evictions == 0 && s.fill_failures == 0);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 static void
 test_lru_order (void)
 {
   const uint32_t bs = 32;
-  struct block_cache *c = new_cache (bs, 4 * bs);
+  struct block_cache_image *c = new_cache (bs, 4 * bs);
   struct block_cache_stats s;
 
   say ("LRU: the least recently used block is evicted first");
@@ -209,7 +273,7 @@ test_lru_order (void)
   CHECK (probe (c, bs, 0) && probe (c, bs, 5) && probe (c, bs, 6));
   s = stats_of (c);
   CHECK (s.entries == 3 && s.evictions == 4 && s.fill_failures == 2);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 static void
@@ -217,7 +281,7 @@ test_byte_bound (void)
 {
   const uint32_t bs = 128;
   const uint64_t max = 5 * bs + bs / 2;
-  struct block_cache *c = new_cache (bs, max);
+  struct block_cache_image *c = new_cache (bs, max);
   struct block_ref ref[3];
   struct block_cache_stats s;
 
@@ -232,7 +296,7 @@ test_byte_bound (void)
   for (uint64_t n = 95; n < 100; n++)
     CHECK (probe (c, bs, n));
   CHECK (!probe (c, bs, 94));
-  block_cache_free (c);
+  free_cache (c);
 
   say ("bound: blocks released together are trimmed oldest first");
   c = new_cache (bs, 2 * bs);
@@ -247,14 +311,14 @@ test_byte_bound (void)
   s = stats_of (c);
   CHECK (s.entries == 2 && s.bytes_cached == 2 * bs && s.evictions == 1);
   CHECK (probe (c, bs, 11) && probe (c, bs, 12));
-  block_cache_free (c);
+  free_cache (c);
 }
 
 static void
 test_pinned (void)
 {
   const uint32_t bs = 64;
-  struct block_cache *c = new_cache (bs, 2 * bs);
+  struct block_cache_image *c = new_cache (bs, 2 * bs);
   struct block_ref pin, again;
 
   say ("pinning: a pinned block survives eviction pressure");
@@ -271,7 +335,7 @@ test_pinned (void)
   block_cache_release (c, &pin);
   CHECK (stats_of (c).entries == 2);    /* 0 joined the LRU, still 2 */
   CHECK (probe (c, bs, 0));
-  block_cache_free (c);
+  free_cache (c);
 
   say ("pinning: max_bytes 0 keeps only pinned blocks");
   c = new_cache (bs, 0);
@@ -283,7 +347,7 @@ test_pinned (void)
   block_cache_release (c, &pin);
   CHECK (stats_of (c).entries == 0 && stats_of (c).bytes_cached == 0);
   CHECK (!probe (c, bs, 5));
-  block_cache_free (c);
+  free_cache (c);
 }
 
 /* Entries come from an arena of max_bytes / block_size slots, and from
@@ -292,7 +356,7 @@ static void
 test_arena (void)
 {
   const uint32_t bs = 4096;
-  struct block_cache *c = new_cache (bs, 3 * bs);
+  struct block_cache_image *c = new_cache (bs, 3 * bs);
   struct block_ref pins[8], ref;
   unsigned char *failed_slot;
 
@@ -324,13 +388,13 @@ test_arena (void)
   block_cache_release (c, &ref);
   CHECK (probe (c, bs, 101));
   CHECK (stats_of (c).entries == 3);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 /* ---- waiters ---------------------------------------------------------- */
 
 struct waiter {
-  struct block_cache *cache;
+  struct block_cache_image *cache;
   uint64_t n;
   enum block_cache_status status;
   struct block_ref ref;
@@ -347,7 +411,7 @@ waiter_thread (void *arg)
 
 /* Start nr threads waiting on block n, return once all are asleep. */
 static void
-start_waiters (struct block_cache *c, struct waiter *w, pthread_t *t,
+start_waiters (struct block_cache_image *c, struct waiter *w, pthread_t *t,
                int nr, uint64_t n)
 {
   uint64_t before = stats_of (c).waits;
@@ -367,7 +431,7 @@ static void
 test_waiters (void)
 {
   const uint32_t bs = 64;
-  struct block_cache *c = new_cache (bs, 8 * bs);
+  struct block_cache_image *c = new_cache (bs, 8 * bs);
   struct block_ref fill, ref;
   struct waiter w[3];
   pthread_t t[3];
@@ -407,7 +471,7 @@ test_waiters (void)
   CHECK (wait_for (c, 77, &ref) == BLOCK_CLAIMED);
   block_cache_publish (c, &ref, 0);
   CHECK (stats_of (c).waits == 6);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 /* ---- concurrency: single flight --------------------------------------- */
@@ -416,7 +480,7 @@ test_waiters (void)
 #define MAX_BLOCKS 64
 
 struct shared {
-  struct block_cache *cache;
+  struct block_cache_image *cache;
   uint32_t bs;
   unsigned nblocks, iters, fail_one_in;
   atomic_uint fills[MAX_BLOCKS];       /* fill calls per block */
@@ -572,7 +636,7 @@ test_single_flight (uint64_t max_blocks, unsigned fail_one_in)
   }
   if (max_blocks < sh->nblocks)
     CHECK (s.evictions > 0);
-  block_cache_free (sh->cache);
+  free_cache (sh->cache);
   free (sh);
 }
 
@@ -687,7 +751,7 @@ test_overlapping (unsigned rounds, unsigned fail_one_in)
         CHECK (atomic_load (&sh->fills[n]) == 1);
     CHECK (stats_of (sh->cache).bytes_cached <= max_blocks * sh->bs);
     waits += stats_of (sh->cache).waits;
-    block_cache_free (sh->cache);
+    free_cache (sh->cache);
     free (sh);
   }
   for (int j = 0; j < 2; j++)
@@ -716,7 +780,7 @@ test_wait_deadline (void)
 {
   const uint32_t bs = 4096;
   struct cloop_err err;
-  struct block_cache *c = block_cache_new (bs, 8 * bs, &err);
+  struct block_cache_image *c = new_cache (bs, 8 * bs);
   struct block_ref a, b;
   enum block_cache_status st;
   uint64_t start, took;
@@ -736,7 +800,7 @@ test_wait_deadline (void)
   CHECK (st == BLOCK_HIT && pattern_ok (b.data, bs, 3));
   block_cache_release (c, &a);
   block_cache_release (c, &b);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 #if !defined (__SANITIZE_ADDRESS__)
@@ -771,7 +835,7 @@ test_overflow_leaves_malloc_alone (void)
        "(its allocator has no mmap threshold)");
 #else
   const uint32_t bs = 256 * 1024;
-  struct block_cache *c;
+  struct block_cache_image *c;
   struct block_ref refs[8];
 
   if (!malloc_maps (160 * 1024)) {
@@ -793,7 +857,7 @@ test_overflow_leaves_malloc_alone (void)
   }
   CHECK (stats_of (c).bytes_cached <= 2 * bs);
   CHECK (malloc_maps (200 * 1024));
-  block_cache_free (c);
+  free_cache (c);
   say ("overflow entries leave malloc's mmap threshold alone");
 #endif
 }
