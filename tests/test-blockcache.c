@@ -4,7 +4,10 @@
  * Checks the single-threaded contract (hit, miss, claim, publish, LRU
  * order, the byte bound, pinning, failed fills) and then the
  * concurrent one: single-flight filling under eviction pressure and
- * two readers of overlapping ranges that must never deadlock.
+ * two readers of overlapping ranges that must never deadlock.  Then
+ * several images of different block sizes in one cache: one budget,
+ * one LRU order, unregistering, counters per image and in total, and
+ * threads reading two images at once.
  * Exit status 0 on success, 1 on failure.
  */
 #include <config.h>
@@ -482,6 +485,7 @@ test_waiters (void)
 struct shared {
   struct block_cache_image *cache;
   uint32_t bs;
+  uint64_t salt;                       /* pattern of block n: n + salt */
   unsigned nblocks, iters, fail_one_in;
   atomic_uint fills[MAX_BLOCKS];       /* fill calls per block */
   atomic_uint in_fill[MAX_BLOCKS];     /* fills running now per block */
@@ -500,7 +504,7 @@ fill_block (struct shared *sh, uint64_t n, unsigned char *data,
   if (atomic_fetch_add (&sh->in_fill[n], 1) != 0)
     atomic_fetch_add (&sh->overlaps, 1);
   atomic_fetch_add (&sh->fills[n], 1);
-  fill_pattern (data, sh->bs, n);
+  fill_pattern (data, sh->bs, n + sh->salt);
   if (rand_r (seed) % 4 == 0)
     sched_yield ();                     /* widen the race window */
   if (sh->fail_one_in && rand_r (seed) % sh->fail_one_in == 0) {
@@ -555,7 +559,7 @@ read_and_check (struct shared *sh, uint64_t n, unsigned *seed)
   struct block_ref ref;
 
   get_block (sh, n, &ref, seed);
-  if (!pattern_ok (ref.data, sh->bs, n))
+  if (!pattern_ok (ref.data, sh->bs, n + sh->salt))
     atomic_fetch_add (&sh->bad_reads, 1);
   block_cache_release (sh->cache, &ref);
 }
@@ -640,6 +644,253 @@ test_single_flight (uint64_t max_blocks, unsigned fail_one_in)
   free (sh);
 }
 
+/* ---- several images in one cache -------------------------------------- */
+
+static struct block_cache_stats
+totals_of (struct block_cache *c)
+{
+  struct block_cache_stats s;
+
+  block_cache_get_totals (c, &s);
+  return s;
+}
+
+/* Two images with different block sizes share one budget: either may
+ * use all of it when the other is idle; what is held in all never
+ * exceeds it; counters are kept per image and summed. */
+static void
+test_shared_budget (void)
+{
+  const uint32_t bsa = 4096, bsb = 16384;
+  const uint64_t max = 64 * 1024;
+  struct block_cache *c = new_shared (max);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+  struct block_cache_stats sa, sb, st;
+
+  say ("shared budget: two block sizes, one bound, counters per image");
+  CHECK (block_cache_image_id (a) != 0 && block_cache_image_id (b) != 0 &&
+         block_cache_image_id (a) != block_cache_image_id (b));
+  /* a alone takes the whole budget. */
+  for (uint64_t n = 0; n < 16; n++)
+    add_block (a, bsa, n);
+  sa = stats_of (a);
+  CHECK (sa.bytes_cached == max && sa.entries == 16 && sa.evictions == 0);
+  CHECK (stats_of (b).bytes_cached == 0);
+  /* b takes half: the oldest of a's blocks go, counted as a's.  (b's
+   * blocks 0 and 1 are not a's: add_block checks they are claimed.) */
+  add_block (b, bsb, 0);
+  add_block (b, bsb, 1);
+  sa = stats_of (a);
+  sb = stats_of (b);
+  st = totals_of (c);
+  CHECK (sb.bytes_cached == 2 * bsb && sb.entries == 2);
+  CHECK (sa.bytes_cached == max - 2 * bsb && sa.entries == 8);
+  CHECK (sa.evictions == 8 && sb.evictions == 0);
+  CHECK (st.bytes_cached == max && st.entries == 10);
+  for (uint64_t n = 8; n < 16; n++)
+    CHECK (probe (a, bsa, n));          /* a's newest 8 stayed */
+  /* Then b alone takes it all (its own first two blocks, now the
+   * oldest, go too). */
+  for (uint64_t n = 2; n < 6; n++)
+    add_block (b, bsb, n);
+  sa = stats_of (a);
+  sb = stats_of (b);
+  st = totals_of (c);
+  CHECK (sb.bytes_cached == max && sa.bytes_cached == 0 && sa.entries == 0);
+  CHECK (st.bytes_cached == max && st.entries == 4);
+  /* Totals are the sums of the images' counters. */
+  CHECK (st.hits == sa.hits + sb.hits && st.misses == sa.misses + sb.misses);
+  CHECK (st.evictions == sa.evictions + sb.evictions);
+  CHECK (st.fill_failures == sa.fill_failures + sb.fill_failures);
+  CHECK (sa.hits == 8 && sa.misses == 16 && sb.misses == 6);
+  CHECK (sa.evictions == 16 && sb.evictions == 2);
+  block_cache_free (c);                 /* images still registered */
+}
+
+/* One LRU order over all images: the least recently used block of any
+ * image is the one evicted. */
+static void
+test_lru_across_images (void)
+{
+  const uint32_t bsa = 512, bsb = 1024;
+  struct block_cache *c = new_shared (4 * 1024);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+
+  say ("LRU across images: the oldest block of either image goes");
+  add_block (a, bsa, 0);                /* 512 */
+  add_block (b, bsb, 0);                /* 1536 */
+  add_block (a, bsa, 1);                /* 2048 */
+  add_block (b, bsb, 1);                /* 3072 */
+  add_block (a, bsa, 2);                /* 3584 */
+  CHECK (probe (a, bsa, 0));            /* a0 becomes the most recent */
+  /* b2 needs 1024 more than the 512 free: b0 (oldest now) goes... */
+  add_block (b, bsb, 2);
+  CHECK (totals_of (c).bytes_cached == 3584);
+  CHECK (stats_of (b).evictions == 1 && stats_of (a).evictions == 0);
+  /* ...b3's room is a1's, then a3's is b1's. */
+  add_block (b, bsb, 3);
+  CHECK (stats_of (a).evictions == 1 && stats_of (b).evictions == 1);
+  CHECK (totals_of (c).bytes_cached == 4096);
+  add_block (a, bsa, 3);
+  CHECK (stats_of (b).evictions == 2);
+  CHECK (probe (a, bsa, 0) && probe (a, bsa, 2) && probe (a, bsa, 3));
+  CHECK (probe (b, bsb, 2) && probe (b, bsb, 3));
+  CHECK (totals_of (c).bytes_cached <= 4096);
+  block_cache_unregister (a);
+  block_cache_unregister (b);
+  block_cache_free (c);
+}
+
+/* Unregistering an image drops its entries (and only its own); an image
+ * registered later, even of the same size, has a new id and none of
+ * the old blocks. */
+static void
+test_unregister (void)
+{
+  const uint32_t bsa = 8192, bsb = 4096;
+  struct block_cache *c = new_shared (128 * 1024);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+  struct block_cache_image *a2;
+  struct block_cache_stats st;
+  uint64_t old_id = block_cache_image_id (a);
+  struct block_ref ref;
+
+  say ("unregister: drops the image's entries, others stay");
+  for (uint64_t n = 0; n < 8; n++)
+    add_block (a, bsa, n);
+  for (uint64_t n = 0; n < 8; n++)
+    add_block (b, bsb, n);
+  CHECK (totals_of (c).bytes_cached == 8 * bsa + 8 * bsb);
+  block_cache_unregister (a);
+  st = totals_of (c);
+  CHECK (st.bytes_cached == 8 * bsb && st.entries == 8);
+  CHECK (st.evictions == 0);            /* dropped, not evicted */
+  for (uint64_t n = 0; n < 8; n++)
+    CHECK (probe (b, bsb, n));
+  a2 = register_image (c, bsa);
+  CHECK (block_cache_image_id (a2) != old_id);
+  CHECK (acquire (a2, 3, &ref) == BLOCK_CLAIMED);  /* not the old a's */
+  fill_pattern (ref.data, bsa, 1003);
+  block_cache_publish (a2, &ref, 1);
+  block_cache_release (a2, &ref);
+  CHECK (stats_of (a2).entries == 1 && stats_of (a2).misses == 1);
+  /* The arena moves to a new block size once no image uses its own. */
+  block_cache_unregister (a2);
+  block_cache_unregister (b);
+  CHECK (totals_of (c).bytes_cached == 0 && totals_of (c).entries == 0);
+  a = register_image (c, 2048);
+  for (uint64_t n = 0; n < 80; n++)
+    add_block (a, 2048, n);
+  for (uint64_t n = 16; n < 80; n++)
+    CHECK (probe (a, 2048, n));
+  CHECK (totals_of (c).bytes_cached == 128 * 1024);
+  block_cache_free (c);
+}
+
+/* Mixed sizes under pressure: blocks of the arena's size and of another
+ * size replace each other many times over, with pins beyond the budget
+ * now and then; every block reads back intact and the bound holds. */
+static void
+test_mixed_churn (void)
+{
+  const uint32_t bsa = 4096, bsb = 12288;
+  const uint64_t max = 96 * 1024;
+  struct block_cache *c = new_shared (max);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+  struct block_ref pins[12];
+
+  say ("mixed sizes: churn, pins over the budget, data intact");
+  for (int round = 0; round < 6; round++) {
+    for (uint64_t n = 0; n < 24; n++)
+      add_block (a, bsa, round * 100 + n);
+    for (uint64_t n = 0; n < 8; n++)
+      add_block (b, bsb, round * 100 + n);
+    CHECK (totals_of (c).bytes_cached <= max);
+    for (uint64_t n = 0; n < 8; n++)
+      CHECK (probe (b, bsb, round * 100 + n));
+    /* 12 pins of b: 144 KiB, more than the budget. */
+    for (uint64_t n = 0; n < 12; n++) {
+      CHECK (acquire (b, 1000 + round * 100 + n, &pins[n]) == BLOCK_CLAIMED);
+      fill_pattern (pins[n].data, bsb, 1000 + round * 100 + n);
+      block_cache_publish (b, &pins[n], 1);
+    }
+    CHECK (stats_of (a).bytes_cached == 0);
+    for (uint64_t n = 0; n < 12; n++) {
+      CHECK (pattern_ok (pins[n].data, bsb, 1000 + round * 100 + n));
+      block_cache_release (b, &pins[n]);
+    }
+    CHECK (totals_of (c).bytes_cached <= max);
+  }
+  block_cache_unregister (b);
+  block_cache_unregister (a);
+  block_cache_free (c);
+}
+
+/* Threads reading two images of different block sizes through one small
+ * cache: single flight per (image, block), every read exact, counters
+ * per image add up to the totals, the bound holds. */
+static void
+test_two_images_threads (unsigned fail_one_in)
+{
+  struct block_cache *c;
+  struct shared *sh[2];
+  struct block_cache_stats s[2], t;
+  pthread_t th[NTHREADS];
+  struct worker w[NTHREADS];
+  const uint64_t max = 6 * 256 + 4 * 1024;
+  char what[160];
+
+  for (int i = 0; i < 2; i++) {
+    sh[i] = calloc (1, sizeof *sh[i]);
+    CHECK (sh[i] != NULL);
+    sh[i]->bs = i == 0 ? 256 : 1024;
+    sh[i]->salt = i == 0 ? 0 : 5000;
+    sh[i]->nblocks = i == 0 ? 24 : 16;
+    sh[i]->iters = 1000;
+    sh[i]->fail_one_in = fail_one_in;
+  }
+  c = new_shared (max);
+  sh[0]->cache = register_image (c, sh[0]->bs);
+  sh[1]->cache = register_image (c, sh[1]->bs);
+  snprintf (what, sizeof what, "two images, %d threads, %" PRIu64
+            "-byte cache, %s", NTHREADS, max,
+            fail_one_in ? "some fills fail" : "no failures");
+  say (what);
+  for (int i = 0; i < NTHREADS; i++) {
+    w[i].sh = sh[i % 2];
+    w[i].seed = 4321u + 104729u * i;
+    CHECK (pthread_create (&th[i], NULL, worker_thread, &w[i]) == 0);
+  }
+  for (int i = 0; i < NTHREADS; i++)
+    CHECK (pthread_join (th[i], NULL) == 0);
+  for (int i = 0; i < 2; i++) {
+    s[i] = stats_of (sh[i]->cache);
+    CHECK (atomic_load (&sh[i]->overlaps) == 0);
+    CHECK (atomic_load (&sh[i]->bad_reads) == 0);
+    CHECK (s[i].misses == total_fills (sh[i]));
+    CHECK (s[i].fill_failures == atomic_load (&sh[i]->injected));
+    CHECK (s[i].evictions > 0);
+  }
+  t = totals_of (c);
+  CHECK (t.misses == s[0].misses + s[1].misses);
+  CHECK (t.hits == s[0].hits + s[1].hits);
+  CHECK (t.waits == s[0].waits + s[1].waits);
+  CHECK (t.evictions == s[0].evictions + s[1].evictions);
+  CHECK (t.bytes_cached == s[0].bytes_cached + s[1].bytes_cached);
+  CHECK (t.entries == s[0].entries + s[1].entries);
+  CHECK (t.bytes_cached <= max);
+  block_cache_unregister (sh[0]->cache);
+  CHECK (totals_of (c).bytes_cached == s[1].bytes_cached);
+  block_cache_unregister (sh[1]->cache);
+  block_cache_free (c);
+  free (sh[0]);
+  free (sh[1]);
+}
+
 /* ---- concurrency: overlapping ranges ---------------------------------- */
 
 #define RANGE 5
@@ -686,7 +937,7 @@ read_range (struct shared *sh, bool descending, unsigned *seed)
     if (st[k] != BLOCK_HIT)
       resolve (sh, n[k], &ref[k], st[k], seed);
   for (k = 0; k < RANGE; k++) {
-    if (!pattern_ok (ref[k].data, sh->bs, n[k]))
+    if (!pattern_ok (ref[k].data, sh->bs, n[k] + sh->salt))
       atomic_fetch_add (&sh->bad_reads, 1);
     block_cache_release (sh->cache, &ref[k]);
   }
@@ -881,6 +1132,12 @@ main (void)
   test_single_flight (3, 5);
   test_overlapping (3000, 0);
   test_overlapping (3000, 3);
+  test_shared_budget ();
+  test_lru_across_images ();
+  test_unregister ();
+  test_mixed_churn ();
+  test_two_images_threads (0);
+  test_two_images_threads (4);
 
   alarm (0);
   say ("PASS");
