@@ -44,7 +44,8 @@ struct reader_config {
   bool debug_blocks;            /* log every block fill */
 };
 
-/* Create a reader.  On success it owns src and map (reader_free frees
+/* Create a reader, registering its image in cfg->memory_cache (which
+ * must be set).  On success it owns src and map (reader_free frees
  * them); on failure (NULL, err set) the caller still owns them. */
 struct reader *reader_new (struct source *src, struct block_map *map,
                            const struct reader_config *cfg,
