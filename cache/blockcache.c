@@ -1,7 +1,15 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-cloop: bounded in-memory LRU cache of decoded blocks.
+/* nbdkit-cloop: bounded in-memory LRU cache of decoded blocks, shared
+ * by every image of the process.
  *
  * Design:
+ *
+ * - Images: each registered image has its own hash table (entries of
+ *   that image only) and counters; the LRU list, the byte budget, the
+ *   memory and the lock are the cache's.  A lookup is thus exactly the
+ *   one of a cache per image (a key (image, block) is found in the
+ *   image's table by block number), and unregistering an image walks
+ *   only its own table.
  *
  * - Table: chained hash table of entries keyed by block number, with
  *   the chain link inside the entry (no separate node allocation).
@@ -10,30 +18,39 @@
  *   allocation fails the table simply keeps its size (longer chains,
  *   still correct).
  *
- * - LRU: an intrusive doubly linked list holding exactly the entries
- *   that are valid and unpinned (refs == 0).  Pinning unlinks, the last
- *   unpin links at the most recently used end, and eviction takes from
- *   the least recently used end.  Pinned and in-flight entries are
- *   never on the list, so they can never be evicted or freed.
+ * - LRU: an intrusive doubly linked list, over all images, holding
+ *   exactly the entries that are valid and unpinned (refs == 0).
+ *   Pinning unlinks, the last unpin links at the most recently used
+ *   end, and eviction takes from the least recently used end.  Pinned
+ *   and in-flight entries are never on the list, so they can never be
+ *   evicted or freed.
  *
- * - Memory: the first max_bytes / block_size entries live in one
- *   arena reserved at creation (virtual address space only: pages are
- *   touched as slots are first used) and advised to use transparent
- *   huge pages, so that filling a cold cache costs one page fault per
- *   2 MiB instead of one per 4 KiB (faults are the dearest part of a
- *   cold read on a virtual machine).  Entries beyond the arena, needed
- *   only while pins exceed max_bytes, are mapped one by one with their
- *   data (page_alloc, not malloc: see overflow_len); freed ones are
- *   kept for reuse up to min (max_bytes, SPARE_MAX_BYTES) and unmapped
- *   beyond that; once the pins are gone, an evicted overflow entry is
- *   freed in favour of a free arena slot.  Freed arena slots go on a
- *   free list.  When a claim arrives and the
- *   data held would exceed max_bytes once this block joins it, the
- *   least recently used entry is evicted right away and its slot is
- *   reused for the new block.  So the steady state (a full cache that
- *   keeps missing) allocates nothing, and memory never exceeds
- *   max_bytes (rounded up to a huge page) + (pinned entries beyond it)
- *   * block_size + min (max_bytes, SPARE_MAX_BYTES) of idle spares.
+ * - Memory: max_bytes of address space is reserved at creation (the
+ *   arena: pages are touched as slots are first used) and advised to
+ *   use transparent huge pages, so that filling a cold cache costs one
+ *   page fault per 2 MiB instead of one per 4 KiB (faults are the
+ *   dearest part of a cold read on a virtual machine).  The arena is
+ *   sliced into max_bytes / arena_bs slots of one block size, arena_bs
+ *   (see blockcache.h for the choice).  Entries of other sizes, and
+ *   entries of the arena's size beyond it (needed only while pins
+ *   exceed max_bytes), are mapped one by one with their data
+ *   (page_alloc, not malloc: see overflow_len); freed ones are kept
+ *   for reuse by their image up to min (max_bytes, SPARE_MAX_BYTES)
+ *   in all and unmapped beyond that; an evicted overflow entry of the
+ *   arena's size is freed in favour of a free arena slot.  Freed arena
+ *   slots go on a free list.  When a claim arrives and the data held
+ *   would exceed max_bytes once this block joins it, least recently
+ *   used entries are evicted right away, and the first of them with
+ *   the claimed block's size is reused for it.  So the steady state
+ *   (a full cache that keeps missing) allocates nothing.
+ *
+ * - Mixed sizes: free arena slots stay touched (resident) for reuse.
+ *   While resident arena slots plus mapped entries exceed max_bytes,
+ *   free resident slots are given back with MADV_DONTNEED (and refault
+ *   when reused), so the memory used stays near max_bytes (rounded up
+ *   to a huge page) + (pinned entries beyond it) + the idle spares,
+ *   whatever the mix of block sizes.  With one block size this never
+ *   happens: mapped entries exist only while pins exceed the budget.
  *
  * - Locking: one mutex guards everything.  Waiters share a single
  *   condition variable and publish broadcasts on it.  Waiting only
@@ -48,10 +65,12 @@
  *   Waiters pin the entry while they sleep, so the FAILED entry stays
  *   alive until the last of them has seen it; the last unpin frees it.
  *
- * Counters: hits = requests served from an already valid entry without
- * sleeping; misses = claims (the caller fills); waits = block_cache_wait
- * calls that had to sleep for another thread's fill; evictions = valid
- * entries dropped to respect max_bytes; fill_failures = publish (ok=0).
+ * Counters (per image, and summed in the cache): hits = requests served
+ * from an already valid entry without sleeping; misses = claims (the
+ * caller fills); waits = block_cache_wait calls that had to sleep for
+ * another thread's fill; evictions = valid entries dropped to respect
+ * max_bytes (not those dropped by unregistering); fill_failures =
+ * publish (ok=0).
  */
 #include <config.h>
 
@@ -65,6 +84,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "blockcache.h"
 #include "pagemem.h"
@@ -77,12 +97,13 @@ enum entry_state {
 
 struct entry {
   uint64_t n;                   /* block number */
+  struct block_cache_image *img; /* owner (its block_size is ours) */
   struct entry *hash_next;      /* chain in the bucket */
   struct entry *lru_prev;       /* towards most recently used */
   struct entry *lru_next;       /* towards least recently used */
   unsigned refs;                /* pins: filler, readers, waiters */
   enum entry_state state;
-  unsigned char *data;          /* block_size bytes */
+  unsigned char *data;          /* img->block_size bytes */
 };
 
 /* Transparent huge page size the arena is aligned to. */
@@ -95,65 +116,85 @@ struct entry {
 #define MIN_BUCKET_BITS 4
 #define MAX_BUCKET_BITS 40
 
-struct block_cache {
-  pthread_mutex_t lock;
-  pthread_cond_t filled;        /* broadcast on every publish */
+struct counters {
+  uint64_t hits, misses, waits, evictions, fill_failures;
+};
+
+struct block_cache_image {
+  struct block_cache *cache;
+  uint64_t id;
   uint32_t block_size;
-  uint64_t max_bytes;
+  struct block_cache_image *prev, *next;  /* registered images */
 
   struct entry **buckets;       /* 1 << bucket_bits chains */
   unsigned bucket_bits;
   uint64_t nr_entries;          /* entries in the table (any state) */
   uint64_t nr_valid;            /* entries in the table and valid */
 
-  struct entry *lru_head;       /* most recently used */
-  struct entry *lru_tail;       /* least recently used */
-  uint64_t lru_bytes;           /* block_size * entries on the list */
-
-  /* Arena: entry headers hdrs[i] own data arena + i * block_size.
-   * Slots [0, arena_used) have been handed out at least once; free
-   * ones are chained through hash_next from free_slots. */
-  unsigned char *arena;
-  size_t arena_len;             /* bytes mapped, 0 = no arena */
-  struct entry *hdrs;
-  size_t arena_slots, arena_used;
-  struct entry *free_slots;
-
-  /* Idle overflow entries (beyond the arena), chained through
-   * hash_next, kept for reuse up to spare_max: while reads keep more
-   * pinned than max_bytes, blocks come and go at the rate of decoding,
-   * and a fresh mapping for each would cost a page fault per 4 KiB. */
+  /* Idle overflow entries of this size, chained through hash_next:
+   * while reads keep more pinned than max_bytes, blocks come and go at
+   * the rate of decoding, and a fresh mapping for each would cost a
+   * page fault per 4 KiB. */
   struct entry *spare;
-  size_t nr_spare, spare_max;
 
-  uint64_t hits, misses, waits, evictions, fill_failures;
+  struct counters count;
 };
 
-/* ---- entry memory -------------------------------------------------- */
+struct block_cache {
+  pthread_mutex_t lock;
+  pthread_cond_t filled;        /* broadcast on every publish */
+  uint64_t max_bytes;
 
-/* Reserve the arena for max_bytes / block_size slots.  Without it
- * (mmap refused, or a cache too small for one block) every entry is
- * an overflow entry: slower to fill, same behaviour. */
+  struct block_cache_image *images;  /* registered, newest first */
+  uint64_t last_id;
+  uint64_t held_bytes;          /* bytes of entries in tables */
+  uint64_t valid_bytes;         /* ... that are valid */
+  uint64_t nr_entries;          /* entries in tables */
+
+  struct entry *lru_head;       /* most recently used */
+  struct entry *lru_tail;       /* least recently used */
+
+  /* Arena: max_bytes reserved; while arena_bs != 0, entry headers
+   * hdrs[i] own data arena + i * arena_bs.  Slots [0, arena_used)
+   * have been handed out at least once; free ones are chained through
+   * hash_next from free_slots (resident) or released_slots (given
+   * back to the kernel).  arena_resident counts the slots handed out
+   * and not released. */
+  unsigned char *arena;
+  size_t arena_len;             /* bytes mapped, 0 = no arena */
+  uint32_t arena_bs;            /* slot size, 0 = not sliced */
+  unsigned arena_images;        /* registered images of arena_bs */
+  struct entry *hdrs;
+  size_t arena_slots, arena_used, arena_busy, arena_resident;
+  struct entry *free_slots, *released_slots;
+
+  uint64_t mapped_bytes;        /* data of overflow entries (spares too) */
+  uint64_t spare_bytes, spare_max;
+
+  struct counters count;
+};
+
+/* ---- the arena ----------------------------------------------------- */
+
+/* Reserve the arena (address space for max_bytes).  Without it (mmap
+ * refused, or an empty budget) every entry is an overflow entry:
+ * slower to fill, same behaviour. */
 static void
 arena_init (struct block_cache *c)
 {
-  size_t slots = c->max_bytes / c->block_size, len;
+  size_t len;
   unsigned char *p;
   uintptr_t start, end;
 
-  if (slots == 0 || slots > (SIZE_MAX - 2 * HUGE_PAGE) / c->block_size ||
-      (c->hdrs = calloc (slots, sizeof *c->hdrs)) == NULL)
+  if (c->max_bytes == 0 || c->max_bytes > SIZE_MAX / 2)
     return;
   /* Map one huge page more than needed, then trim to an aligned
    * range: huge pages only back aligned 2 MiB extents. */
-  len = (slots * c->block_size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+  len = (c->max_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
   p = mmap (NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE,
             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED) {
-    free (c->hdrs);
-    c->hdrs = NULL;
+  if (p == MAP_FAILED)
     return;
-  }
   start = ((uintptr_t) p + HUGE_PAGE - 1) & ~(uintptr_t) (HUGE_PAGE - 1);
   end = start + len;
   if (start > (uintptr_t) p)
@@ -165,46 +206,29 @@ arena_init (struct block_cache *c)
 #endif
   c->arena = (unsigned char *) start;
   c->arena_len = len;
+}
+
+/* Slice the (empty) arena into slots of bs bytes, dropping the pages
+ * a former slicing touched.  Leaves it unsliced if not one slot fits
+ * or the headers cannot be allocated. */
+static void
+arena_slice (struct block_cache *c, uint32_t bs)
+{
+  size_t slots = c->max_bytes / bs;
+
+  assert (c->arena_busy == 0);
+  if (c->arena_used > 0)
+    madvise (c->arena, c->arena_len, MADV_DONTNEED);
+  free (c->hdrs);
+  c->hdrs = NULL;
+  c->arena_bs = 0;
+  c->arena_slots = c->arena_used = c->arena_resident = 0;
+  c->free_slots = c->released_slots = NULL;
+  if (c->arena_len == 0 || slots == 0 ||
+      (c->hdrs = calloc (slots, sizeof *c->hdrs)) == NULL)
+    return;
+  c->arena_bs = bs;
   c->arena_slots = slots;
-}
-
-/* Bytes of an entry beyond the arena: header and data in one mapping
- * of its own, returned to the system when the entry is freed.  Through
- * malloc, these would pile up in glibc's per-thread arenas, or (blocks
- * of 128 KiB and more) raise its mmap threshold when freed, moving
- * every smaller allocation of the process into those arenas (see
- * pagemem.h). */
-static size_t
-overflow_len (const struct block_cache *c)
-{
-  return sizeof (struct entry) + c->block_size;
-}
-
-/* A new entry with its data buffer, or NULL on ENOMEM. */
-static struct entry *
-entry_alloc (struct block_cache *c)
-{
-  struct entry *e = c->free_slots;
-
-  if (e != NULL) {
-    c->free_slots = e->hash_next;
-    return e;
-  }
-  if (c->arena_used < c->arena_slots) {
-    e = &c->hdrs[c->arena_used];
-    e->data = c->arena + c->arena_used * c->block_size;
-    c->arena_used++;
-    return e;
-  }
-  if ((e = c->spare) != NULL) {
-    c->spare = e->hash_next;
-    c->nr_spare--;
-    return e;
-  }
-  e = page_alloc (overflow_len (c));
-  if (e != NULL)
-    e->data = (unsigned char *) (e + 1);
-  return e;
 }
 
 static bool
@@ -213,49 +237,165 @@ in_arena (const struct block_cache *c, const struct entry *e)
   return c->hdrs != NULL && e >= c->hdrs && e < c->hdrs + c->arena_slots;
 }
 
-/* An evicted entry to reuse for a new block: an overflow one is traded
- * for a free arena slot if there is one, so that memory returns to the
- * arena once a burst of pins is over. */
-static struct entry *
-entry_recycle (struct block_cache *c, struct entry *e)
-{
-  if (in_arena (c, e) || c->free_slots == NULL)
-    return e;
-  page_free (e, overflow_len (c));
-  return entry_alloc (c);
-}
-
+/* Give one free resident arena slot back to the kernel (its whole
+ * pages; a slot smaller than a page keeps its partial pages). */
 static void
-entry_free (struct block_cache *c, struct entry *e)
+arena_release_one (struct block_cache *c)
 {
-  if (in_arena (c, e)) {
-    e->hash_next = c->free_slots;
-    c->free_slots = e;
-  }
-  else if (c->nr_spare < c->spare_max) {
-    e->hash_next = c->spare;
-    c->spare = e;
-    c->nr_spare++;
-  }
-  else
-    page_free (e, overflow_len (c));
+  struct entry *e = c->free_slots;
+  uintptr_t page = (uintptr_t) sysconf (_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t) e->data + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t) e->data + c->arena_bs) & ~(page - 1);
+
+  c->free_slots = e->hash_next;
+  if (end > start)
+    madvise ((void *) start, end - start, MADV_DONTNEED);
+  e->hash_next = c->released_slots;
+  c->released_slots = e;
+  c->arena_resident--;
 }
 
-/* ---- hash table ---------------------------------------------------- */
-
-static size_t
-bucket_of (const struct block_cache *c, uint64_t n)
+/* Keep resident arena slots plus mapped entries within max_bytes, as
+ * far as free resident slots allow. */
+static void
+trim_resident (struct block_cache *c)
 {
-  return (size_t) ((n * UINT64_C (0x9E3779B97F4A7C15)) >>
-                   (64 - c->bucket_bits));
+  while (c->free_slots != NULL &&
+         (uint64_t) c->arena_resident * c->arena_bs + c->mapped_bytes >
+         c->max_bytes)
+    arena_release_one (c);
 }
 
+/* An arena slot for a block of arena_bs bytes, or NULL if none is
+ * free. */
 static struct entry *
-table_find (const struct block_cache *c, uint64_t n)
+arena_alloc (struct block_cache *c)
 {
   struct entry *e;
 
-  for (e = c->buckets[bucket_of (c, n)]; e != NULL; e = e->hash_next)
+  if ((e = c->free_slots) != NULL)
+    c->free_slots = e->hash_next;
+  else if ((e = c->released_slots) != NULL) {
+    c->released_slots = e->hash_next;
+    c->arena_resident++;
+  }
+  else if (c->arena_used < c->arena_slots) {
+    e = &c->hdrs[c->arena_used];
+    e->data = c->arena + c->arena_used * c->arena_bs;
+    c->arena_used++;
+    c->arena_resident++;
+  }
+  else
+    return NULL;
+  c->arena_busy++;
+  return e;
+}
+
+/* ---- entry memory -------------------------------------------------- */
+
+/* Bytes of an entry beyond the arena: header and data in one mapping
+ * of its own, returned to the system when the entry is freed.  Through
+ * malloc, these would pile up in glibc's per-thread arenas, or (blocks
+ * of 128 KiB and more) raise its mmap threshold when freed, moving
+ * every smaller allocation of the process into those arenas (see
+ * pagemem.h). */
+static size_t
+overflow_len (uint32_t block_size)
+{
+  return sizeof (struct entry) + block_size;
+}
+
+/* A new entry with a data buffer of img's block size (e->img not set
+ * yet), or NULL on ENOMEM. */
+static struct entry *
+entry_alloc (struct block_cache *c, struct block_cache_image *img)
+{
+  struct entry *e;
+
+  if (img->block_size == c->arena_bs && (e = arena_alloc (c)) != NULL)
+    return e;
+  if ((e = img->spare) != NULL) {
+    img->spare = e->hash_next;
+    c->spare_bytes -= img->block_size;
+    return e;
+  }
+  e = page_alloc (overflow_len (img->block_size));
+  if (e == NULL)
+    return NULL;
+  e->data = (unsigned char *) (e + 1);
+  c->mapped_bytes += img->block_size;
+  if (c->free_slots != NULL)
+    trim_resident (c);
+  return e;
+}
+
+/* Give back the memory of entry e (out of table and list), to the
+ * arena, its image's spares, or the system. */
+static void
+entry_free (struct block_cache *c, struct entry *e)
+{
+  struct block_cache_image *img = e->img;
+
+  if (in_arena (c, e)) {
+    e->hash_next = c->free_slots;
+    c->free_slots = e;
+    c->arena_busy--;
+  }
+  else if (c->spare_bytes + img->block_size <= c->spare_max) {
+    e->hash_next = img->spare;
+    img->spare = e;
+    c->spare_bytes += img->block_size;
+  }
+  else {
+    c->mapped_bytes -= img->block_size;
+    page_free (e, overflow_len (img->block_size));
+  }
+}
+
+/* An evicted entry e, of img's block size, to reuse for a block of
+ * img: an overflow one is traded for a free arena slot if there is
+ * one, so that memory returns to the arena once a burst of pins is
+ * over. */
+static struct entry *
+entry_recycle (struct block_cache *c, struct entry *e,
+               struct block_cache_image *img)
+{
+  if (in_arena (c, e) || img->block_size != c->arena_bs ||
+      (c->free_slots == NULL && c->released_slots == NULL &&
+       c->arena_used == c->arena_slots))
+    return e;
+  entry_free (c, e);
+  return entry_alloc (c, img);
+}
+
+static void
+free_spares (struct block_cache *c, struct block_cache_image *img)
+{
+  while (img->spare != NULL) {
+    struct entry *e = img->spare;
+
+    img->spare = e->hash_next;
+    c->spare_bytes -= img->block_size;
+    c->mapped_bytes -= img->block_size;
+    page_free (e, overflow_len (img->block_size));
+  }
+}
+
+/* ---- hash table (one per image) ------------------------------------ */
+
+static size_t
+bucket_of (const struct block_cache_image *img, uint64_t n)
+{
+  return (size_t) ((n * UINT64_C (0x9E3779B97F4A7C15)) >>
+                   (64 - img->bucket_bits));
+}
+
+static struct entry *
+table_find (const struct block_cache_image *img, uint64_t n)
+{
+  struct entry *e;
+
+  for (e = img->buckets[bucket_of (img, n)]; e != NULL; e = e->hash_next)
     if (e->n == n)
       return e;
   return NULL;
@@ -263,21 +403,21 @@ table_find (const struct block_cache *c, uint64_t n)
 
 /* Double the bucket array; on allocation failure keep the old one. */
 static void
-table_grow (struct block_cache *c)
+table_grow (struct block_cache_image *img)
 {
-  size_t old_count = (size_t) 1 << c->bucket_bits, i;
-  struct entry **old = c->buckets, **fresh;
+  size_t old_count = (size_t) 1 << img->bucket_bits, i;
+  struct entry **old = img->buckets, **fresh;
 
-  if (c->bucket_bits >= MAX_BUCKET_BITS ||
+  if (img->bucket_bits >= MAX_BUCKET_BITS ||
       (fresh = calloc (old_count * 2, sizeof *fresh)) == NULL)
     return;
-  c->buckets = fresh;
-  c->bucket_bits++;
+  img->buckets = fresh;
+  img->bucket_bits++;
   for (i = 0; i < old_count; i++) {
     struct entry *e = old[i], *next;
 
     for (; e != NULL; e = next) {
-      size_t b = bucket_of (c, e->n);
+      size_t b = bucket_of (img, e->n);
 
       next = e->hash_next;
       e->hash_next = fresh[b];
@@ -288,22 +428,24 @@ table_grow (struct block_cache *c)
 }
 
 static void
-table_insert (struct block_cache *c, struct entry *e)
+table_insert (struct block_cache_image *img, struct entry *e)
 {
   size_t b;
 
-  if (c->nr_entries >= ((uint64_t) 1 << c->bucket_bits))
-    table_grow (c);
-  b = bucket_of (c, e->n);
-  e->hash_next = c->buckets[b];
-  c->buckets[b] = e;
-  c->nr_entries++;
+  if (img->nr_entries >= ((uint64_t) 1 << img->bucket_bits))
+    table_grow (img);
+  b = bucket_of (img, e->n);
+  e->hash_next = img->buckets[b];
+  img->buckets[b] = e;
+  img->nr_entries++;
+  img->cache->nr_entries++;
+  img->cache->held_bytes += img->block_size;
 }
 
 static void
-table_remove (struct block_cache *c, struct entry *e)
+table_remove (struct block_cache_image *img, struct entry *e)
 {
-  struct entry **p = &c->buckets[bucket_of (c, e->n)];
+  struct entry **p = &img->buckets[bucket_of (img, e->n)];
 
   while (*p != e) {
     assert (*p != NULL);
@@ -311,7 +453,9 @@ table_remove (struct block_cache *c, struct entry *e)
   }
   *p = e->hash_next;
   e->hash_next = NULL;
-  c->nr_entries--;
+  img->nr_entries--;
+  img->cache->nr_entries--;
+  img->cache->held_bytes -= img->block_size;
 }
 
 /* ---- LRU list ------------------------------------------------------ */
@@ -324,7 +468,6 @@ lru_unlink (struct block_cache *c, struct entry *e)
   if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
   else c->lru_tail = e->lru_prev;
   e->lru_prev = e->lru_next = NULL;
-  c->lru_bytes -= c->block_size;
 }
 
 static void
@@ -335,7 +478,16 @@ lru_push_recent (struct block_cache *c, struct entry *e)
   if (c->lru_head) c->lru_head->lru_prev = e;
   else c->lru_tail = e;
   c->lru_head = e;
-  c->lru_bytes += c->block_size;
+}
+
+/* Take a valid entry out of its image's table (and of the counts of
+ * valid data). */
+static void
+drop_valid (struct block_cache_image *img, struct entry *e)
+{
+  table_remove (img, e);
+  img->nr_valid--;
+  img->cache->valid_bytes -= img->block_size;
 }
 
 /* Drop the least recently used entry from list and table, and hand
@@ -346,17 +498,10 @@ evict_oldest (struct block_cache *c)
   struct entry *e = c->lru_tail;
 
   lru_unlink (c, e);
-  table_remove (c, e);
-  c->nr_valid--;
-  c->evictions++;
+  drop_valid (e->img, e);
+  e->img->count.evictions++;
+  c->count.evictions++;
   return e;
-}
-
-/* Bytes of every entry in the table: valid, pinned and in flight. */
-static uint64_t
-held_bytes (const struct block_cache *c)
-{
-  return c->nr_entries * c->block_size;
 }
 
 /* Evict unpinned entries, oldest first, while everything held exceeds
@@ -365,7 +510,7 @@ held_bytes (const struct block_cache *c)
 static void
 enforce_bound (struct block_cache *c)
 {
-  while (c->lru_tail != NULL && held_bytes (c) > c->max_bytes)
+  while (c->lru_tail != NULL && c->held_bytes > c->max_bytes)
     entry_free (c, evict_oldest (c));
 }
 
@@ -404,30 +549,49 @@ unpin (struct block_cache *c, struct entry *e)
   }
 }
 
-/* Create an in-flight entry for block n, pinned by the caller.  Reuses
- * the oldest unpinned entry's allocation if adding this block would
- * push what is held over the bound anyway. */
+/* Memory for a new block of img: evict the oldest unpinned entries
+ * while adding this block would push what is held over the bound, and
+ * reuse the first evicted one of the same size.  NULL on ENOMEM. */
+static struct entry *
+make_room (struct block_cache *c, struct block_cache_image *img)
+{
+  struct entry *reuse = NULL;
+
+  while (c->lru_tail != NULL &&
+         c->held_bytes + img->block_size > c->max_bytes) {
+    struct entry *e = evict_oldest (c);
+
+    if (reuse == NULL && e->img->block_size == img->block_size)
+      reuse = e;
+    else
+      entry_free (c, e);
+  }
+  if (reuse != NULL)
+    return entry_recycle (c, reuse, img);
+  return entry_alloc (c, img);
+}
+
+/* Create an in-flight entry for block n of img, pinned by the
+ * caller. */
 static int
-claim (struct block_cache *c, uint64_t n, struct block_ref *ref,
+claim (struct block_cache_image *img, uint64_t n, struct block_ref *ref,
        struct cloop_err *err)
 {
-  struct entry *e;
+  struct block_cache *c = img->cache;
+  struct entry *e = make_room (c, img);
 
-  if (c->lru_tail != NULL && held_bytes (c) + c->block_size > c->max_bytes)
-    e = entry_recycle (c, evict_oldest (c));
-  else {
-    e = entry_alloc (c);
-    if (e == NULL)
-      return cloop_err_set (err, ENOMEM,
-                            "block cache: cannot allocate %" PRIu32
-                            "-byte block %" PRIu64, c->block_size, n);
-  }
+  if (e == NULL)
+    return cloop_err_set (err, ENOMEM,
+                          "block cache: cannot allocate %" PRIu32
+                          "-byte block %" PRIu64, img->block_size, n);
   e->n = n;
+  e->img = img;
   e->lru_prev = e->lru_next = NULL;
   e->refs = 1;
   e->state = ENTRY_FILLING;
-  table_insert (c, e);
-  c->misses++;
+  table_insert (img, e);
+  img->count.misses++;
+  c->count.misses++;
   fill_ref (ref, e);
   return 0;
 }
@@ -435,36 +599,16 @@ claim (struct block_cache *c, uint64_t n, struct block_ref *ref,
 /* ---- public API ---------------------------------------------------- */
 
 struct block_cache *
-block_cache_new (uint32_t block_size, uint64_t max_bytes,
-                 struct cloop_err *err)
+block_cache_new (uint64_t max_bytes, struct cloop_err *err)
 {
-  struct block_cache *c;
+  struct block_cache *c = calloc (1, sizeof *c);
 
-  if (block_size == 0
-#if SIZE_MAX <= UINT32_MAX
-      || block_size > SIZE_MAX - sizeof (struct entry)
-#endif
-      ) {
-    cloop_err_set (err, EINVAL, "block cache: bad block size %" PRIu32,
-                   block_size);
-    return NULL;
-  }
-  c = calloc (1, sizeof *c);
   if (c == NULL) {
     cloop_err_set (err, ENOMEM, "block cache: out of memory");
     return NULL;
   }
-  c->bucket_bits = MIN_BUCKET_BITS;
-  c->buckets = calloc ((size_t) 1 << c->bucket_bits, sizeof *c->buckets);
-  if (c->buckets == NULL) {
-    free (c);
-    cloop_err_set (err, ENOMEM, "block cache: out of memory");
-    return NULL;
-  }
-  c->block_size = block_size;
   c->max_bytes = max_bytes;
-  c->spare_max = (max_bytes < SPARE_MAX_BYTES ? max_bytes : SPARE_MAX_BYTES)
-                 / block_size;
+  c->spare_max = max_bytes < SPARE_MAX_BYTES ? max_bytes : SPARE_MAX_BYTES;
   arena_init (c);
   pthread_mutex_init (&c->lock, NULL);
   {
@@ -481,24 +625,10 @@ block_cache_new (uint32_t block_size, uint64_t max_bytes,
 void
 block_cache_free (struct block_cache *c)
 {
-  size_t i;
-
   if (c == NULL)
     return;
-  for (i = 0; i < ((size_t) 1 << c->bucket_bits); i++) {
-    struct entry *e = c->buckets[i], *next;
-
-    for (; e != NULL; e = next) {
-      next = e->hash_next;
-      entry_free (c, e);
-    }
-  }
-  while (c->spare != NULL) {
-    struct entry *e = c->spare;
-    c->spare = e->hash_next;
-    page_free (e, overflow_len (c));
-  }
-  free (c->buckets);
+  while (c->images != NULL)
+    block_cache_unregister (c->images);
   if (c->arena_len)
     munmap (c->arena, c->arena_len);
   free (c->hdrs);
@@ -507,23 +637,103 @@ block_cache_free (struct block_cache *c)
   free (c);
 }
 
+struct block_cache_image *
+block_cache_register (struct block_cache *c, uint32_t block_size,
+                      struct cloop_err *err)
+{
+  struct block_cache_image *img;
+
+  if (block_size == 0
+#if SIZE_MAX <= UINT32_MAX
+      || block_size > SIZE_MAX - sizeof (struct entry)
+#endif
+      ) {
+    cloop_err_set (err, EINVAL, "block cache: bad block size %" PRIu32,
+                   block_size);
+    return NULL;
+  }
+  img = calloc (1, sizeof *img);
+  if (img == NULL ||
+      (img->buckets = calloc ((size_t) 1 << MIN_BUCKET_BITS,
+                              sizeof *img->buckets)) == NULL) {
+    free (img);
+    cloop_err_set (err, ENOMEM, "block cache: out of memory");
+    return NULL;
+  }
+  img->cache = c;
+  img->block_size = block_size;
+  img->bucket_bits = MIN_BUCKET_BITS;
+  pthread_mutex_lock (&c->lock);
+  img->id = ++c->last_id;
+  /* The arena serves this size if no registered image uses it. */
+  if (block_size != c->arena_bs && c->arena_images == 0 &&
+      c->arena_busy == 0)
+    arena_slice (c, block_size);
+  if (block_size == c->arena_bs)
+    c->arena_images++;
+  img->next = c->images;
+  if (c->images)
+    c->images->prev = img;
+  c->images = img;
+  pthread_mutex_unlock (&c->lock);
+  return img;
+}
+
+void
+block_cache_unregister (struct block_cache_image *img)
+{
+  struct block_cache *c;
+
+  if (img == NULL)
+    return;
+  c = img->cache;
+  pthread_mutex_lock (&c->lock);
+  for (size_t i = 0; i < ((size_t) 1 << img->bucket_bits); i++) {
+    struct entry *e;
+
+    while ((e = img->buckets[i]) != NULL) {
+      assert (e->refs == 0 && e->state == ENTRY_VALID);
+      lru_unlink (c, e);
+      drop_valid (img, e);
+      entry_free (c, e);
+    }
+  }
+  free_spares (c, img);
+  if (img->block_size == c->arena_bs)
+    c->arena_images--;
+  if (img->prev) img->prev->next = img->next;
+  else c->images = img->next;
+  if (img->next) img->next->prev = img->prev;
+  pthread_mutex_unlock (&c->lock);
+  free (img->buckets);
+  free (img);
+}
+
+uint64_t
+block_cache_image_id (const struct block_cache_image *img)
+{
+  return img->id;
+}
+
 /* With the lock held: claim block n if absent (CLAIMED; *r = -1 on
  * ENOMEM), pin it if valid (HIT), else BUSY.  Returns the entry found,
  * or NULL if none was. */
 static struct entry *
-lookup_locked (struct block_cache *c, uint64_t n, struct block_ref *ref,
-               enum block_cache_status *status, int *r, struct cloop_err *err)
+lookup_locked (struct block_cache_image *img, uint64_t n,
+               struct block_ref *ref, enum block_cache_status *status,
+               int *r, struct cloop_err *err)
 {
-  struct entry *e = table_find (c, n);
+  struct entry *e = table_find (img, n);
 
   *r = 0;
   if (e == NULL) {
-    *r = claim (c, n, ref, err);
+    *r = claim (img, n, ref, err);
     *status = BLOCK_CLAIMED;
   }
   else if (e->state == ENTRY_VALID) {
-    pin_valid (c, e);
-    c->hits++;
+    pin_valid (img->cache, e);
+    img->count.hits++;
+    img->cache->count.hits++;
     fill_ref (ref, e);
     *status = BLOCK_HIT;
   }
@@ -533,33 +743,38 @@ lookup_locked (struct block_cache *c, uint64_t n, struct block_ref *ref,
 }
 
 int
-block_cache_acquire (struct block_cache *c, uint64_t n,
+block_cache_acquire (struct block_cache_image *img, uint64_t n,
                      struct block_ref *ref, enum block_cache_status *status,
                      struct cloop_err *err)
 {
+  struct block_cache *c = img->cache;
   int r;
 
   pthread_mutex_lock (&c->lock);
-  lookup_locked (c, n, ref, status, &r, err);
+  lookup_locked (img, n, ref, status, &r, err);
   pthread_mutex_unlock (&c->lock);
   return r;
 }
 
 void
-block_cache_publish (struct block_cache *c, struct block_ref *ref, int ok)
+block_cache_publish (struct block_cache_image *img, struct block_ref *ref,
+                     int ok)
 {
+  struct block_cache *c = img->cache;
   struct entry *e = ref->entry;
 
   pthread_mutex_lock (&c->lock);
-  assert (e->state == ENTRY_FILLING);
+  assert (e->state == ENTRY_FILLING && e->img == img);
   if (ok) {
     e->state = ENTRY_VALID;
-    c->nr_valid++;
+    img->nr_valid++;
+    c->valid_bytes += img->block_size;
   }
   else {
     e->state = ENTRY_FAILED;
-    table_remove (c, e);
-    c->fill_failures++;
+    table_remove (img, e);
+    img->count.fill_failures++;
+    c->count.fill_failures++;
     unpin (c, e);
   }
   pthread_cond_broadcast (&c->filled);
@@ -571,10 +786,11 @@ block_cache_publish (struct block_cache *c, struct block_ref *ref, int ok)
 }
 
 int
-block_cache_wait (struct block_cache *c, uint64_t n,
+block_cache_wait (struct block_cache_image *img, uint64_t n,
                   struct block_ref *ref, enum block_cache_status *status,
                   uint64_t deadline_ns, struct cloop_err *err)
 {
+  struct block_cache *c = img->cache;
   struct timespec until = {
     .tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000,
   };
@@ -582,10 +798,11 @@ block_cache_wait (struct block_cache *c, uint64_t n,
   int r = 0;
 
   pthread_mutex_lock (&c->lock);
-  e = lookup_locked (c, n, ref, status, &r, err);
+  e = lookup_locked (img, n, ref, status, &r, err);
   if (*status == BLOCK_BUSY) {
     /* In flight: pin it so that it outlives a failure, then sleep. */
-    c->waits++;
+    img->count.waits++;
+    c->count.waits++;
     e->refs++;
     bool timed_out = false;
     while (e->state == ENTRY_FILLING && !timed_out) {
@@ -611,8 +828,10 @@ block_cache_wait (struct block_cache *c, uint64_t n,
 }
 
 void
-block_cache_release (struct block_cache *c, struct block_ref *ref)
+block_cache_release (struct block_cache_image *img, struct block_ref *ref)
 {
+  struct block_cache *c = img->cache;
+
   pthread_mutex_lock (&c->lock);
   unpin (c, ref->entry);
   pthread_mutex_unlock (&c->lock);
@@ -620,16 +839,35 @@ block_cache_release (struct block_cache *c, struct block_ref *ref)
   ref->data = NULL;
 }
 
+static void
+copy_counters (struct block_cache_stats *s, const struct counters *k)
+{
+  s->hits = k->hits;
+  s->misses = k->misses;
+  s->waits = k->waits;
+  s->evictions = k->evictions;
+  s->fill_failures = k->fill_failures;
+}
+
 void
-block_cache_get_stats (struct block_cache *c, struct block_cache_stats *s)
+block_cache_get_stats (struct block_cache_image *img,
+                       struct block_cache_stats *s)
+{
+  struct block_cache *c = img->cache;
+
+  pthread_mutex_lock (&c->lock);
+  copy_counters (s, &img->count);
+  s->bytes_cached = img->nr_valid * img->block_size;
+  s->entries = img->nr_entries;
+  pthread_mutex_unlock (&c->lock);
+}
+
+void
+block_cache_get_totals (struct block_cache *c, struct block_cache_stats *s)
 {
   pthread_mutex_lock (&c->lock);
-  s->hits = c->hits;
-  s->misses = c->misses;
-  s->waits = c->waits;
-  s->evictions = c->evictions;
-  s->fill_failures = c->fill_failures;
-  s->bytes_cached = c->nr_valid * c->block_size;
+  copy_counters (s, &c->count);
+  s->bytes_cached = c->valid_bytes;
   s->entries = c->nr_entries;
   pthread_mutex_unlock (&c->lock);
 }

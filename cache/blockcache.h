@@ -1,24 +1,48 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-cloop: bounded in-memory LRU cache of decoded blocks, with
- * single-flight filling.
+/* nbdkit-cloop: bounded in-memory LRU cache of decoded blocks, shared
+ * by every image a process serves, with single-flight filling.
  *
- * Entries are keyed by a 64-bit block number.  A reader acquires a
- * block and gets either a pinned, valid entry (HIT), the duty to fill
- * it (CLAIMED: no other thread will fill it meanwhile), or BUSY (another
- * thread is filling it; call block_cache_wait later, after publishing
- * your own claims, so that two readers of overlapping ranges can never
- * deadlock).  Pinned entries are never evicted or modified, so callers
- * copy out of them without holding any lock.
+ * One cache holds one memory budget (max_bytes of decoded data) for
+ * the whole process.  Each image registers with its block size and
+ * gets a handle (struct block_cache_image, with a 64-bit id unique in
+ * the cache); entries are keyed by (image, block number).  The budget
+ * and the LRU order are shared by all images: a busy image may use
+ * the whole budget while idle ones hold nothing, and the least
+ * recently used block of any image is the one evicted.
  *
- * The cache holds at most max_bytes of decoded data in all, pinned and
- * in-flight entries included: unpinned entries are evicted to make
- * room for them.  Only when pinned entries alone exceed max_bytes
- * does it hold more (bounded by the requests in flight): such entries
- * are mapped for themselves and unmapped when evicted, except for up
- * to min (max_bytes, 16 MiB) kept idle for reuse.  Memory for
- * max_bytes is reserved at creation (address space only) and backed by
- * transparent huge pages where the kernel allows.  All functions are thread-safe.  cache/ knows
- * nothing of nbdkit.
+ * A reader acquires a block and gets either a pinned, valid entry
+ * (HIT), the duty to fill it (CLAIMED: no other thread will fill it
+ * meanwhile), or BUSY (another thread is filling it; call
+ * block_cache_wait later, after publishing your own claims, so that
+ * two readers of overlapping ranges can never deadlock).  Pinned
+ * entries are never evicted or modified, so callers copy out of them
+ * without holding any lock.
+ *
+ * The cache holds at most max_bytes of decoded data in all images,
+ * pinned and in-flight entries included: unpinned entries are evicted
+ * to make room for them.  Only when pinned entries alone exceed
+ * max_bytes does it hold more (bounded by the requests in flight):
+ * such entries are mapped for themselves and unmapped when evicted,
+ * except for up to min (max_bytes, 16 MiB) kept idle for reuse.
+ *
+ * Memory with mixed block sizes: max_bytes of address space is
+ * reserved at creation (an arena, backed by transparent huge pages
+ * where the kernel allows) and sliced into slots of ONE block size:
+ * that of the first image registered, or of a later one once no
+ * registered image uses the arena's size and the arena is empty.
+ * Blocks of any other size are mapped one by one (page_alloc).  Why
+ * not size classes: cloop block sizes range over 512 B .. 64 MiB in
+ * steps of 512 B, a process usually serves images of one or two
+ * sizes, and slabs per size would pin memory in partly used slabs
+ * (fragmentation) that the byte budget cannot see.  One arena keeps
+ * the common (single-image, or same-size) path exactly as fast as a
+ * cache of its own, and the per-entry mappings of the other sizes
+ * are returned to the system on eviction.  So that the arena's free
+ * but touched slots and the other sizes' mappings together stay near
+ * the budget, free arena slots are given back to the kernel
+ * (MADV_DONTNEED) while both exceed max_bytes.
+ *
+ * All functions are thread-safe.  cache/ knows nothing of nbdkit.
  */
 #ifndef CLOOP_BLOCKCACHE_H
 #define CLOOP_BLOCKCACHE_H
@@ -29,6 +53,7 @@
 #include "error.h"
 
 struct block_cache;
+struct block_cache_image;
 
 /* A pinned reference to one entry. */
 struct block_ref {
@@ -44,24 +69,41 @@ enum block_cache_status {
   BLOCK_TIMEDOUT,       /* (wait only) deadline passed first; ref not set */
 };
 
+/* Counters of one image, or of the whole cache (every image ever
+ * registered; bytes_cached and entries: those held now). */
 struct block_cache_stats {
   uint64_t hits, misses, waits, evictions, fill_failures;
-  uint64_t bytes_cached;        /* decoded bytes held now */
-  uint64_t entries;
+  uint64_t bytes_cached;        /* decoded bytes held now (valid) */
+  uint64_t entries;             /* entries held now (any state) */
 };
 
-/* Create a cache of blocks of block_size bytes holding at most
- * max_bytes of unpinned data (0 = keep nothing once unpinned).
- * Returns NULL with err set (ENOMEM). */
-struct block_cache *block_cache_new (uint32_t block_size, uint64_t max_bytes,
+/* Create a cache holding at most max_bytes of unpinned data over all
+ * images (0 = keep nothing once unpinned).  Returns NULL with err set
+ * (ENOMEM). */
+struct block_cache *block_cache_new (uint64_t max_bytes,
                                      struct cloop_err *err);
 
-/* Free the cache.  No references may be held. */
+/* Free the cache and any image still registered.  No references may
+ * be held. */
 void block_cache_free (struct block_cache *cache);
 
-/* Look up block n.  HIT or CLAIMED fill *ref (pinned); BUSY leaves
- * *ref untouched.  Returns -1 with err set only on ENOMEM. */
-int block_cache_acquire (struct block_cache *cache, uint64_t n,
+/* Register an image of blocks of block_size bytes (> 0).  Returns its
+ * handle, or NULL with err set (EINVAL: bad size; ENOMEM). */
+struct block_cache_image *block_cache_register (struct block_cache *cache,
+                                                uint32_t block_size,
+                                                struct cloop_err *err);
+
+/* Drop the image's entries and free its handle (NULL allowed).  None of
+ * its entries may be pinned. */
+void block_cache_unregister (struct block_cache_image *img);
+
+/* The image's id: unique among the images ever registered in its cache
+ * (never 0). */
+uint64_t block_cache_image_id (const struct block_cache_image *img);
+
+/* Look up block n of img.  HIT or CLAIMED fill *ref (pinned); BUSY
+ * leaves *ref untouched.  Returns -1 with err set only on ENOMEM. */
+int block_cache_acquire (struct block_cache_image *img, uint64_t n,
                          struct block_ref *ref,
                          enum block_cache_status *status,
                          struct cloop_err *err);
@@ -70,23 +112,28 @@ int block_cache_acquire (struct block_cache *cache, uint64_t n,
  * waiters); ok == 0 discards the entry (waiters get BLOCK_FAILED).  In
  * both cases the caller's pin is released when ok == 0; when ok != 0
  * the caller keeps its pin and must block_cache_release it. */
-void block_cache_publish (struct block_cache *cache, struct block_ref *ref,
-                          int ok);
+void block_cache_publish (struct block_cache_image *img,
+                          struct block_ref *ref, int ok);
 
 /* Wait for block n, which was BUSY, until deadline_ns on the
  * CLOCK_MONOTONIC clock (0 = no deadline).  Returns BLOCK_HIT with *ref
  * pinned, BLOCK_CLAIMED if the entry vanished meanwhile (the caller now
  * fills it), BLOCK_FAILED if its filler failed, or BLOCK_TIMEDOUT.  -1
  * on ENOMEM. */
-int block_cache_wait (struct block_cache *cache, uint64_t n,
+int block_cache_wait (struct block_cache_image *img, uint64_t n,
                       struct block_ref *ref, enum block_cache_status *status,
                       uint64_t deadline_ns, struct cloop_err *err);
 
 /* Drop a pin obtained from HIT, CLAIMED+publish(ok) or wait. */
-void block_cache_release (struct block_cache *cache, struct block_ref *ref);
+void block_cache_release (struct block_cache_image *img,
+                          struct block_ref *ref);
 
-/* Copy current counters. */
-void block_cache_get_stats (struct block_cache *cache,
+/* Copy the image's counters. */
+void block_cache_get_stats (struct block_cache_image *img,
                             struct block_cache_stats *stats);
+
+/* Copy the counters of the whole cache (the process's totals). */
+void block_cache_get_totals (struct block_cache *cache,
+                             struct block_cache_stats *stats);
 
 #endif /* CLOOP_BLOCKCACHE_H */

@@ -56,7 +56,7 @@ ptr_stack_pop (struct ptr_stack *st)
 struct reader {
   struct source *src;
   struct block_map *map;
-  struct block_cache *cache;
+  struct block_cache_image *cache;   /* our image in cfg.memory_cache */
   struct reader_config cfg;
 
   /* Idle scratch buffers for compressed bytes, most recently used
@@ -160,11 +160,12 @@ reader_new (struct source *src, struct block_map *map,
     cloop_err_set (err, ENOMEM, "out of memory");
     return NULL;
   }
-  /* The cache never needs more than the whole image. */
-  uint64_t image_bytes = map->num_blocks * (uint64_t) map->block_size;
-  r->cache = block_cache_new (map->block_size,
-                              cfg->memory_cache_size < image_bytes
-                              ? cfg->memory_cache_size : image_bytes, err);
+  if (cfg->memory_cache == NULL) {
+    free (r);
+    cloop_err_set (err, EINVAL, "reader: no memory cache");
+    return NULL;
+  }
+  r->cache = block_cache_register (cfg->memory_cache, map->block_size, err);
   if (r->cache == NULL) {
     free (r);
     return NULL;
@@ -193,7 +194,7 @@ reader_free (struct reader *r)
     free_scratch (p);
   free (r->spare.items);
   pthread_mutex_destroy (&r->pool_lock);
-  block_cache_free (r->cache);
+  block_cache_unregister (r->cache);
   source_close (r->src);
   block_map_free (r->map);
   free (r);

@@ -25,7 +25,10 @@
 struct reader;
 
 struct reader_config {
-  uint64_t memory_cache_size;   /* bytes of decoded blocks kept */
+  /* The memory cache of decoded blocks (borrowed: it must outlive the
+   * reader, and may be shared by other readers: the process's one
+   * budget).  The reader registers its image in it. */
+  struct block_cache *memory_cache;
   bool force_zlib;              /* zlib inflate instead of libdeflate */
   unsigned timeout;             /* seconds a read may take (0 = none) */
   /* Sequential reads that miss also fetch up to this many bytes of
@@ -41,14 +44,15 @@ struct reader_config {
   bool debug_blocks;            /* log every block fill */
 };
 
-/* Create a reader.  On success it owns src and map (reader_free frees
+/* Create a reader, registering its image in cfg->memory_cache (which
+ * must be set).  On success it owns src and map (reader_free frees
  * them); on failure (NULL, err set) the caller still owns them. */
 struct reader *reader_new (struct source *src, struct block_map *map,
                            const struct reader_config *cfg,
                            struct cloop_err *err);
 
-/* Free the reader, its source, map, memory cache and decoders (NULL
- * allowed). */
+/* Free the reader, its source, map and decoders, and drop its blocks
+ * from the memory cache (NULL allowed). */
 void reader_free (struct reader *r);
 
 /* The block map (read-only). */
@@ -90,7 +94,7 @@ int reader_pread (struct reader *r, struct read_stream *stream,
 int reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
                      struct cloop_err *err);
 
-/* Memory cache counters. */
+/* Memory cache counters of this reader's image. */
 void reader_get_cache_stats (struct reader *r, struct block_cache_stats *st);
 
 #endif /* CLOOP_READER_H */

@@ -33,6 +33,7 @@ struct export {
 
 struct registry {
   struct registry_config cfg;
+  struct block_cache *mc;
   struct disk_cache *dc;
   struct state_dir *sd;
   struct http_engine *engine;   /* or NULL: no remote export */
@@ -70,6 +71,11 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
     return NULL;
   }
   reg->cfg = *cfg;
+  reg->mc = block_cache_new (cfg->memory_cache_size, err);
+  if (reg->mc == NULL) {
+    registry_free (reg);
+    return NULL;
+  }
   if (cfg->cache_dir) {
     reg->dc = disk_cache_open (cfg->cache_dir, cfg->cache_max_size, &hooks,
                                err);
@@ -116,9 +122,16 @@ registry_free (struct registry *reg)
   }
   free (reg->exports);
   http_engine_free (reg->engine);
+  block_cache_free (reg->mc);
   disk_cache_close (reg->dc);
   state_dir_close (reg->sd);
   free (reg);
+}
+
+struct block_cache *
+registry_memory_cache (const struct registry *reg)
+{
+  return reg->mc;
 }
 
 struct disk_cache *
@@ -210,6 +223,7 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
   cfg.disk_cache = e->reg->dc;
   cfg.state_dir = e->reg->sd;
   cfg.http_engine = e->reg->engine;
+  cfg.reader.memory_cache = e->reg->mc;
   if (fresh)
     cfg.revalidate = 0;
   rev->export = e;

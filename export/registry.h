@@ -11,8 +11,10 @@
  * revision, found when the export is revalidated) while connections
  * that started on the old one keep reading it until they release it.
  *
- * The registry owns the process's one disk cache and state directory
- * (statedir.h), shared by every export.  All functions are thread-safe except registry_free.  Knows
+ * The registry owns the process's one memory cache (one budget of
+ * decoded blocks, shared by every export and revision: each open
+ * revision registers its image in it and leaves when freed), its one
+ * disk cache and its state directory (statedir.h).  All functions are thread-safe except registry_free.  Knows
  * nothing of nbdkit.
  */
 #ifndef CLOOP_REGISTRY_H
@@ -32,6 +34,7 @@ struct export;
 struct revision;
 
 struct registry_config {
+  uint64_t memory_cache_size;   /* bytes of decoded blocks, all exports */
   const char *cache_dir;        /* the disk cache, or NULL for none */
   uint64_t cache_max_size;      /* its bound (0 = none) */
   const char *state_dir;        /* the state directory, or NULL */
@@ -43,23 +46,28 @@ struct registry_config {
   void (*debug) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
 
-/* A new, empty registry; opens the disk cache and the state
- * directory of cfg (either may be NULL) and makes the process's HTTP
- * engine (not started: no thread yet).  NULL with err set (the
+/* A new, empty registry; creates the memory cache, opens the disk
+ * cache and the state directory of cfg (either may be NULL) and makes
+ * the process's HTTP engine (not started: no thread yet).  NULL with
+ * err set (the
  * message names the directory). */
 struct registry *registry_new (const struct registry_config *cfg,
                                struct cloop_err *err);
 
-/* Close every revision (none may still be held), the HTTP engine and
+/* Close every revision (none may still be held), the HTTP engine,
+ * the memory cache and
  * the disk cache. */
 void registry_free (struct registry *reg);
+
+/* The process's memory cache (for its totals: block_cache_get_totals). */
+struct block_cache *registry_memory_cache (const struct registry *reg);
 
 /* The process's disk cache, or NULL. */
 struct disk_cache *registry_disk_cache (const struct registry *reg);
 
 /* Add an export.  name is copied; cfg is not: it must stay valid until
- * registry_free.  cfg->disk_cache, cfg->state_dir and cfg->http_engine
- * are ignored (the registry's are used).
+ * registry_free.  cfg->disk_cache, cfg->state_dir, cfg->http_engine
+ * and cfg->reader.memory_cache are ignored (the registry's are used).
  * -1 with err set if the name is empty, too long or taken. */
 int registry_add (struct registry *reg, const char *name,
                   const struct image_config *cfg, struct cloop_err *err);

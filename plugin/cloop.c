@@ -786,8 +786,8 @@ dump_map (const char *name, const struct block_map *map)
                   map->entries[i].length, map->entries[i].offset);
 }
 
-/* The image configuration of s.  Each export's memory cache gets an
- * equal share of memory-cache-size. */
+/* The image configuration of s.  (Its memory cache is the registry's:
+ * memory-cache-size is one budget for all exports.) */
 static void
 build_image_config (struct export_settings *s)
 {
@@ -814,7 +814,6 @@ build_image_config (struct export_settings *s)
     .have_hashes_pinned = s->have_hashes_pinned,
     .iso_file = s->iso_file,
     .reader = {
-      .memory_cache_size = state.memory_cache_size / state.nexports,
       .force_zlib = s->force_zlib,
       .timeout = remote ? s->http.timeout : 0,
       .readahead = s->readahead >= 0 ? (uint64_t) s->readahead
@@ -849,6 +848,7 @@ cloop_get_ready (void)
 {
   struct cloop_err err = { 0 };
   struct registry_config rc = {
+    .memory_cache_size = state.memory_cache_size,
     .cache_dir = state.cache_dir, .cache_max_size = state.cache_max_size,
     .state_dir = state.state_dir,
     .warn = warn_printf, .debug = debug_printf,
@@ -1018,6 +1018,11 @@ log_stats (struct reader *r)
                 " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks",
                 st.hits, st.misses, st.waits, st.evictions, st.fill_failures,
                 st.bytes_cached, st.entries);
+  block_cache_get_totals (registry_memory_cache (state.registry), &st);
+  nbdkit_debug ("memory cache, all exports: %" PRIu64 " of %" PRId64
+                " bytes in %" PRIu64 " blocks, %" PRIu64 " evictions",
+                st.bytes_cached, state.memory_cache_size, st.entries,
+                st.evictions);
   struct http_stats hs;
   const char *url;
   for (size_t i = 0;

@@ -4,7 +4,10 @@
  * Checks the single-threaded contract (hit, miss, claim, publish, LRU
  * order, the byte bound, pinning, failed fills) and then the
  * concurrent one: single-flight filling under eviction pressure and
- * two readers of overlapping ranges that must never deadlock.
+ * two readers of overlapping ranges that must never deadlock.  Then
+ * several images of different block sizes in one cache: one budget,
+ * one LRU order, unregistering, counters per image and in total, and
+ * threads reading two images at once.
  * Exit status 0 on success, 1 on failure.
  */
 #include <config.h>
@@ -67,10 +70,10 @@ pattern_ok (const unsigned char *data, uint32_t bs, uint64_t n)
 }
 
 static struct block_cache *
-new_cache (uint32_t bs, uint64_t max_bytes)
+new_shared (uint64_t max_bytes)
 {
   struct cloop_err err;
-  struct block_cache *c = block_cache_new (bs, max_bytes, &err);
+  struct block_cache *c = block_cache_new (max_bytes, &err);
 
   if (c == NULL) {
     fprintf (stderr, "test-blockcache: block_cache_new: %s\n", err.msg);
@@ -79,8 +82,71 @@ new_cache (uint32_t bs, uint64_t max_bytes)
   return c;
 }
 
+static struct block_cache_image *
+register_image (struct block_cache *c, uint32_t bs)
+{
+  struct cloop_err err;
+  struct block_cache_image *img = block_cache_register (c, bs, &err);
+
+  if (img == NULL) {
+    fprintf (stderr, "test-blockcache: block_cache_register: %s\n",
+             err.msg);
+    exit (1);
+  }
+  return img;
+}
+
+/* The caches of new_cache, by image, for free_cache. */
+#define MAX_CACHES 8
+static struct {
+  struct block_cache_image *img;
+  struct block_cache *cache;
+} caches[MAX_CACHES];
+
+/* A cache of max_bytes holding one image of blocks of bs bytes (the
+ * single-image contract). */
+static struct block_cache_image *
+new_cache (uint32_t bs, uint64_t max_bytes)
+{
+  struct block_cache *c = new_shared (max_bytes);
+  struct block_cache_image *img = register_image (c, bs);
+
+  for (int i = 0; i < MAX_CACHES; i++)
+    if (caches[i].img == NULL) {
+      caches[i].img = img;
+      caches[i].cache = c;
+      return img;
+    }
+  CHECK (!"too many caches");
+  return NULL;
+}
+
+/* The cache new_cache made for img. */
+static struct block_cache *
+cache_of (struct block_cache_image *img)
+{
+  for (int i = 0; i < MAX_CACHES; i++)
+    if (caches[i].img == img)
+      return caches[i].cache;
+  CHECK (!"unknown cache");
+  return NULL;
+}
+
+/* Unregister img and free the cache new_cache made for it. */
+static void
+free_cache (struct block_cache_image *img)
+{
+  struct block_cache *c = cache_of (img);
+
+  block_cache_unregister (img);
+  block_cache_free (c);
+  for (int i = 0; i < MAX_CACHES; i++)
+    if (caches[i].img == img)
+      caches[i].img = NULL;
+}
+
 static enum block_cache_status
-acquire (struct block_cache *c, uint64_t n, struct block_ref *ref)
+acquire (struct block_cache_image *c, uint64_t n, struct block_ref *ref)
 {
   struct cloop_err err;
   enum block_cache_status st;
@@ -90,7 +156,7 @@ acquire (struct block_cache *c, uint64_t n, struct block_ref *ref)
 }
 
 static enum block_cache_status
-wait_for (struct block_cache *c, uint64_t n, struct block_ref *ref)
+wait_for (struct block_cache_image *c, uint64_t n, struct block_ref *ref)
 {
   struct cloop_err err;
   enum block_cache_status st;
@@ -101,7 +167,7 @@ wait_for (struct block_cache *c, uint64_t n, struct block_ref *ref)
 
 /* Add block n (absent) to the cache, leaving it unpinned. */
 static void
-add_block (struct block_cache *c, uint32_t bs, uint64_t n)
+add_block (struct block_cache_image *c, uint32_t bs, uint64_t n)
 {
   struct block_ref ref;
 
@@ -114,7 +180,7 @@ add_block (struct block_cache *c, uint32_t bs, uint64_t n)
 /* Is block n cached?  A present block becomes most recently used; an
  * absent one is claimed and discarded (which may evict the oldest). */
 static bool
-probe (struct block_cache *c, uint32_t bs, uint64_t n)
+probe (struct block_cache_image *c, uint32_t bs, uint64_t n)
 {
   struct block_ref ref;
   enum block_cache_status st = acquire (c, n, &ref);
@@ -131,7 +197,7 @@ probe (struct block_cache *c, uint32_t bs, uint64_t n)
 }
 
 static struct block_cache_stats
-stats_of (struct block_cache *c)
+stats_of (struct block_cache_image *c)
 {
   struct block_cache_stats s;
 
@@ -145,13 +211,14 @@ static void
 test_basic (void)
 {
   const uint32_t bs = 64;
-  struct block_cache *c = new_cache (bs, 4 * bs);
+  struct block_cache_image *c = new_cache (bs, 4 * bs);
   struct block_ref a, b, d;
   struct block_cache_stats s;
   struct cloop_err err;
 
   say ("basic: miss claims, second acquire is BUSY, publish makes HIT");
-  CHECK (block_cache_new (0, 100, &err) == NULL && err.errnum == EINVAL);
+  CHECK (block_cache_register (cache_of (c), 0, &err) == NULL &&
+         err.errnum == EINVAL);
   CHECK (acquire (c, 7, &a) == BLOCK_CLAIMED);
   CHECK (a.entry != NULL && a.data != NULL);
   CHECK (acquire (c, 7, &b) == BLOCK_BUSY);
@@ -176,14 +243,14 @@ test_basic (void)
   CHECK (s.misses == 3 && s.hits == 4 && s.waits == 0);
   CHECK (s.entries == 3 && s.bytes_cached == 3 * bs);
   CHECK (s.evictions == 0 && s.fill_failures == 0);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 static void
 test_lru_order (void)
 {
   const uint32_t bs = 32;
-  struct block_cache *c = new_cache (bs, 4 * bs);
+  struct block_cache_image *c = new_cache (bs, 4 * bs);
   struct block_cache_stats s;
 
   say ("LRU: the least recently used block is evicted first");
@@ -209,7 +276,7 @@ test_lru_order (void)
   CHECK (probe (c, bs, 0) && probe (c, bs, 5) && probe (c, bs, 6));
   s = stats_of (c);
   CHECK (s.entries == 3 && s.evictions == 4 && s.fill_failures == 2);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 static void
@@ -217,7 +284,7 @@ test_byte_bound (void)
 {
   const uint32_t bs = 128;
   const uint64_t max = 5 * bs + bs / 2;
-  struct block_cache *c = new_cache (bs, max);
+  struct block_cache_image *c = new_cache (bs, max);
   struct block_ref ref[3];
   struct block_cache_stats s;
 
@@ -232,7 +299,7 @@ test_byte_bound (void)
   for (uint64_t n = 95; n < 100; n++)
     CHECK (probe (c, bs, n));
   CHECK (!probe (c, bs, 94));
-  block_cache_free (c);
+  free_cache (c);
 
   say ("bound: blocks released together are trimmed oldest first");
   c = new_cache (bs, 2 * bs);
@@ -247,14 +314,14 @@ test_byte_bound (void)
   s = stats_of (c);
   CHECK (s.entries == 2 && s.bytes_cached == 2 * bs && s.evictions == 1);
   CHECK (probe (c, bs, 11) && probe (c, bs, 12));
-  block_cache_free (c);
+  free_cache (c);
 }
 
 static void
 test_pinned (void)
 {
   const uint32_t bs = 64;
-  struct block_cache *c = new_cache (bs, 2 * bs);
+  struct block_cache_image *c = new_cache (bs, 2 * bs);
   struct block_ref pin, again;
 
   say ("pinning: a pinned block survives eviction pressure");
@@ -271,7 +338,7 @@ test_pinned (void)
   block_cache_release (c, &pin);
   CHECK (stats_of (c).entries == 2);    /* 0 joined the LRU, still 2 */
   CHECK (probe (c, bs, 0));
-  block_cache_free (c);
+  free_cache (c);
 
   say ("pinning: max_bytes 0 keeps only pinned blocks");
   c = new_cache (bs, 0);
@@ -283,7 +350,7 @@ test_pinned (void)
   block_cache_release (c, &pin);
   CHECK (stats_of (c).entries == 0 && stats_of (c).bytes_cached == 0);
   CHECK (!probe (c, bs, 5));
-  block_cache_free (c);
+  free_cache (c);
 }
 
 /* Entries come from an arena of max_bytes / block_size slots, and from
@@ -292,7 +359,7 @@ static void
 test_arena (void)
 {
   const uint32_t bs = 4096;
-  struct block_cache *c = new_cache (bs, 3 * bs);
+  struct block_cache_image *c = new_cache (bs, 3 * bs);
   struct block_ref pins[8], ref;
   unsigned char *failed_slot;
 
@@ -324,13 +391,13 @@ test_arena (void)
   block_cache_release (c, &ref);
   CHECK (probe (c, bs, 101));
   CHECK (stats_of (c).entries == 3);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 /* ---- waiters ---------------------------------------------------------- */
 
 struct waiter {
-  struct block_cache *cache;
+  struct block_cache_image *cache;
   uint64_t n;
   enum block_cache_status status;
   struct block_ref ref;
@@ -347,7 +414,7 @@ waiter_thread (void *arg)
 
 /* Start nr threads waiting on block n, return once all are asleep. */
 static void
-start_waiters (struct block_cache *c, struct waiter *w, pthread_t *t,
+start_waiters (struct block_cache_image *c, struct waiter *w, pthread_t *t,
                int nr, uint64_t n)
 {
   uint64_t before = stats_of (c).waits;
@@ -367,7 +434,7 @@ static void
 test_waiters (void)
 {
   const uint32_t bs = 64;
-  struct block_cache *c = new_cache (bs, 8 * bs);
+  struct block_cache_image *c = new_cache (bs, 8 * bs);
   struct block_ref fill, ref;
   struct waiter w[3];
   pthread_t t[3];
@@ -407,7 +474,7 @@ test_waiters (void)
   CHECK (wait_for (c, 77, &ref) == BLOCK_CLAIMED);
   block_cache_publish (c, &ref, 0);
   CHECK (stats_of (c).waits == 6);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 /* ---- concurrency: single flight --------------------------------------- */
@@ -416,8 +483,9 @@ test_waiters (void)
 #define MAX_BLOCKS 64
 
 struct shared {
-  struct block_cache *cache;
+  struct block_cache_image *cache;
   uint32_t bs;
+  uint64_t salt;                       /* pattern of block n: n + salt */
   unsigned nblocks, iters, fail_one_in;
   atomic_uint fills[MAX_BLOCKS];       /* fill calls per block */
   atomic_uint in_fill[MAX_BLOCKS];     /* fills running now per block */
@@ -436,7 +504,7 @@ fill_block (struct shared *sh, uint64_t n, unsigned char *data,
   if (atomic_fetch_add (&sh->in_fill[n], 1) != 0)
     atomic_fetch_add (&sh->overlaps, 1);
   atomic_fetch_add (&sh->fills[n], 1);
-  fill_pattern (data, sh->bs, n);
+  fill_pattern (data, sh->bs, n + sh->salt);
   if (rand_r (seed) % 4 == 0)
     sched_yield ();                     /* widen the race window */
   if (sh->fail_one_in && rand_r (seed) % sh->fail_one_in == 0) {
@@ -491,7 +559,7 @@ read_and_check (struct shared *sh, uint64_t n, unsigned *seed)
   struct block_ref ref;
 
   get_block (sh, n, &ref, seed);
-  if (!pattern_ok (ref.data, sh->bs, n))
+  if (!pattern_ok (ref.data, sh->bs, n + sh->salt))
     atomic_fetch_add (&sh->bad_reads, 1);
   block_cache_release (sh->cache, &ref);
 }
@@ -572,8 +640,255 @@ test_single_flight (uint64_t max_blocks, unsigned fail_one_in)
   }
   if (max_blocks < sh->nblocks)
     CHECK (s.evictions > 0);
-  block_cache_free (sh->cache);
+  free_cache (sh->cache);
   free (sh);
+}
+
+/* ---- several images in one cache -------------------------------------- */
+
+static struct block_cache_stats
+totals_of (struct block_cache *c)
+{
+  struct block_cache_stats s;
+
+  block_cache_get_totals (c, &s);
+  return s;
+}
+
+/* Two images with different block sizes share one budget: either may
+ * use all of it when the other is idle; what is held in all never
+ * exceeds it; counters are kept per image and summed. */
+static void
+test_shared_budget (void)
+{
+  const uint32_t bsa = 4096, bsb = 16384;
+  const uint64_t max = 64 * 1024;
+  struct block_cache *c = new_shared (max);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+  struct block_cache_stats sa, sb, st;
+
+  say ("shared budget: two block sizes, one bound, counters per image");
+  CHECK (block_cache_image_id (a) != 0 && block_cache_image_id (b) != 0 &&
+         block_cache_image_id (a) != block_cache_image_id (b));
+  /* a alone takes the whole budget. */
+  for (uint64_t n = 0; n < 16; n++)
+    add_block (a, bsa, n);
+  sa = stats_of (a);
+  CHECK (sa.bytes_cached == max && sa.entries == 16 && sa.evictions == 0);
+  CHECK (stats_of (b).bytes_cached == 0);
+  /* b takes half: the oldest of a's blocks go, counted as a's.  (b's
+   * blocks 0 and 1 are not a's: add_block checks they are claimed.) */
+  add_block (b, bsb, 0);
+  add_block (b, bsb, 1);
+  sa = stats_of (a);
+  sb = stats_of (b);
+  st = totals_of (c);
+  CHECK (sb.bytes_cached == 2 * bsb && sb.entries == 2);
+  CHECK (sa.bytes_cached == max - 2 * bsb && sa.entries == 8);
+  CHECK (sa.evictions == 8 && sb.evictions == 0);
+  CHECK (st.bytes_cached == max && st.entries == 10);
+  for (uint64_t n = 8; n < 16; n++)
+    CHECK (probe (a, bsa, n));          /* a's newest 8 stayed */
+  /* Then b alone takes it all (its own first two blocks, now the
+   * oldest, go too). */
+  for (uint64_t n = 2; n < 6; n++)
+    add_block (b, bsb, n);
+  sa = stats_of (a);
+  sb = stats_of (b);
+  st = totals_of (c);
+  CHECK (sb.bytes_cached == max && sa.bytes_cached == 0 && sa.entries == 0);
+  CHECK (st.bytes_cached == max && st.entries == 4);
+  /* Totals are the sums of the images' counters. */
+  CHECK (st.hits == sa.hits + sb.hits && st.misses == sa.misses + sb.misses);
+  CHECK (st.evictions == sa.evictions + sb.evictions);
+  CHECK (st.fill_failures == sa.fill_failures + sb.fill_failures);
+  CHECK (sa.hits == 8 && sa.misses == 16 && sb.misses == 6);
+  CHECK (sa.evictions == 16 && sb.evictions == 2);
+  block_cache_free (c);                 /* images still registered */
+}
+
+/* One LRU order over all images: the least recently used block of any
+ * image is the one evicted. */
+static void
+test_lru_across_images (void)
+{
+  const uint32_t bsa = 512, bsb = 1024;
+  struct block_cache *c = new_shared (4 * 1024);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+
+  say ("LRU across images: the oldest block of either image goes");
+  add_block (a, bsa, 0);                /* 512 */
+  add_block (b, bsb, 0);                /* 1536 */
+  add_block (a, bsa, 1);                /* 2048 */
+  add_block (b, bsb, 1);                /* 3072 */
+  add_block (a, bsa, 2);                /* 3584 */
+  CHECK (probe (a, bsa, 0));            /* a0 becomes the most recent */
+  /* b2 needs 1024 more than the 512 free: b0 (oldest now) goes... */
+  add_block (b, bsb, 2);
+  CHECK (totals_of (c).bytes_cached == 3584);
+  CHECK (stats_of (b).evictions == 1 && stats_of (a).evictions == 0);
+  /* ...b3's room is a1's, then a3's is b1's. */
+  add_block (b, bsb, 3);
+  CHECK (stats_of (a).evictions == 1 && stats_of (b).evictions == 1);
+  CHECK (totals_of (c).bytes_cached == 4096);
+  add_block (a, bsa, 3);
+  CHECK (stats_of (b).evictions == 2);
+  CHECK (probe (a, bsa, 0) && probe (a, bsa, 2) && probe (a, bsa, 3));
+  CHECK (probe (b, bsb, 2) && probe (b, bsb, 3));
+  CHECK (totals_of (c).bytes_cached <= 4096);
+  block_cache_unregister (a);
+  block_cache_unregister (b);
+  block_cache_free (c);
+}
+
+/* Unregistering an image drops its entries (and only its own); an image
+ * registered later, even of the same size, has a new id and none of
+ * the old blocks. */
+static void
+test_unregister (void)
+{
+  const uint32_t bsa = 8192, bsb = 4096;
+  struct block_cache *c = new_shared (128 * 1024);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+  struct block_cache_image *a2;
+  struct block_cache_stats st;
+  uint64_t old_id = block_cache_image_id (a);
+  struct block_ref ref;
+
+  say ("unregister: drops the image's entries, others stay");
+  for (uint64_t n = 0; n < 8; n++)
+    add_block (a, bsa, n);
+  for (uint64_t n = 0; n < 8; n++)
+    add_block (b, bsb, n);
+  CHECK (totals_of (c).bytes_cached == 8 * bsa + 8 * bsb);
+  block_cache_unregister (a);
+  st = totals_of (c);
+  CHECK (st.bytes_cached == 8 * bsb && st.entries == 8);
+  CHECK (st.evictions == 0);            /* dropped, not evicted */
+  for (uint64_t n = 0; n < 8; n++)
+    CHECK (probe (b, bsb, n));
+  a2 = register_image (c, bsa);
+  CHECK (block_cache_image_id (a2) != old_id);
+  CHECK (acquire (a2, 3, &ref) == BLOCK_CLAIMED);  /* not the old a's */
+  fill_pattern (ref.data, bsa, 1003);
+  block_cache_publish (a2, &ref, 1);
+  block_cache_release (a2, &ref);
+  CHECK (stats_of (a2).entries == 1 && stats_of (a2).misses == 1);
+  /* The arena moves to a new block size once no image uses its own. */
+  block_cache_unregister (a2);
+  block_cache_unregister (b);
+  CHECK (totals_of (c).bytes_cached == 0 && totals_of (c).entries == 0);
+  a = register_image (c, 2048);
+  for (uint64_t n = 0; n < 80; n++)
+    add_block (a, 2048, n);
+  for (uint64_t n = 16; n < 80; n++)
+    CHECK (probe (a, 2048, n));
+  CHECK (totals_of (c).bytes_cached == 128 * 1024);
+  block_cache_free (c);
+}
+
+/* Mixed sizes under pressure: blocks of the arena's size and of another
+ * size replace each other many times over, with pins beyond the budget
+ * now and then; every block reads back intact and the bound holds. */
+static void
+test_mixed_churn (void)
+{
+  const uint32_t bsa = 4096, bsb = 12288;
+  const uint64_t max = 96 * 1024;
+  struct block_cache *c = new_shared (max);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+  struct block_ref pins[12];
+
+  say ("mixed sizes: churn, pins over the budget, data intact");
+  for (int round = 0; round < 6; round++) {
+    for (uint64_t n = 0; n < 24; n++)
+      add_block (a, bsa, round * 100 + n);
+    for (uint64_t n = 0; n < 8; n++)
+      add_block (b, bsb, round * 100 + n);
+    CHECK (totals_of (c).bytes_cached <= max);
+    for (uint64_t n = 0; n < 8; n++)
+      CHECK (probe (b, bsb, round * 100 + n));
+    /* 12 pins of b: 144 KiB, more than the budget. */
+    for (uint64_t n = 0; n < 12; n++) {
+      CHECK (acquire (b, 1000 + round * 100 + n, &pins[n]) == BLOCK_CLAIMED);
+      fill_pattern (pins[n].data, bsb, 1000 + round * 100 + n);
+      block_cache_publish (b, &pins[n], 1);
+    }
+    CHECK (stats_of (a).bytes_cached == 0);
+    for (uint64_t n = 0; n < 12; n++) {
+      CHECK (pattern_ok (pins[n].data, bsb, 1000 + round * 100 + n));
+      block_cache_release (b, &pins[n]);
+    }
+    CHECK (totals_of (c).bytes_cached <= max);
+  }
+  block_cache_unregister (b);
+  block_cache_unregister (a);
+  block_cache_free (c);
+}
+
+/* Threads reading two images of different block sizes through one small
+ * cache: single flight per (image, block), every read exact, counters
+ * per image add up to the totals, the bound holds. */
+static void
+test_two_images_threads (unsigned fail_one_in)
+{
+  struct block_cache *c;
+  struct shared *sh[2];
+  struct block_cache_stats s[2], t;
+  pthread_t th[NTHREADS];
+  struct worker w[NTHREADS];
+  const uint64_t max = 6 * 256 + 4 * 1024;
+  char what[160];
+
+  for (int i = 0; i < 2; i++) {
+    sh[i] = calloc (1, sizeof *sh[i]);
+    CHECK (sh[i] != NULL);
+    sh[i]->bs = i == 0 ? 256 : 1024;
+    sh[i]->salt = i == 0 ? 0 : 5000;
+    sh[i]->nblocks = i == 0 ? 24 : 16;
+    sh[i]->iters = 1000;
+    sh[i]->fail_one_in = fail_one_in;
+  }
+  c = new_shared (max);
+  sh[0]->cache = register_image (c, sh[0]->bs);
+  sh[1]->cache = register_image (c, sh[1]->bs);
+  snprintf (what, sizeof what, "two images, %d threads, %" PRIu64
+            "-byte cache, %s", NTHREADS, max,
+            fail_one_in ? "some fills fail" : "no failures");
+  say (what);
+  for (int i = 0; i < NTHREADS; i++) {
+    w[i].sh = sh[i % 2];
+    w[i].seed = 4321u + 104729u * i;
+    CHECK (pthread_create (&th[i], NULL, worker_thread, &w[i]) == 0);
+  }
+  for (int i = 0; i < NTHREADS; i++)
+    CHECK (pthread_join (th[i], NULL) == 0);
+  for (int i = 0; i < 2; i++) {
+    s[i] = stats_of (sh[i]->cache);
+    CHECK (atomic_load (&sh[i]->overlaps) == 0);
+    CHECK (atomic_load (&sh[i]->bad_reads) == 0);
+    CHECK (s[i].misses == total_fills (sh[i]));
+    CHECK (s[i].fill_failures == atomic_load (&sh[i]->injected));
+    CHECK (s[i].evictions > 0);
+  }
+  t = totals_of (c);
+  CHECK (t.misses == s[0].misses + s[1].misses);
+  CHECK (t.hits == s[0].hits + s[1].hits);
+  CHECK (t.waits == s[0].waits + s[1].waits);
+  CHECK (t.evictions == s[0].evictions + s[1].evictions);
+  CHECK (t.bytes_cached == s[0].bytes_cached + s[1].bytes_cached);
+  CHECK (t.entries == s[0].entries + s[1].entries);
+  CHECK (t.bytes_cached <= max);
+  block_cache_unregister (sh[0]->cache);
+  CHECK (totals_of (c).bytes_cached == s[1].bytes_cached);
+  block_cache_unregister (sh[1]->cache);
+  block_cache_free (c);
+  free (sh[0]);
+  free (sh[1]);
 }
 
 /* ---- concurrency: overlapping ranges ---------------------------------- */
@@ -622,7 +937,7 @@ read_range (struct shared *sh, bool descending, unsigned *seed)
     if (st[k] != BLOCK_HIT)
       resolve (sh, n[k], &ref[k], st[k], seed);
   for (k = 0; k < RANGE; k++) {
-    if (!pattern_ok (ref[k].data, sh->bs, n[k]))
+    if (!pattern_ok (ref[k].data, sh->bs, n[k] + sh->salt))
       atomic_fetch_add (&sh->bad_reads, 1);
     block_cache_release (sh->cache, &ref[k]);
   }
@@ -687,7 +1002,7 @@ test_overlapping (unsigned rounds, unsigned fail_one_in)
         CHECK (atomic_load (&sh->fills[n]) == 1);
     CHECK (stats_of (sh->cache).bytes_cached <= max_blocks * sh->bs);
     waits += stats_of (sh->cache).waits;
-    block_cache_free (sh->cache);
+    free_cache (sh->cache);
     free (sh);
   }
   for (int j = 0; j < 2; j++)
@@ -716,7 +1031,7 @@ test_wait_deadline (void)
 {
   const uint32_t bs = 4096;
   struct cloop_err err;
-  struct block_cache *c = block_cache_new (bs, 8 * bs, &err);
+  struct block_cache_image *c = new_cache (bs, 8 * bs);
   struct block_ref a, b;
   enum block_cache_status st;
   uint64_t start, took;
@@ -736,7 +1051,7 @@ test_wait_deadline (void)
   CHECK (st == BLOCK_HIT && pattern_ok (b.data, bs, 3));
   block_cache_release (c, &a);
   block_cache_release (c, &b);
-  block_cache_free (c);
+  free_cache (c);
 }
 
 #if !defined (__SANITIZE_ADDRESS__)
@@ -771,7 +1086,7 @@ test_overflow_leaves_malloc_alone (void)
        "(its allocator has no mmap threshold)");
 #else
   const uint32_t bs = 256 * 1024;
-  struct block_cache *c;
+  struct block_cache_image *c;
   struct block_ref refs[8];
 
   if (!malloc_maps (160 * 1024)) {
@@ -793,7 +1108,7 @@ test_overflow_leaves_malloc_alone (void)
   }
   CHECK (stats_of (c).bytes_cached <= 2 * bs);
   CHECK (malloc_maps (200 * 1024));
-  block_cache_free (c);
+  free_cache (c);
   say ("overflow entries leave malloc's mmap threshold alone");
 #endif
 }
@@ -817,6 +1132,12 @@ main (void)
   test_single_flight (3, 5);
   test_overlapping (3000, 0);
   test_overlapping (3000, 3);
+  test_shared_budget ();
+  test_lru_across_images ();
+  test_unregister ();
+  test_mixed_churn ();
+  test_two_images_threads (0);
+  test_two_images_threads (4);
 
   alarm (0);
   say ("PASS");

@@ -92,17 +92,21 @@ read_source (void *opaque, void *buf, size_t len, uint64_t offset,
   return source_pread (opaque, buf, len, offset, err);
 }
 
-/* Open path as a reader with a cache of cache_blocks blocks. */
+/* Open path as a reader with a cache of cache_blocks blocks of its
+ * own (*mc: free it after the reader). */
 static struct reader *
-open_reader (const char *path, unsigned cache_blocks)
+open_reader (const char *path, unsigned cache_blocks, struct block_cache **mc)
 {
   struct cloop_err err = { 0 };
   struct source *src = source_open_file (path, &err);
   struct byte_reader br;
   struct block_map *map;
-  struct reader_config cfg = { .memory_cache_size = cache_blocks * BS };
+  struct reader_config cfg = { 0 };
   struct reader *r;
 
+  *mc = block_cache_new (cache_blocks * BS, &err);
+  CHECK (*mc != NULL);
+  cfg.memory_cache = *mc;
   CHECK (src != NULL);
   br = (struct byte_reader) {
     .opaque = src, .size = source_size (src), .pread = read_source,
@@ -142,6 +146,7 @@ static void
 test_exact (const char *path)
 {
   struct reader *r;
+  struct block_cache *mc;
   static unsigned char whole[SIZE];
   struct cloop_err err = { 0 };
   pthread_t t[8];
@@ -150,7 +155,7 @@ test_exact (const char *path)
   printf ("test-reader: whole image, then 8 threads x 2000 random reads "
           "through a 3-block cache\n");
   write_image (path, NBLOCKS);
-  r = open_reader (path, 3);
+  r = open_reader (path, 3, &mc);
   CHECK (reader_pread (r, NULL, whole, SIZE, 0, &err) == 0);
   CHECK (memcmp (whole, expected, SIZE) == 0);
   for (int i = 0; i < 8; i++) {
@@ -162,6 +167,7 @@ test_exact (const char *path)
     CHECK (w[i].wrong == 0);
   }
   reader_free (r);
+  block_cache_free (mc);
 }
 
 static void
@@ -170,11 +176,12 @@ test_corrupt (const char *path)
   const unsigned bad = 17;
   unsigned char buf[BS];
   struct reader *r;
+  struct block_cache *mc;
 
   printf ("test-reader: a corrupt block fails with EIO, its neighbours "
           "read exactly\n");
   write_image (path, bad);
-  r = open_reader (path, 8);
+  r = open_reader (path, 8, &mc);
   for (int pass = 0; pass < 2; pass++) {
     struct cloop_err err = { 0 };
     CHECK (reader_pread (r, NULL, buf, BS, (uint64_t) bad * BS, &err) == -1);
@@ -186,6 +193,7 @@ test_corrupt (const char *path)
     CHECK (memcmp (buf, expected + (bad + 1) * BS, BS) == 0);
   }
   reader_free (r);
+  block_cache_free (mc);
 }
 
 int

@@ -250,6 +250,7 @@ static int
 run_warm (struct warm_opts *o, struct cloop_err *err)
 {
   struct registry_config rc = {
+    .memory_cache_size = 2 * BATCH_BYTES,
     .cache_dir = o->cache_dir, .cache_max_size = o->cache_max_size,
     .http_max_connections = 2 * o->http.connections, .warn = warn_printf,
   };
@@ -263,8 +264,7 @@ run_warm (struct warm_opts *o, struct cloop_err *err)
     .insecure = o->insecure, .block_hashes = o->block_hashes,
     .block_hashes_http = bh_url ? &bh : NULL,
     .have_hashes_pinned = o->have_hashes_pinned,
-    .reader = { .memory_cache_size = 2 * BATCH_BYTES,
-                .timeout = o->http.timeout },
+    .reader = { .timeout = o->http.timeout },
   };
   struct registry *reg = NULL;
   struct revision *rev = NULL;
