@@ -29,6 +29,8 @@ struct export {
   pthread_mutex_t lock;
   struct revision *current;     /* [lock] NULL until opened */
   int64_t checked;              /* [lock] when current was last checked */
+  pthread_mutex_t stats_lock;
+  struct read_stats reads;      /* [stats_lock] over every revision */
 };
 
 struct registry {
@@ -117,6 +119,7 @@ registry_free (struct registry *reg)
     struct export *e = reg->exports[i];
     revision_free (e->current);
     pthread_mutex_destroy (&e->lock);
+    pthread_mutex_destroy (&e->stats_lock);
     free (e->name);
     free (e);
   }
@@ -168,6 +171,7 @@ registry_add (struct registry *reg, const char *name,
   e->reg = reg;
   e->cfg = cfg;
   pthread_mutex_init (&e->lock, NULL);
+  pthread_mutex_init (&e->stats_lock, NULL);
   reg->exports[reg->n++] = e;
   return 0;
 }
@@ -361,6 +365,105 @@ struct reader *
 revision_reader (const struct revision *rev)
 {
   return rev->reader;
+}
+
+const char *
+revision_export_name (const struct revision *rev)
+{
+  return rev->export->name;
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int
+revision_pread (struct revision *rev, struct read_stream *stream, void *buf,
+                uint32_t count, uint64_t offset, struct cloop_err *err)
+{
+  struct export *e = rev->export;
+  uint64_t t0 = now_ns ();
+  int r = reader_pread (rev->reader, stream, buf, count, offset, err);
+  uint64_t t = now_ns () - t0;
+
+  if (r == -1)
+    image_read_failed (rev->reader);
+  pthread_mutex_lock (&e->stats_lock);
+  e->reads.reads++;
+  e->reads.bytes += count;
+  e->reads.errors += r == -1;
+  histogram_add (&e->reads.latency, t);
+  pthread_mutex_unlock (&e->stats_lock);
+  return r;
+}
+
+/* Fill x for export e (its current revision's counters, if open). */
+static int
+snapshot_export (struct export *e, struct export_snapshot *x,
+                 struct cloop_err *err)
+{
+  struct revision *rev = export_acquire_if_open (e);
+
+  if ((x->name = strdup (e->name)) == NULL)
+    goto nomem;
+  pthread_mutex_lock (&e->stats_lock);
+  x->reads = e->reads;
+  pthread_mutex_unlock (&e->stats_lock);
+  if (rev == NULL)
+    return 0;
+  x->open = true;
+  reader_get_cache_stats (rev->reader, &x->memory);
+  struct source *src = reader_source (rev->reader);
+  struct http_stats hs;
+  const char *url;
+  size_t n = 0;
+  while (source_endpoint_stats (src, n, &url, &hs) == 0)
+    n++;
+  if (n > 0 && (x->endpoints = calloc (n, sizeof *x->endpoints)) == NULL)
+    goto nomem;
+  for (size_t j = 0; j < n; j++) {
+    if (source_endpoint_stats (src, j, &url, &x->endpoints[j].http) == -1)
+      break;
+    if ((x->endpoints[j].url = strdup (url)) == NULL)
+      goto nomem;
+    x->n_endpoints = j + 1;
+  }
+  revision_release (rev);
+  return 0;
+
+ nomem:
+  if (rev)
+    revision_release (rev);
+  return cloop_err_set (err, ENOMEM, "out of memory");
+}
+
+int
+registry_snapshot (struct registry *reg, struct stats_snapshot *snap,
+                   struct cloop_err *err)
+{
+  *snap = (struct stats_snapshot) {
+    .memory_budget = reg->cfg.memory_cache_size,
+  };
+  block_cache_get_totals (reg->mc, &snap->memory);
+  if (reg->dc) {
+    snap->have_disk = true;
+    disk_cache_get_stats (reg->dc, &snap->disk);
+  }
+  snap->exports = calloc (reg->n ? reg->n : 1, sizeof *snap->exports);
+  if (snap->exports == NULL)
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  snap->n_exports = reg->n;
+  for (size_t i = 0; i < reg->n; i++)
+    if (snapshot_export (reg->exports[i], &snap->exports[i], err) == -1) {
+      stats_snapshot_free (snap);
+      return -1;
+    }
+  return 0;
 }
 
 /* A size as "123 MiB" (or KiB, GiB, bytes). */

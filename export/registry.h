@@ -28,6 +28,7 @@
 #include "error.h"
 #include "image.h"
 #include "reader.h"
+#include "stats.h"
 
 struct registry;
 struct export;
@@ -112,6 +113,21 @@ void revision_release (struct revision *rev);
 
 /* The revision's reader (valid while the reference is held). */
 struct reader *revision_reader (const struct revision *rev);
+
+/* The name of the revision's export (valid until registry_free). */
+const char *revision_export_name (const struct revision *rev);
+
+/* A client's read (reader_pread on the revision's reader), counted in
+ * its export's statistics; after a failure, image_read_failed.  0, or
+ * -1 with err set. */
+int revision_pread (struct revision *rev, struct read_stream *stream,
+                    void *buf, uint32_t count, uint64_t offset,
+                    struct cloop_err *err);
+
+/* Every counter of the process now (stats.h).  0, or -1 with err set
+ * (ENOMEM); free with stats_snapshot_free. */
+int registry_snapshot (struct registry *reg, struct stats_snapshot *snap,
+                       struct cloop_err *err);
 
 /* A one-line description of the export's current revision: the store's
  * signed description, else its dialect, size and block size.  Opens

@@ -30,6 +30,7 @@
 #include "decode.h"
 #include "http.h"
 #include "image.h"
+#include "metrics.h"
 #include "reader.h"
 #include "registry.h"
 #include "signature.h"
@@ -41,6 +42,7 @@
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 #define DEFAULT_REVALIDATE 600
 #define DEFAULT_READAHEAD (2 * 1024 * 1024)   /* remote images only */
+#define DEFAULT_METRICS_INTERVAL 10      /* seconds */
 
 /* Debug flags: -D cloop.map=1 prints the block map at start-up,
  * -D cloop.blocks=1 every block fill, -D cloop.stats=1 cache and HTTP
@@ -95,6 +97,9 @@ static struct {
   struct export_settings *exports;
   size_t nexports;
   struct registry *registry;    /* made in get_ready */
+  char *metrics_file;           /* metrics-file= (absolute path) */
+  unsigned metrics_interval;    /* metrics-interval= (0: not given) */
+  struct metrics_writer *metrics;
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
   .cache_max_size = DEFAULT_CACHE_MAX_SIZE,
@@ -184,7 +189,7 @@ cloop_load (void)
   http_config_defaults (&state.defaults.http);
 }
 
-static void log_stats (struct reader *r);
+static void log_stats (const char *only);
 
 static void
 free_settings (struct export_settings *s)
@@ -200,16 +205,8 @@ cloop_unload (void)
 {
   /* Counters again at exit: nbdkit may exit before a last
    * connection's close runs. */
-  for (size_t i = 0; state.registry && i < registry_count (state.registry);
-       i++) {
-    const char *name = registry_name (state.registry, i);
-    struct revision *rev =
-      export_acquire_if_open (registry_find (state.registry, name));
-    if (rev) {
-      log_stats (revision_reader (rev));
-      revision_release (rev);
-    }
-  }
+  metrics_writer_free (state.metrics);
+  log_stats (NULL);
   registry_free (state.registry);
   http_global_cleanup ();
   if (!state.single) {
@@ -226,6 +223,7 @@ cloop_unload (void)
   free (state.exports_file);
   free (state.cache_dir);
   free (state.state_dir);
+  free (state.metrics_file);
 }
 
 /* Parse an unsigned key with a range; -1 after one error naming the
@@ -548,6 +546,10 @@ cloop_config (const char *key, const char *value)
     if (state.memory_cache_size == -1)
       return -1;
   }
+  else if (strcmp (key, "metrics-file") == 0)
+    return set_path_once (&state.metrics_file, key, value);
+  else if (strcmp (key, "metrics-interval") == 0)
+    return parse_unsigned (key, value, 1, 86400, &state.metrics_interval);
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -603,7 +605,7 @@ entry_settings (struct export_settings *s, const struct catalogue_entry *ce)
 {
   static const char *const process_keys[] = {
     "cache-dir", "cache-max-size", "memory-cache-size", "state-dir",
-    "dir", "exports",
+    "dir", "exports", "metrics-file", "metrics-interval",
     "default-export", "file", "url", NULL
   };
 
@@ -731,6 +733,10 @@ cloop_config_complete (void)
     nbdkit_error ("default-export= needs dir= or exports=");
     return -1;
   }
+  if (state.metrics_interval && state.metrics_file == NULL) {
+    nbdkit_error ("metrics-interval= needs metrics-file=");
+    return -1;
+  }
   if (any_remote && !state.cache_dir_set)
     state.cache_dir = default_dir ("XDG_CACHE_HOME", ".cache");
   if (!state.state_dir_set)
@@ -771,7 +777,9 @@ cloop_config_complete (void)
   "                          list of SHA-256 (cloop-store hashes).\n" \
   "block-hashes-sha256=<HEX> Trust the block-hash list with this SHA-256.\n" \
   "iso-file=<PATH>           The cloop file served from an ISO9660 image\n" \
-  "                          (default /KNOPPIX/KNOPPIX)."
+  "                          (default /KNOPPIX/KNOPPIX).\n" \
+  "metrics-file=<FILE>       Write the statistics there (Prometheus text).\n" \
+  "metrics-interval=<SECS>   ... every SECS seconds (default 10)."
 
 static void
 dump_map (const char *name, const struct block_map *map)
@@ -913,6 +921,13 @@ cloop_get_ready (void)
                   state.cache_dir ? state.cache_dir : "");
     revision_release (rev);
   }
+  if (state.metrics_file &&
+      (state.metrics = metrics_writer_new (state.registry, state.metrics_file,
+                                           state.metrics_interval
+                                           ? state.metrics_interval
+                                           : DEFAULT_METRICS_INTERVAL,
+                                           warn_printf, &err)) == NULL)
+    return report (&err);
   return 0;
 }
 
@@ -922,7 +937,8 @@ cloop_after_fork (void)
 {
   struct cloop_err err = { 0 };
 
-  if (registry_start (state.registry, &err) == -1)
+  if (registry_start (state.registry, &err) == -1 ||
+      (state.metrics && metrics_writer_run (state.metrics, &err) == -1))
     return report (&err);
   return 0;
 }
@@ -1004,37 +1020,28 @@ cloop_open_connection (int readonly)
   return h;
 }
 
-/* Log the cache and HTTP counters (-D cloop.stats=1). */
 static void
-log_stats (struct reader *r)
+debug_line (void *opaque, const char *text)
 {
-  struct block_cache_stats st;
+  nbdkit_debug ("%s", text);
+}
 
-  if (!cloop_debug_stats)
+/* Print the statistics snapshot (-D cloop.stats=1): of export only, or
+ * of every export (NULL), then the process-wide lines. */
+static void
+log_stats (const char *only)
+{
+  struct stats_snapshot snap;
+  struct cloop_err err = { 0 };
+
+  if (!cloop_debug_stats || state.registry == NULL)
     return;
-  reader_get_cache_stats (r, &st);
-  nbdkit_debug ("memory cache: %" PRIu64 " hits, %" PRIu64 " misses, %"
-                PRIu64 " waits, %" PRIu64 " evictions, %" PRIu64
-                " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks",
-                st.hits, st.misses, st.waits, st.evictions, st.fill_failures,
-                st.bytes_cached, st.entries);
-  block_cache_get_totals (registry_memory_cache (state.registry), &st);
-  nbdkit_debug ("memory cache, all exports: %" PRIu64 " of %" PRId64
-                " bytes in %" PRIu64 " blocks, %" PRIu64 " evictions",
-                st.bytes_cached, state.memory_cache_size, st.entries,
-                st.evictions);
-  struct http_stats hs;
-  const char *url;
-  for (size_t i = 0;
-       source_endpoint_stats (reader_source (r), i, &url, &hs) == 0; i++) {
-    nbdkit_debug ("http: %" PRIu64 " requests, %" PRIu64 " bytes fetched, %"
-                  PRIu64 " retries, %" PRIu64 " failed ranges, %" PRIu64
-                  " refetches, server down %" PRIu64 " times, %" PRIu64
-                  " probes, %" PRIu64 " fast failures (%s)",
-                  hs.requests, hs.bytes_fetched, hs.retries, hs.failures,
-                  hs.refetches, hs.origin_down_events, hs.probes,
-                  hs.fast_failures, url);
+  if (registry_snapshot (state.registry, &snap, &err) == -1) {
+    nbdkit_debug ("statistics: %s", err.msg);
+    return;
   }
+  stats_format (&snap, only, debug_line, NULL);
+  stats_snapshot_free (&snap);
 }
 
 /* Counters at every disconnection. */
@@ -1043,7 +1050,7 @@ cloop_close_connection (void *handle)
 {
   struct handle *h = handle;
 
-  log_stats (h->reader);
+  log_stats (revision_export_name (h->rev));
   revision_release (h->rev);
   read_stream_destroy (&h->stream);
   free (h);
@@ -1103,10 +1110,8 @@ cloop_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
   struct handle *h = handle;
   struct cloop_err err = { 0 };
 
-  if (reader_pread (h->reader, &h->stream, buf, count, offset, &err) == -1) {
-    image_read_failed (h->reader);
+  if (revision_pread (h->rev, &h->stream, buf, count, offset, &err) == -1)
     return report (&err);
-  }
   return 0;
 }
 
