@@ -275,7 +275,8 @@ on_engine (const struct image_config *cfg, const struct http_config *http,
  *   server confirmed it less than cfg->revalidate seconds ago;
  * - else by probing the server, recording what it says;
  * - else, if the server cannot be reached, an offline source that
- *   serves only what the cache holds.
+ *   serves only what the cache holds (not if the probe was cancelled:
+ *   ECANCELED, http.h).
  * Sets object_id (the cache namespace of this version of the object). */
 static struct source *
 open_remote (const struct image_config *cfg, struct disk_cache *dc,
@@ -312,7 +313,7 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
       disk_cache_put_meta (dc, url, text, strlen (text), &ignored);
     }
   }
-  else if (have_cached) {
+  else if (have_cached && err->errnum != ECANCELED) {
     if (cfg->warn)
       cfg->warn ("%s; serving the cached copy of %s (%" PRIu64
                  " bytes, ETag %s) without the server",

@@ -22,6 +22,12 @@
  * attempt's CURLOPT_TIMEOUT_MS is the time left, no back-off is
  * scheduled past it, a queued transfer fails when it passes, and the
  * driver reaps any attempt libcurl still holds a second after it.
+ *
+ * Cancellation.  Every tick (every step while a caller drives the
+ * engine itself, before the worker starts) the driver fails the
+ * transfers whose source's cancelled callback says their submitter
+ * has given up (http.h), wherever they are: a caller driving the
+ * engine at start-up is not held for a deadline it no longer wants.
  */
 #include <config.h>
 
@@ -166,11 +172,26 @@ complete (struct http_xfer *x)
 }
 
 static void
-fail_now (struct http_xfer *x, const char *why)
+fail_with (struct http_xfer *x, int result, const char *why)
 {
   snprintf (x->why, sizeof x->why, "%s", why);
-  x->result = EIO;
+  x->result = result;
   complete (x);
+}
+
+static void
+fail_now (struct http_xfer *x, const char *why)
+{
+  fail_with (x, EIO, why);
+}
+
+/* Has the submitter of x given up on it (http_config.cancelled)? */
+static bool
+cancelled (const struct http_xfer *x)
+{
+  bool (*fn) (void) = x->origin->cfg.cancelled;
+
+  return fn != NULL && fn ();
 }
 
 /* Transfers x's origin may run at once at x's priority. */
@@ -324,6 +345,8 @@ take_incoming (struct http_engine *e)
     want = x->next;
     if (stopping)
       fail_now (x, "the HTTP engine is stopping");
+    else if (cancelled (x))
+      fail_with (x, ECANCELED, "interrupted");
     else if (!http_xfer_refetch_allowed (x, &not_before))
       complete (x);
     else if (not_before) {
@@ -336,32 +359,52 @@ take_incoming (struct http_engine *e)
   return stopping;
 }
 
-/* Fail everything the driver holds (the engine is stopping). */
+/* Fail every transfer the driver holds (in flight, backing off or
+ * queued) for which pick (x) is true, or all if pick is NULL.  next is
+ * read before x completes: completing x may free x (and the rest of
+ * its batch, but none of that is still held). */
 static void
-abort_all (struct http_engine *e)
+fail_held (struct http_engine *e, bool (*pick) (const struct http_xfer *),
+           int result, const char *why)
 {
-  struct http_xfer *x;
+  struct http_xfer *x, *next;
 
-  while ((x = e->active) != NULL) {
+  for (x = e->active; x; x = next) {
     CURL *easy = x->easy;
 
+    next = x->next;
+    if (pick && !pick (x))
+      continue;
     curl_multi_remove_handle (e->multi, easy);
     list_remove (&e->active, x);
     x->origin->active--;
     e->n_active--;
     http_xfer_unadmit (x);
     pool_put (e, easy);
-    fail_now (x, "the HTTP engine is stopping");
+    fail_with (x, result, why);
   }
-  while ((x = e->waiting) != NULL) {
+  for (x = e->waiting; x; x = next) {
+    next = x->next;
+    if (pick && !pick (x))
+      continue;
     list_remove (&e->waiting, x);
-    fail_now (x, "the HTTP engine is stopping");
+    fail_with (x, result, why);
   }
   for (int p = 0; p < FETCH_PRIORITIES; p++)
-    while ((x = e->ready[p].head) != NULL) {
+    for (x = e->ready[p].head; x; x = next) {
+      next = x->next;
+      if (pick && !pick (x))
+        continue;
       queue_remove (&e->ready[p], x);
-      fail_now (x, "the HTTP engine is stopping");
+      fail_with (x, result, why);
     }
+}
+
+/* Fail everything the driver holds (the engine is stopping). */
+static void
+abort_all (struct http_engine *e)
+{
+  fail_held (e, NULL, EIO, "the HTTP engine is stopping");
 }
 
 /* One round of the driver (drive_lock held).  Returns false once the
@@ -387,8 +430,13 @@ drive_step (struct http_engine *e)
       end_attempt (e, msg->easy_handle, msg->data.result, false);
   if (now - e->last_reap_ns >= (uint64_t) TICK_MS * 1000000) {
     reap_overdue (e, now);
+    fail_held (e, cancelled, ECANCELED, "interrupted");
     e->last_reap_ns = now;
   }
+  else if (!__atomic_load_n (&e->started, __ATOMIC_ACQUIRE))
+    /* A caller drives (start-up): ask at every step, as a signal cuts
+     * the poll short. */
+    fail_held (e, cancelled, ECANCELED, "interrupted");
   start_ready (e, http_now_ns ());     /* slots that just came free */
   curl_multi_poll (e->multi, NULL, 0, wait_ms, NULL);
   return true;

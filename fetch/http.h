@@ -67,6 +67,16 @@ struct http_config {
   /* One line when the server goes down and one when it is back, or
    * NULL (then they go to debug, if verbose). */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+  /* Whether the caller has given up (e.g. the user pressed Ctrl-C), or
+   * NULL (never).  Whoever drives the engine asks at least every
+   * 250 ms while a transfer of this source is queued, backing off or
+   * in flight, and once it returns true every such transfer fails at
+   * once with ECANCELED ("interrupted"), without a retry.  It is
+   * called from the driving thread (the caller's before
+   * http_engine_start, the worker's after it) with engine locks held:
+   * it must be cheap and thread-safe and must not call into fetch/.
+   * If it is set by a signal handler, read a lock-free atomic. */
+  bool (*cancelled) (void);
 };
 
 /* What the source pinned at open; the disk cache keys on it.  Strings

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -100,6 +101,8 @@ static struct {
   char *metrics_file;           /* metrics-file= (absolute path) */
   unsigned metrics_interval;    /* metrics-interval= (0: not given) */
   struct metrics_writer *metrics;
+  int interrupted;              /* atomic: the signal that stopped the
+                                   opening in get_ready, or 0 */
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
   .cache_max_size = DEFAULT_CACHE_MAX_SIZE,
@@ -794,6 +797,64 @@ dump_map (const char *name, const struct block_map *map)
                   map->entries[i].length, map->entries[i].offset);
 }
 
+/* The signals nbdkit quits on.  nbdkit 1.32 catches them only after
+ * .get_ready, and the single export is opened there: against a server
+ * that never answers, that takes up to timeout= seconds, during which
+ * SIGINT kills nbdkit without a word, or is ignored altogether where a
+ * shell started it in the background.  So get_ready catches them
+ * itself while it opens, and gives up at once (as nbdkit would, it
+ * catches SIGINT even where it was ignored).  nbdkit_shutdown cannot
+ * be used before nbdkit serves: its quit pipe does not exist yet. */
+static const struct {
+  int sig;
+  const char *name;
+} quit_signals[] = {
+  { SIGINT, "SIGINT" }, { SIGQUIT, "SIGQUIT" },
+  { SIGTERM, "SIGTERM" }, { SIGHUP, "SIGHUP" },
+};
+#define N_QUIT_SIGNALS (sizeof quit_signals / sizeof quit_signals[0])
+
+static void
+on_quit_signal (int sig)
+{
+  __atomic_store_n (&state.interrupted, sig, __ATOMIC_RELAXED);
+}
+
+/* http_config.cancelled: has a quit signal stopped the opening? */
+static bool
+startup_interrupted (void)
+{
+  return __atomic_load_n (&state.interrupted, __ATOMIC_RELAXED) != 0;
+}
+
+/* Catch the quit signals, saving the actions they had in old. */
+static void
+catch_quit_signals (struct sigaction old[N_QUIT_SIGNALS])
+{
+  struct sigaction sa = { .sa_handler = on_quit_signal,
+                          .sa_flags = SA_RESTART };
+
+  sigemptyset (&sa.sa_mask);
+  for (size_t i = 0; i < N_QUIT_SIGNALS; i++)
+    sigaction (quit_signals[i].sig, &sa, &old[i]);
+}
+
+static void
+restore_quit_signals (const struct sigaction old[N_QUIT_SIGNALS])
+{
+  for (size_t i = 0; i < N_QUIT_SIGNALS; i++)
+    sigaction (quit_signals[i].sig, &old[i], NULL);
+}
+
+static const char *
+quit_signal_name (int sig)
+{
+  for (size_t i = 0; i < N_QUIT_SIGNALS; i++)
+    if (quit_signals[i].sig == sig)
+      return quit_signals[i].name;
+  return "a signal";
+}
+
 /* The image configuration of s.  (Its memory cache is the registry's:
  * memory-cache-size is one budget for all exports.) */
 static void
@@ -804,6 +865,7 @@ build_image_config (struct export_settings *s)
   s->http.verbose = cloop_debug_http;
   s->http.debug = debug_printf;
   s->http.warn = warn_printf;
+  s->http.cancelled = startup_interrupted;
   /* The list is fetched with the image's HTTP settings. */
   s->block_hashes_http = s->http;
   s->block_hashes_http.url = s->block_hashes;
@@ -849,6 +911,58 @@ single_name (const struct export_settings *s, char *out, size_t n)
     snprintf (out, n, "default");
 }
 
+/* Open the single export, with the quit signals caught: one of them
+ * stops the opening within a tick of the HTTP engine and fails it with
+ * one message.  Then check what it is. */
+static int
+open_single (void)
+{
+  struct cloop_err err = { 0 };
+  struct export *e = registry_find (state.registry, "");
+  struct revision *rev = NULL;
+  const struct block_map *map;
+  struct sigaction old[N_QUIT_SIGNALS];
+  int sig;
+
+  catch_quit_signals (old);
+  if (export_open (e, &err) == 0)
+    rev = export_acquire (e, &err);
+  restore_quit_signals (old);
+  sig = __atomic_load_n (&state.interrupted, __ATOMIC_RELAXED);
+  if (sig != 0) {
+    if (rev)
+      revision_release (rev);
+    nbdkit_error ("interrupted by %s while opening %s", quit_signal_name (sig),
+                  state.defaults.file ? state.defaults.file
+                  : state.defaults.url);
+    return -1;
+  }
+  if (rev == NULL)
+    return report (&err);
+  map = reader_map (revision_reader (rev));
+  if (state.defaults.nkeys > 0 && !map->objects_by_hash &&
+      state.defaults.block_hashes == NULL) {
+    revision_release (rev);
+    nbdkit_error ("pubkey= checks block-store indexes and block-hash "
+                  "lists, and %s is a cloop file (%s) given without "
+                  "block-hashes=: the key would verify nothing",
+                  registry_name (state.registry, 0), map->dialect);
+    return -1;
+  }
+  if (cloop_debug_map)
+    dump_map (registry_name (state.registry, 0), map);
+  nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s%s",
+                state.defaults.file ? state.defaults.file
+                : state.defaults.url, map->dialect,
+                map->num_blocks, map->block_size,
+                state.defaults.block_hashes
+                ? ", every block checked against block-hashes" : "",
+                state.cache_dir ? ", disk cache " : "",
+                state.cache_dir ? state.cache_dir : "");
+  revision_release (rev);
+  return 0;
+}
+
 /* Register the exports; open the single one now, before nbdkit forks,
  * so that every error reaches the user. */
 static int
@@ -891,36 +1005,8 @@ cloop_get_ready (void)
   if (state.default_export &&
       registry_set_default (state.registry, state.default_export, &err) == -1)
     return report (&err);
-  if (state.single) {
-    struct export *e = registry_find (state.registry, "");
-    struct revision *rev;
-    const struct block_map *map;
-
-    if (export_open (e, &err) == -1 ||
-        (rev = export_acquire (e, &err)) == NULL)
-      return report (&err);
-    map = reader_map (revision_reader (rev));
-    if (state.defaults.nkeys > 0 && !map->objects_by_hash &&
-        state.defaults.block_hashes == NULL) {
-      revision_release (rev);
-      nbdkit_error ("pubkey= checks block-store indexes and block-hash "
-                    "lists, and %s is a cloop file (%s) given without "
-                    "block-hashes=: the key would verify nothing",
-                    registry_name (state.registry, 0), map->dialect);
-      return -1;
-    }
-    if (cloop_debug_map)
-      dump_map (registry_name (state.registry, 0), map);
-    nbdkit_debug ("%s: %s, %" PRIu64 " blocks of %" PRIu32 " bytes%s%s%s",
-                  state.defaults.file ? state.defaults.file
-                  : state.defaults.url, map->dialect,
-                  map->num_blocks, map->block_size,
-                  state.defaults.block_hashes
-                  ? ", every block checked against block-hashes" : "",
-                  state.cache_dir ? ", disk cache " : "",
-                  state.cache_dir ? state.cache_dir : "");
-    revision_release (rev);
-  }
+  if (state.single && open_single () == -1)
+    return -1;
   if (state.metrics_file &&
       (state.metrics = metrics_writer_new (state.registry, state.metrics_file,
                                            state.metrics_interval

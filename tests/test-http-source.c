@@ -19,7 +19,9 @@
  * before and after the worker starts, from 16 threads at once;
  * coalescing (by counting requests); bounds; then, with FAULT_URL,
  * that every injected fault gives exact data or EIO within the
- * deadline, and never wrong bytes.  Exit 0 on success, 1 on failure,
+ * deadline, and never wrong bytes, and that a cancelled read (the
+ * cancelled callback) fails with ECANCELED at once, caller-driven and
+ * through the worker.  Exit 0 on success, 1 on failure,
  * 2 on a usage error.
  */
 #include <config.h>
@@ -984,6 +986,77 @@ test_refetch_budget (const char *url)
   source_close (src);
 }
 
+/* ---- Cancellation (http_config.cancelled) ------------------------------ */
+
+static int cancel_flag;         /* atomic: what test_cancelled says */
+
+static bool
+test_cancelled (void)
+{
+  return __atomic_load_n (&cancel_flag, __ATOMIC_RELAXED) != 0;
+}
+
+/* Raise cancel_flag after 300 ms. */
+static void *
+cancel_later (void *opaque)
+{
+  usleep (300000);
+  __atomic_store_n (&cancel_flag, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+/* A read that the server holds for 20 s (timeout 30 s) while the
+ * flag is raised 300 ms in: ECANCELED well within 10 s.  started says
+ * whether the worker drives the engine (else this thread does). */
+static void
+read_cancelled (struct source *src, bool started)
+{
+  pthread_t t;
+  double t0 = now_s (), spent;
+  int status;
+
+  set_faults ("{\"fault\":\"delay\",\"ms\":20000,\"ranged\":true}");
+  CHECK (pthread_create (&t, NULL, cancel_later, NULL) == 0);
+  status = read_status (src, 200000, 0);
+  CHECK (pthread_join (t, NULL) == 0);
+  spent = now_s () - t0;
+  say ("  %s: status %d after %.2f s", started ? "worker" : "caller drives",
+       status, spent);
+  CHECK (status == ECANCELED);
+  CHECK (spent < 10);
+  /* Still raised: a new read fails at once, without a request. */
+  t0 = now_s ();
+  CHECK (read_status (src, 300000, 0) == ECANCELED);
+  CHECK (now_s () - t0 < 5);
+  __atomic_store_n (&cancel_flag, 0, __ATOMIC_RELAXED);
+  set_faults ("");
+}
+
+/* Cancelled transfers fail with ECANCELED before and after the worker
+ * starts, and leave the origin healthy: the next read is exact. */
+static void
+test_cancel (const char *url, const struct reference *ref)
+{
+  struct http_config cfg = base_config (url);
+  struct source *src;
+  struct http_stats st;
+  unsigned char buf[4096];
+  struct cloop_err err = { 0 };
+
+  say ("a cancelled read stops at once, with ECANCELED");
+  cfg.cancelled = test_cancelled;
+  src = must_open (&cfg);
+  read_cancelled (src, false);
+  must_start (&cfg);
+  read_cancelled (src, true);
+  CHECK (source_pread (src, buf, sizeof buf, 250000, &err) == 0);
+  CHECK (same_as_file (ref, buf, sizeof buf, 250000));
+  st = stats_of (src);
+  CHECK (st.origin_down_events == 0);
+  CHECK (source_available (src));
+  source_close (src);
+}
+
 /* ---- Main ----------------------------------------------------------- */
 
 int
@@ -1049,6 +1122,7 @@ main (int argc, char *argv[])
     CHECK (ref.size > 400000);
     say ("fault server: %s (%" PRIu64 " bytes)", fault_url, ref.size);
     test_faults (fault_url, &ref);
+    test_cancel (fault_url, &ref);
   }
 
   for (size_t i = 0; i < n_engines; i++)
