@@ -291,7 +291,10 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
   char text[512];
   struct cloop_err ignored;
 
-  if (have_cached && now >= id.checked && now - id.checked < cfg->revalidate) {
+  /* With mirrors, every start asks them all: each must be seen to serve
+   * the same object before any of its bytes is used. */
+  if (have_cached && now >= id.checked && now - id.checked < cfg->revalidate &&
+      cfg->http->n_mirrors == 0) {
     struct http_identity hid = {
       .url = url, .size = id.size, .etag = id.etag,
       .last_modified = id.last_modified,

@@ -347,12 +347,14 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
  * own file, finishing by deadline (0 = the source's own timeout).
  * Slots from n_required on are read-ahead (fetched at its priority).
  * refetch: faulty copies of these blocks seen so far (source.h).
- * status[k] gets 0 or an errno value.  Returns 0, or -1 with
+ * status[k] gets 0 or an errno value, endpoint[k] (if endpoint is not
+ * NULL) the source's endpoint that served it.  Returns 0, or -1 with
  * err set from the first failure. */
 static int
 fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
               size_t n, size_t n_required, unsigned char **bufs, int *status,
-              uint64_t deadline, unsigned refetch, struct cloop_err *err)
+              int *endpoint, uint64_t deadline, unsigned refetch,
+              struct cloop_err *err)
 {
   struct source_range *ranges = NULL;
   struct source_object *objs = NULL;
@@ -397,6 +399,9 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
     ret = source_pread_many (r->src, ranges, n, err);
   for (size_t k = 0; k < n; k++)
     status[k] = objs ? objs[k].status : ranges[k].status;
+  if (endpoint)
+    for (size_t k = 0; k < n; k++)
+      endpoint[k] = objs ? objs[k].endpoint : ranges[k].endpoint;
   if (ret == -1) {
     size_t k = 0;
     while (k < n - 1 && status[k] == 0)
@@ -435,11 +440,14 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
  * copy that fails (a fault in transit that the transport did not
  * catch: the server's fault) is fetched again, up to the source's
  * retries= budget, which its transfer faults share (source.h), and
- * then the read fails.  A block that decoded is written to the disk
- * cache.  Returns 0, or -1 with err set. */
+ * then the read fails.  Each faulty copy is blamed on the endpoint
+ * that served it (endpoint: the first copy's), which the source then
+ * avoids while others can serve.  A block that decoded is written to
+ * the disk cache.  Returns 0, or -1 with err set. */
 static int
 finish_fetched (struct reader *r, struct slot *slots, size_t i,
-                unsigned char *cbuf, uint64_t deadline, struct cloop_err *err)
+                unsigned char *cbuf, int endpoint, uint64_t deadline,
+                struct cloop_err *err)
 {
   struct slot *s = &slots[i];
   const struct block_entry *e = &r->map->entries[s->block];
@@ -450,6 +458,7 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
 
   while (check_hash (r, s->block, cbuf, err) == -1 ||
          decode_block (r, s->block, cbuf, s->ref.data, err) == -1) {
+    source_report_faulty (r->src, endpoint);
     if (++faulty > source_retries (r->src) || past (deadline)) {
       size_t l = strlen (err->msg);
       if (faulty > 1)
@@ -459,8 +468,8 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
     }
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
-    if (fetch_blocks (r, slots, &i, 1, SIZE_MAX, &cbuf, &status, deadline,
-                      faulty, err) == -1)
+    if (fetch_blocks (r, slots, &i, 1, SIZE_MAX, &cbuf, &status, &endpoint,
+                      deadline, faulty, err) == -1)
       return -1;
   }
   if (r->cfg.disk_cache) {
@@ -492,6 +501,7 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
   unsigned char **bufs = malloc (n * sizeof *bufs), *cbuf = NULL;
   int *status = malloc (n * sizeof *status);
+  int *endpoint = malloc (n * sizeof *endpoint);
   struct scratch *sc;
   struct cloop_err fetch_err = { 0 };
   int ret = 0;
@@ -502,7 +512,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   sc = get_scratch (r, total ? total : 1);
   if (sc)
     cbuf = sc->buf;
-  if (which == NULL || bufs == NULL || status == NULL || cbuf == NULL) {
+  if (which == NULL || bufs == NULL || status == NULL || endpoint == NULL ||
+      cbuf == NULL) {
     ret = cloop_err_set (err, ENOMEM, "out of memory reading %zu blocks", n);
     for (size_t i = 0; i < n; i++)
       if (slots[i].status == BLOCK_CLAIMED)
@@ -531,8 +542,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     pos += r->map->entries[slots[i].block].length;
   }
   if (nf > 0)
-    fetch_blocks (r, slots, which, nf, n_required, bufs, status, deadline, 0,
-                  &fetch_err);
+    fetch_blocks (r, slots, which, nf, n_required, bufs, status, endpoint,
+                  deadline, 0, &fetch_err);
 
   /* Only the blocks the read asked for (not read-ahead) can fail it. */
   for (size_t k = 0; k < nf; k++) {
@@ -543,8 +554,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
 
     if (!ok)
       e = fetch_err;
-    else if (finish_fetched (r, slots, which[k], bufs[k], deadline,
-                             &e) == -1)
+    else if (finish_fetched (r, slots, which[k], bufs[k], endpoint[k],
+                             deadline, &e) == -1)
       ok = false;
     if (!ok && required && ret == 0) {
       if (err)
@@ -560,6 +571,7 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   free (which);
   free (bufs);
   free (status);
+  free (endpoint);
   return ret;
 }
 

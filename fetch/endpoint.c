@@ -38,6 +38,12 @@ endpoint_admit (struct endpoint_health *h, const void *who, uint64_t now_ns)
 }
 
 bool
+endpoint_would_admit (const struct endpoint_health *h, uint64_t now_ns)
+{
+  return !h->down || (h->probe == NULL && now_ns >= h->next_probe_ns);
+}
+
+bool
 endpoint_is_up (const struct endpoint_health *h)
 {
   return !h->down;

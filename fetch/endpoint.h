@@ -49,6 +49,9 @@ struct http_stats {
   uint64_t probes;              /* requests let through to a down server */
   uint64_t fast_failures;       /* transfers failed at once: server down */
   uint64_t refetches;           /* ranges fetched again after a content fault */
+  uint64_t content_faults;      /* copies it served that the caller found
+                                   faulty (no decode, wrong hash) */
+  uint64_t benched;             /* times it was avoided for that */
   uint64_t faults[HTTP_FAULT_KINDS];
   struct histogram latency;     /* of attempts, start to end */
 };
@@ -84,6 +87,10 @@ void endpoint_init (struct endpoint_health *h, unsigned base_ms,
  * ran, endpoint_cancel'd, else no other probe is let through. */
 enum endpoint_admission endpoint_admit (struct endpoint_health *h,
                                         const void *who, uint64_t now_ns);
+
+/* Would endpoint_admit let a transfer go now (up, or a probe due)?
+ * No side effect. */
+bool endpoint_would_admit (const struct endpoint_health *h, uint64_t now_ns);
 
 /* Would a transfer go out now without being a probe?  (Up.)  Callers
  * use it to decide whether optional work such as read-ahead is worth

@@ -189,18 +189,28 @@ fail_now (struct http_xfer *x, const char *why)
 static bool
 cancelled (const struct http_xfer *x)
 {
-  bool (*fn) (void) = x->origin->cfg.cancelled;
+  bool (*fn) (void) = x->origins[0]->cfg.cancelled;
 
   return fn != NULL && fn ();
 }
 
-/* Transfers x's origin may run at once at x's priority. */
+/* Transfers origin o may run at once for a transfer of x's priority:
+ * all its connections for demand reads, all but one for the rest. */
 static unsigned
-slot_limit (const struct http_xfer *x)
+slot_limit (const struct http_xfer *x, const struct http_origin *o)
 {
-  unsigned c = x->origin->cfg.connections;
+  unsigned c = o->cfg.connections;
 
   return x->priority == FETCH_DEMAND || c < 2 ? c : c - 1;
+}
+
+/* http_xfer_choose's question: may x start on o now? */
+static bool
+has_slot (void *opaque, const struct http_xfer *x, struct http_origin *o)
+{
+  struct http_engine *e = opaque;
+
+  return e->n_active < e->max_total && o->active < slot_limit (x, o);
 }
 
 static void
@@ -210,22 +220,18 @@ fail_deadline (struct http_xfer *x)
 
   snprintf (why, sizeof why, "%s", x->why);
   snprintf (x->why, sizeof x->why, "deadline of %u s reached%s%.200s",
-            x->origin->cfg.timeout, x->attempts ? " after: " : "",
+            x->origins[0]->cfg.timeout, x->attempts ? " after: " : "",
             x->attempts ? why : "");
   x->result = EIO;
   complete (x);
 }
 
-/* Start an attempt of x, which has a slot. */
+/* Start an attempt of x on x->origin, which has a slot and admitted it. */
 static void
 start_attempt (struct http_engine *e, struct http_xfer *x)
 {
   CURL *easy;
 
-  if (!http_xfer_admit (x)) {
-    complete (x);
-    return;
-  }
   easy = pool_get (e);
   if (easy == NULL) {
     http_xfer_unadmit (x);
@@ -263,11 +269,21 @@ start_ready (struct http_engine *e, uint64_t now)
       if (now >= x->deadline_ns) {
         queue_remove (&e->ready[p], x);
         fail_deadline (x);
+        continue;
       }
-      else if (e->n_active < e->max_total &&
-               x->origin->active < slot_limit (x)) {
+      if (e->n_active >= e->max_total)
+        return;
+      switch (http_xfer_choose (x, has_slot, e)) {
+      case HTTP_CHOSEN:
         queue_remove (&e->ready[p], x);
         start_attempt (e, x);
+        break;
+      case HTTP_NONE:
+        queue_remove (&e->ready[p], x);
+        complete (x);
+        break;
+      case HTTP_WAIT:
+        break;
       }
     }
   }
@@ -469,6 +485,18 @@ submit (struct http_engine *e, struct http_xfer *xs, size_t n)
   }
   pthread_mutex_unlock (&e->lock);
   curl_multi_wakeup (e->multi);
+}
+
+void
+http_engine_submit (struct http_engine *e, struct http_xfer *x)
+{
+  submit (e, x, 1);
+}
+
+bool
+http_engine_started (struct http_engine *e)
+{
+  return __atomic_load_n (&e->started, __ATOMIC_ACQUIRE);
 }
 
 /* The transfers of one http_engine_run and the caller waiting. */

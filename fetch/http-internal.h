@@ -34,21 +34,40 @@
 /* Bytes fetched by the probe at open and kept for the first reads. */
 #define HTTP_HEAD_BYTES 65536
 
+/* A probe of an unreachable mirror gives up connecting after this. */
+#define HTTP_PROBE_CONNECT_MS 3000
+
+/* A source can fetch from this many origins (its URL and mirrors). */
+#define HTTP_ORIGINS_MAX 64
+
 /* One origin: a URL with its configuration, the object identity pinned
- * there, its health and its counters.  A source has one (several when
- * mirrors come).  Fields marked [lock] are protected by lock, [drive]
- * belong to whoever drives the engine; the rest are fixed once the
- * identity is pinned. */
+ * there, its health, its measured speed and its counters.  A source has
+ * one per URL (url= and each mirror).  Fields marked [lock] are
+ * protected by lock, [drive] belong to whoever drives the engine; the
+ * rest are fixed once the identity is pinned. */
 struct http_origin {
   struct http_config cfg;       /* string fields point at owned copies */
   struct http_identity id;
+  char *base_url;               /* URL up to its last '/', for objects */
+  unsigned index;               /* in its source's list (0 = url=) */
   struct curl_slist *headers;   /* If-Range for every ranged GET */
+  struct curl_slist *range_nocache_headers; /* the same + no-cache */
+  struct curl_slist *nocache_headers; /* no-cache: whole-object refetches */
 
   pthread_mutex_t lock;
   struct http_stats stats;      /* [lock] */
   struct endpoint_health health;/* [lock] */
   char down_why[160];           /* [lock] what marked it down */
   uint64_t rng;                 /* [lock] jitter state */
+  double latency_s;             /* [lock] moving average: first byte */
+  double rate_bps;              /* [lock] moving average: body rate */
+  bool dropped;                 /* [lock] serves another object: never
+                                   used again */
+  uint64_t benched_until_ns;    /* [lock] avoided until then: it served
+                                   a faulty copy */
+  uint64_t last_fault_ns;       /* [lock] its last faulty copy */
+  unsigned faults_in_row;       /* [lock] faulty copies a minute apart
+                                   or less */
 
   unsigned active;              /* [drive] transfers holding a slot */
 };
@@ -61,9 +80,14 @@ struct http_xfer;
 typedef void (*http_done_fn) (struct http_xfer *x);
 
 /* One GET: a range covering one or more contiguous caller ranges, or a
- * whole object.  Set by the submitter: everything above "attempts". */
+ * whole object.  Set by the submitter: everything above "attempts".
+ * Each attempt goes to one of the candidate origins (origin), chosen
+ * when it starts: the fastest one measured that has a free slot and has
+ * not failed this transfer yet. */
 struct http_xfer {
-  struct http_origin *origin;
+  struct http_origin *const *origins; /* candidates (1 .. HTTP_ORIGINS_MAX) */
+  size_t n_origins;
+  struct http_origin *origin;   /* of the current or last attempt */
   enum fetch_priority priority;
   http_done_fn done;
   void *opaque;                 /* the submitter's (its batch) */
@@ -73,13 +97,16 @@ struct http_xfer {
   size_t length;                /* bytes asked for (> 0) */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC */
   bool probe;                   /* the open-time probe: total unknown */
-  const char *url;              /* another URL than the origin's, or NULL */
+  const char *path;             /* an object beside the origin's URL
+                                   (relative), or NULL for the URL */
   bool whole;                   /* a whole immutable object: plain GET */
   bool exact;                   /* (whole) must be exactly length bytes */
   unsigned attempts;            /* attempts started (or faulty copies
                                    the caller already found) */
 
   /* State of the current attempt. */
+  uint64_t failed_origins;      /* bit i: origins[i] failed this transfer */
+  bool nocache;                 /* ask caches in between for a fresh copy */
   unsigned hard_faults;         /* 4xx replies seen (retried once) */
   bool fresh;                   /* next attempt on a new connection */
   uint64_t not_before_ns;       /* back-off: start no earlier */
@@ -138,15 +165,28 @@ int http_origin_pin (struct http_origin *o, uint64_t size, const char *etag,
 
 /* Before a transfer enters the engine: a refetch after a content fault
  * (x->attempts > 0) fails at once (x->result = EIO) if that spent the
- * retry budget, else is set to go on a fresh connection after a
- * back-off (*not_before, else 0).  Returns false if x failed. */
+ * retry budget, else is set to go on a fresh connection, past caching
+ * proxies (no-cache), after a back-off (*not_before, else 0).  Returns
+ * false if x failed. */
 bool http_xfer_refetch_allowed (struct http_xfer *x, uint64_t *not_before);
 
-/* May x make an attempt now?  If its origin is marked down and no
- * probe is due, x fails (x->result = EIO, x->why set) and false is
- * returned.  After true, the attempt must be set up and finished, or
- * http_xfer_unadmit'ed if it never starts. */
-bool http_xfer_admit (struct http_xfer *x);
+/* Where x's next attempt goes.  The engine passes each origin's free
+ * slots through has_slot (called with the drive lock held). */
+enum http_choice {
+  HTTP_CHOSEN,                  /* x->origin set and admitted: start it */
+  HTTP_WAIT,                    /* every usable origin is busy: later */
+  HTTP_NONE,                    /* none is usable (down, dropped, all
+                                   failed and out of retries): x failed
+                                   (x->result = EIO, x->why set) */
+};
+enum http_choice http_xfer_choose (struct http_xfer *x,
+                                   bool (*has_slot) (void *opaque,
+                                                     const struct http_xfer *x,
+                                                     struct http_origin *o),
+                                   void *opaque);
+
+/* x was admitted by http_xfer_choose but its attempt never started:
+ * let another probe go if it was one. */
 void http_xfer_unadmit (struct http_xfer *x);
 
 /* Prepare easy (reset, then every option) for x's next attempt and
@@ -161,6 +201,12 @@ enum http_next http_xfer_finish (struct http_xfer *x, CURL *easy,
                                  CURLcode rc, bool reaped);
 
 /* ---- http-engine.c ------------------------------------------------------ */
+
+/* Queue x (x->done and x->opaque set by the caller), without waiting:
+ * done is called once it has finished, from the engine's worker.  Only
+ * once the engine has started (http_engine_started). */
+void http_engine_submit (struct http_engine *e, struct http_xfer *x);
+bool http_engine_started (struct http_engine *e);
 
 /* Run n transfers (xs[i].done and .opaque are set by this function)
  * and return when all have finished: queued to the worker if the

@@ -48,6 +48,18 @@ http_debug (const struct http_origin *o, const char *fmt, ...)
   o->cfg.debug ("http: %s", line);
 }
 
+/* Is o up (its lock not held)? */
+static bool
+endpoint_is_up_locked (struct http_origin *o)
+{
+  bool up;
+
+  pthread_mutex_lock (&o->lock);
+  up = endpoint_is_up (&o->health);
+  pthread_mutex_unlock (&o->lock);
+  return up;
+}
+
 /* Record why the current attempt failed (the first reason wins). */
 static void __attribute__ ((format (printf, 3, 4)))
 xfer_fault (struct http_xfer *x, enum http_fault kind, const char *fmt, ...)
@@ -253,18 +265,35 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   rc = setup_common (o, easy);
 #define SET(opt, val) \
   do { if (rc == CURLE_OK) rc = curl_easy_setopt (easy, opt, val); } while (0)
-  if (x->url)
-    SET (CURLOPT_URL, x->url);
+  if (x->path) {                /* libcurl copies the string */
+    char *url;
+    if (asprintf (&url, "%s%s", o->base_url, x->path) == -1) {
+      snprintf (x->why, sizeof x->why, "out of memory");
+      return -1;
+    }
+    SET (CURLOPT_URL, url);
+    free (url);
+  }
   if (!x->whole)
     SET (CURLOPT_RANGE, range);
   SET (CURLOPT_TIMEOUT_MS, (long) left_ms);
-  if (!x->probe && !x->whole && o->headers)
-    SET (CURLOPT_HTTPHEADER, o->headers);
+  /* If-Range pins the object on ranged GETs; a refetch after a content
+   * fault asks caching proxies for a fresh copy, so a poisoned cache
+   * cannot hand back the same bad bytes. */
+  if (!x->probe && !x->whole)
+    SET (CURLOPT_HTTPHEADER, x->nocache ? o->range_nocache_headers
+                                        : o->headers);
+  else if (x->nocache)
+    SET (CURLOPT_HTTPHEADER, o->nocache_headers);
   SET (CURLOPT_HEADERDATA, x);
   SET (CURLOPT_WRITEDATA, x);
   SET (CURLOPT_PRIVATE, x);
   SET (CURLOPT_ERRORBUFFER, x->errbuf);
   SET (CURLOPT_FRESH_CONNECT, x->fresh ? 1L : 0L);
+  /* A probe of a server that was unreachable gives up connecting soon:
+   * with mirrors, the transfer goes on elsewhere. */
+  if (x->n_origins > 1 && !endpoint_is_up_locked (o))
+    SET (CURLOPT_CONNECTTIMEOUT_MS, (long) HTTP_PROBE_CONNECT_MS);
 #undef SET
   if (rc != CURLE_OK) {
     snprintf (x->why, sizeof x->why, "cannot set up libcurl: %s",
@@ -334,7 +363,7 @@ judge_attempt (struct http_xfer *x, CURLcode rc)
 static uint64_t
 backoff_ns (struct http_xfer *x)
 {
-  struct http_origin *o = x->origin;
+  struct http_origin *o = x->origin ? x->origin : x->origins[0];
   uint64_t ms = o->cfg.backoff_base_ms, r;
   unsigned i;
 
@@ -362,8 +391,54 @@ is_hard_status (const struct http_xfer *x)
     status < 500 && status != 408 && status != 429;
 }
 
+/* Bit of the candidate x->origin in x->origins. */
+static uint64_t
+origin_bit (const struct http_xfer *x)
+{
+  for (size_t i = 0; i < x->n_origins; i++)
+    if (x->origins[i] == x->origin)
+      return UINT64_C (1) << i;
+  return 0;
+}
+
+/* Has every candidate that is still in use failed x? */
+static bool
+all_failed (const struct http_xfer *x)
+{
+  for (size_t i = 0; i < x->n_origins; i++) {
+    struct http_origin *o = x->origins[i];
+    bool dropped;
+
+    pthread_mutex_lock (&o->lock);
+    dropped = o->dropped;
+    pthread_mutex_unlock (&o->lock);
+    if (!dropped && !(x->failed_origins & UINT64_C (1) << i))
+      return false;
+  }
+  return true;
+}
+
+/* Fold a good attempt into o's moving averages (1/4 weight): time to
+ * the first byte, and body rate after it (long enough bodies only). */
+static void
+measure (struct http_origin *o, CURL *easy, size_t received)
+{
+  curl_off_t start = 0, total = 0;
+
+  if (curl_easy_getinfo (easy, CURLINFO_STARTTRANSFER_TIME_T,
+                         &start) != CURLE_OK ||
+      curl_easy_getinfo (easy, CURLINFO_TOTAL_TIME_T, &total) != CURLE_OK)
+    return;
+  double lat = start / 1e6, body = (total - start) / 1e6;
+  o->latency_s = o->latency_s == 0 ? lat : 0.75 * o->latency_s + 0.25 * lat;
+  if (received >= 16384 && body > 0.0005) {
+    double rate = received / body;
+    o->rate_bps = o->rate_bps == 0 ? rate : 0.75 * o->rate_bps + 0.25 * rate;
+  }
+}
+
 static enum http_next
-decide (struct http_xfer *x, CURLcode rc)
+decide (struct http_xfer *x, CURL *easy, CURLcode rc)
 {
   struct http_origin *o = x->origin;
   unsigned allowed = 1 + o->cfg.retries;
@@ -375,29 +450,35 @@ decide (struct http_xfer *x, CURLcode rc)
   pthread_mutex_lock (&o->lock);
   if (x->faulted)
     o->stats.faults[x->fault]++;
-  else
+  else {
     o->stats.bytes_fetched += x->received;
+    measure (o, easy, x->received);
+  }
   histogram_add (&o->stats.latency, now - x->started_ns);
   pthread_mutex_unlock (&o->lock);
   if (!x->faulted) {
     x->result = 0;
     return HTTP_DONE;
   }
+  x->failed_origins |= origin_bit (x);
+  /* Every mirror gets its chance before a read fails. */
+  if (allowed < x->n_origins)
+    allowed = x->n_origins;
   http_debug (o, "bytes=%" PRIu64 "-%" PRIu64 " attempt %u: %s: %s",
               x->first, x->first + x->length - 1, x->attempts,
               http_fault_name (x->fault), x->why);
 
   /* 404-like replies and a changed object get one retry (a mirror or
    * a load-balanced server may be mid-sync); a configuration error
-   * (TLS trust, protocol) gets none. */
-  if (((is_hard_status (x) || x->hard || x->fault == HTTP_FAULT_CHANGED) &&
-       ++x->hard_faults >= 2) ||
-      x->permanent)
+   * (TLS trust, protocol) gets none: once every mirror has failed. */
+  if ((((is_hard_status (x) || x->hard || x->fault == HTTP_FAULT_CHANGED) &&
+        ++x->hard_faults >= 2) || x->permanent) && all_failed (x))
     allowed = x->attempts;
   x->result = EIO;
   if (x->attempts >= allowed)
     return HTTP_FAILED;
-  wait = backoff_ns (x);
+  /* Another mirror that has not failed it is tried at once. */
+  wait = all_failed (x) ? backoff_ns (x) : 0;
   if (now + wait >= x->deadline_ns) {
     size_t l = strlen (x->why);
     snprintf (x->why + l, sizeof x->why - l, "; deadline of %u s reached",
@@ -412,6 +493,24 @@ decide (struct http_xfer *x, CURLcode rc)
 }
 
 /* ---- The origin --------------------------------------------------------- */
+
+/* The URL up to and including its last '/' (before any query or
+ * fragment): where objects named relative to it live.  NULL on ENOMEM. */
+static char *
+base_url (const char *url)
+{
+  size_t end = strcspn (url, "?#");
+  const char *scheme_end = strstr (url, "://");
+  size_t min = scheme_end ? (size_t) (scheme_end - url) + 3 : 0;
+
+  while (end > min && url[end - 1] != '/')
+    end--;
+  if (end <= min) {             /* "http://host" with no path */
+    char *s;
+    return asprintf (&s, "%s/", url) == -1 ? NULL : s;
+  }
+  return strndup (url, end);
+}
 
 /* *dst = a copy of src (NULL stays NULL). */
 static int
@@ -453,6 +552,9 @@ http_origin_init (struct http_origin *o, const struct http_config *src,
       dup_string (&dst->unix_socket_path, src->unix_socket_path, err) == -1)
     return -1;
   o->id.url = dst->url;
+  o->base_url = base_url (dst->url);
+  if (o->base_url == NULL)
+    return cloop_err_set (err, ENOMEM, "http: out of memory");
   return 0;
 }
 
@@ -460,6 +562,9 @@ void
 http_origin_destroy (struct http_origin *o)
 {
   curl_slist_free_all (o->headers);
+  curl_slist_free_all (o->range_nocache_headers);
+  curl_slist_free_all (o->nocache_headers);
+  free (o->base_url);
   pthread_mutex_destroy (&o->lock);
   free ((char *) o->id.etag);
   free ((char *) o->id.last_modified);
@@ -492,8 +597,24 @@ http_origin_pin (struct http_origin *o, uint64_t size, const char *etag,
   if (validator) {
     snprintf (line, sizeof line, "If-Range: %s", validator);
     o->headers = curl_slist_append (NULL, line);
-    if (o->headers == NULL)
+    o->range_nocache_headers = curl_slist_append (NULL, line);
+    if (o->headers == NULL || o->range_nocache_headers == NULL)
       return cloop_err_set (err, ENOMEM, "http: curl_slist_append failed");
+  }
+  for (int i = 0; i < 2; i++) {
+    static const char *const nocache[] = {
+      "Cache-Control: no-cache", "Pragma: no-cache",
+    };
+    struct curl_slist *a = curl_slist_append (o->range_nocache_headers,
+                                              nocache[i]);
+    struct curl_slist *b = curl_slist_append (o->nocache_headers, nocache[i]);
+    if (a == NULL || b == NULL) {
+      o->range_nocache_headers = a ? a : o->range_nocache_headers;
+      o->nocache_headers = b ? b : o->nocache_headers;
+      return cloop_err_set (err, ENOMEM, "http: curl_slist_append failed");
+    }
+    o->range_nocache_headers = a;
+    o->nocache_headers = b;
   }
   http_debug (o, "%s: %" PRIu64 " bytes, ETag %s, Last-Modified %s, "
               "If-Range %s", o->id.url, o->id.size,
@@ -521,8 +642,11 @@ origin_warn (const struct http_origin *o, const char *fmt, ...)
     http_debug (o, "%s", line);
 }
 
-bool
-http_xfer_admit (struct http_xfer *x)
+/* May x make an attempt on x->origin now?  If it is marked down and no
+ * probe is due, x fails (x->result = EIO, x->why set) and false is
+ * returned. */
+static bool
+admit (struct http_xfer *x)
 {
   struct http_origin *o = x->origin;
   enum endpoint_admission a;
@@ -550,6 +674,86 @@ http_xfer_admit (struct http_xfer *x)
             down_s, why, next_ms);
   x->result = EIO;
   return false;
+}
+
+/* Can o take an attempt now (up, or down with a probe due)?  Its
+ * expected time for x's bytes, from the moving averages, is *cost. */
+static bool
+usable (const struct http_xfer *x, struct http_origin *o, uint64_t now,
+        double *cost)
+{
+  bool ok, down, benched;
+  double lat, rate;
+
+  pthread_mutex_lock (&o->lock);
+  ok = !o->dropped && endpoint_would_admit (&o->health, now);
+  down = !endpoint_is_up (&o->health);
+  benched = now < o->benched_until_ns;
+  lat = o->latency_s ? o->latency_s : 0.05;
+  rate = o->rate_bps ? o->rate_bps : 10e6;
+  pthread_mutex_unlock (&o->lock);
+  /* Busy origins answer later: each transfer in flight there counts. */
+  *cost = (lat + x->length / rate) * (1 + o->active);
+  /* A server that was unreachable is probed, once its back-off is
+   * over, by the first read-ahead or background transfer (so that it
+   * comes back into use), and by a client's read only when nothing
+   * else can take it: a probe may wait for its connect timeout. */
+  if (down)
+    *cost = x->priority == FETCH_DEMAND ? *cost + 3600 : 0;
+  /* One that served faulty copies lately only if nothing else can. */
+  if (benched)
+    *cost += 7200;
+  return ok;
+}
+
+enum http_choice
+http_xfer_choose (struct http_xfer *x,
+                  bool (*has_slot) (void *opaque, const struct http_xfer *x,
+                                    struct http_origin *o),
+                  void *opaque)
+{
+  uint64_t now = http_now_ns ();
+  bool retry_any = all_failed (x), busy = false;
+  struct http_origin *best = NULL, *down = NULL;
+  double best_cost = 0;
+
+  for (size_t i = 0; i < x->n_origins; i++) {
+    struct http_origin *o = x->origins[i];
+    double cost;
+
+    if (!retry_any && (x->failed_origins & UINT64_C (1) << i))
+      continue;
+    if (!usable (x, o, now, &cost)) {
+      if (down == NULL)
+        down = o;
+      continue;
+    }
+    if (!has_slot (opaque, x, o)) {
+      busy = true;
+      continue;
+    }
+    if (best == NULL || cost < best_cost) {
+      best = o;
+      best_cost = cost;
+    }
+  }
+  if (best) {
+    x->origin = best;
+    return admit (x) ? HTTP_CHOSEN : HTTP_NONE;
+  }
+  if (busy)
+    return HTTP_WAIT;
+  if (down) {                   /* says why, counts a fast failure */
+    x->origin = down;
+    if (admit (x)) {            /* its probe just came due */
+      http_xfer_unadmit (x);
+      return HTTP_WAIT;
+    }
+    return HTTP_NONE;
+  }
+  snprintf (x->why, sizeof x->why, "no mirror serves this object");
+  x->result = EIO;
+  return HTTP_NONE;
 }
 
 void
@@ -602,7 +806,7 @@ http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
 {
   struct http_origin *o = x->origin;
   bool down = origin_unreachable (easy, rc, reaped);
-  enum http_next next = decide (x, rc);
+  enum http_next next = decide (x, easy, rc);
   uint64_t now = http_now_ns ();
   bool changed;
 
@@ -625,7 +829,9 @@ http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
                  o->cfg.down_backoff_ms, o->cfg.down_backoff_max_ms);
   else if (changed)
     origin_warn (o, "%s: server reachable again", o->id.url);
-  if (down && next == HTTP_RETRY) {
+  /* An unreachable server is retried by the probe, after its back-off;
+   * the transfer goes on only to mirrors that have not failed it. */
+  if (down && next == HTTP_RETRY && all_failed (x)) {
     x->result = EIO;
     next = HTTP_FAILED;
   }
@@ -635,7 +841,7 @@ http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
 bool
 http_xfer_refetch_allowed (struct http_xfer *x, uint64_t *not_before)
 {
-  struct http_origin *o = x->origin;
+  struct http_origin *o = x->origins[0];       /* they share cfg */
 
   *not_before = 0;
   if (x->attempts == 0)
@@ -647,6 +853,7 @@ http_xfer_refetch_allowed (struct http_xfer *x, uint64_t *not_before)
     return false;
   }
   x->fresh = true;
+  x->nocache = true;
   *not_before = http_now_ns () + backoff_ns (x);
   return true;
 }

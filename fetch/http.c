@@ -59,16 +59,105 @@ http_global_cleanup (void)
   curl_global_cleanup ();
 }
 
-/* The source: one origin today (mirrors will make it a list). */
+/* The source: its URL and its mirrors, one origin each.  Every
+ * transfer may go to any origin not dropped (http_xfer_choose). */
 struct http_source {
   struct source src;            /* must be first */
-  struct http_origin origin;
+  struct http_origin *origins[HTTP_ORIGINS_MAX]; /* [0]: url= */
+  size_t n_origins;
+  struct http_origin *ref;      /* whose probe pinned the object */
   struct http_engine *engine;   /* borrowed, or own_engine */
   struct http_engine *own_engine;
-  char *base_url;               /* URL up to its last '/', for objects */
   unsigned char *head;          /* first head_len bytes of the object, */
   size_t head_len;              /* until source_opened */
+
+  /* Fail-back probes in flight (one per origin at most). */
+  pthread_mutex_t probe_lock;
+  pthread_cond_t probes_done;
+  bool probing[HTTP_ORIGINS_MAX]; /* [probe_lock] */
+  unsigned probes;              /* [probe_lock] in flight */
 };
+
+/* A fail-back probe: one byte from an origin marked down. */
+struct failback {
+  struct http_xfer x;
+  struct source_range r;
+  struct source_range *part;
+  unsigned char byte;
+  struct http_source *hs;
+};
+
+/* Source-wide counters (ranges asked for, failures...) are kept on the
+ * first origin's. */
+#define COUNTERS(hs) ((hs)->origins[0])
+
+/* ---- Fail-back --------------------------------------------------------- */
+
+static void
+failback_done (struct http_xfer *x)
+{
+  struct failback *f = x->opaque;
+  struct http_source *hs = f->hs;
+
+  pthread_mutex_lock (&hs->probe_lock);
+  hs->probing[x->origins[0]->index] = false;
+  if (--hs->probes == 0)
+    pthread_cond_broadcast (&hs->probes_done);
+  pthread_mutex_unlock (&hs->probe_lock);
+  free (f);
+}
+
+/* With mirrors, an origin marked down whose back-off is over is probed
+ * in the background (one byte, checked against its pinned identity),
+ * so that it comes back into use as soon as it answers, without a
+ * client's read waiting on it. */
+static void
+start_failback_probes (struct http_source *hs)
+{
+  uint64_t now;
+
+  if (hs->n_origins < 2 || !http_engine_started (hs->engine))
+    return;
+  now = http_now_ns ();
+  for (size_t i = 0; i < hs->n_origins; i++) {
+    struct http_origin *o = hs->origins[i];
+    struct failback *f;
+    bool due;
+
+    pthread_mutex_lock (&o->lock);
+    due = !o->dropped && !endpoint_is_up (&o->health) &&
+      endpoint_would_admit (&o->health, now);
+    pthread_mutex_unlock (&o->lock);
+    if (!due)
+      continue;
+    pthread_mutex_lock (&hs->probe_lock);
+    due = !hs->probing[i];
+    hs->probing[i] = true;
+    pthread_mutex_unlock (&hs->probe_lock);
+    if (!due || (f = calloc (1, sizeof *f)) == NULL) {
+      if (due) {
+        pthread_mutex_lock (&hs->probe_lock);
+        hs->probing[i] = false;
+        pthread_mutex_unlock (&hs->probe_lock);
+      }
+      continue;
+    }
+    f->hs = hs;
+    f->r = (struct source_range) { .offset = 0, .length = 1, .buf = &f->byte };
+    f->part = &f->r;
+    f->x = (struct http_xfer) {
+      .origins = &hs->origins[i], .n_origins = 1,
+      .priority = FETCH_BACKGROUND, .done = failback_done, .opaque = f,
+      .parts = &f->part, .n_parts = 1, .first = 0, .length = 1,
+      .deadline_ns = now + (uint64_t) o->cfg.timeout * 1000000000,
+    };
+    pthread_mutex_lock (&hs->probe_lock);
+    hs->probes++;
+    pthread_mutex_unlock (&hs->probe_lock);
+    http_debug (o, "%s: probing it in the background", o->id.url);
+    http_engine_submit (hs->engine, &f->x);
+  }
+}
 
 /* ---- Reads -------------------------------------------------------------- */
 
@@ -95,7 +184,7 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
 {
   size_t i, hits = 0;
   int ret = 0;
-  struct http_origin *o = &hs->origin;
+  struct http_origin *o = COUNTERS (hs);
 
   *n_todo = 0;
   for (i = 0; i < n; i++) {
@@ -109,11 +198,12 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
       if (ret == 0)
         cloop_err_set (err, EIO, "http: %s: read of %zu bytes at %" PRIu64
                        " is beyond the end (%" PRIu64 " bytes)",
-                       o->id.url, r->length, r->offset, hs->src.size);
+                       hs->src.name, r->length, r->offset, hs->src.size);
       ret = -1;
     }
     else if (r->offset + r->length <= hs->head_len && r->refetch == 0) {
       memcpy (r->buf, hs->head + r->offset, r->length);
+      r->endpoint = hs->ref->index;
       hits++;
     }
     else if (r->offset < hs->head_len && r->refetch == 0) {
@@ -152,11 +242,12 @@ plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
 
     while (j < n && want[j - 1]->offset + want[j - 1]->length ==
            want[j]->offset &&
-           total + want[j]->length <= hs->origin.cfg.max_coalesce) {
+           total + want[j]->length <= hs->ref->cfg.max_coalesce) {
       total += want[j]->length;
       j++;
     }
-    x->origin = &hs->origin;
+    x->origins = hs->origins;
+    x->n_origins = hs->n_origins;
     x->priority = FETCH_PRIORITIES - 1;
     x->parts = &want[i];
     x->n_parts = j - i;
@@ -174,10 +265,10 @@ plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
     refetches += x->attempts > 0;
     i = j;
   }
-  pthread_mutex_lock (&hs->origin.lock);
-  hs->origin.stats.coalesced += n - n_xs;
-  hs->origin.stats.refetches += refetches;
-  pthread_mutex_unlock (&hs->origin.lock);
+  pthread_mutex_lock (&COUNTERS (hs)->lock);
+  COUNTERS (hs)->stats.coalesced += n - n_xs;
+  COUNTERS (hs)->stats.refetches += refetches;
+  pthread_mutex_unlock (&COUNTERS (hs)->lock);
   return n_xs;
 }
 
@@ -191,26 +282,31 @@ report (struct http_source *hs, struct http_xfer *xs, size_t n,
   for (i = 0; i < n; i++) {
     struct http_xfer *x = &xs[i];
 
-    if (x->result == 0)
+    if (x->result == 0) {
+      for (j = 0; j < x->n_parts; j++)
+        x->parts[j]->endpoint = x->origin->index;
       continue;
+    }
     for (j = 0; j < x->n_parts; j++)
       x->parts[j]->status = x->result;
     failed += x->n_parts;
     if (ret == 0 && x->attempts == 0)   /* failed at once: server down */
       cloop_err_set (err, x->result, "http: %s: bytes %" PRIu64 "-%" PRIu64
-                     ": %s", hs->origin.id.url, x->first,
+                     ": %s", x->origin ? x->origin->id.url : hs->src.name,
+                     x->first,
                      x->first + x->length - 1,
                      x->why);
     else if (ret == 0)
       cloop_err_set (err, x->result, "http: %s: bytes %" PRIu64 "-%" PRIu64
-                     ": %s (%u attempt%s)", hs->origin.id.url, x->first,
+                     ": %s (%u attempt%s)",
+                     x->origin ? x->origin->id.url : hs->src.name, x->first,
                      x->first + x->length - 1, x->why, x->attempts,
                      x->attempts == 1 ? "" : "s");
     ret = -1;
   }
-  pthread_mutex_lock (&hs->origin.lock);
-  hs->origin.stats.failures += failed;
-  pthread_mutex_unlock (&hs->origin.lock);
+  pthread_mutex_lock (&COUNTERS (hs)->lock);
+  COUNTERS (hs)->stats.failures += failed;
+  pthread_mutex_unlock (&COUNTERS (hs)->lock);
   return ret;
 }
 
@@ -231,6 +327,7 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
     free (tails);
     return cloop_err_set (err, ENOMEM, "http: malloc: %m");
   }
+  start_failback_probes (hs);
   ret = triage_ranges (hs, ranges, n, want, &n_todo, tails, err);
   if (n_todo > 0) {
     xs = calloc (n_todo, sizeof *xs);
@@ -242,13 +339,15 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
     qsort (want, n_todo, sizeof *want, compare_offsets);
     n_xs = plan_transfers (hs, want, n_todo, xs,
                            http_now_ns () +
-                           (uint64_t) hs->origin.cfg.timeout * 1000000000);
+                           (uint64_t) hs->ref->cfg.timeout * 1000000000);
     http_engine_run (hs->engine, xs, n_xs);
     ret = report (hs, xs, n_xs, err, ret);
     /* A range whose rest was fetched fails with its rest. */
     for (size_t i = 0; i < n; i++)
-      if (tails[i].length > 0)
+      if (tails[i].length > 0) {
         ranges[i].status = tails[i].status;
+        ranges[i].endpoint = tails[i].endpoint;
+      }
   }
   free (xs);
   free (want);
@@ -266,19 +365,17 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
   struct http_xfer *xs = calloc (n, sizeof *xs);
   struct source_range *rs = calloc (n, sizeof *rs);
   struct source_range **parts = calloc (n, sizeof *parts);
-  char **urls = calloc (n, sizeof *urls);
   uint64_t deadline =
-    http_now_ns () + (uint64_t) hs->origin.cfg.timeout * 1000000000;
+    http_now_ns () + (uint64_t) hs->ref->cfg.timeout * 1000000000;
   int ret = 0;
 
-  if (xs == NULL || rs == NULL || parts == NULL || urls == NULL) {
+  if (xs == NULL || rs == NULL || parts == NULL) {
     ret = cloop_err_set (err, ENOMEM, "http: calloc: %m");
     goto out;
   }
+  start_failback_probes (hs);
   for (size_t i = 0; i < n; i++) {
-    if (objs[i].path[0] == '/' ||
-        asprintf (&urls[i], "%s%s", hs->base_url, objs[i].path) == -1) {
-      urls[i] = NULL;
+    if (objs[i].path[0] == '/' || strstr (objs[i].path, "..")) {
       ret = cloop_err_set (err, EINVAL, "http: bad object path %s",
                            objs[i].path);
       goto out;
@@ -287,12 +384,13 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
                                     .buf = objs[i].buf };
     parts[i] = &rs[i];
     xs[i] = (struct http_xfer) {
-      .origin = &hs->origin, .priority = objs[i].priority,
+      .origins = hs->origins, .n_origins = hs->n_origins,
+      .priority = objs[i].priority,
       .parts = &parts[i], .n_parts = 1, .first = 0,
       .length = objs[i].length,
       .deadline_ns = objs[i].deadline_ns && objs[i].deadline_ns < deadline
                      ? objs[i].deadline_ns : deadline,
-      .url = urls[i], .whole = true, .exact = objs[i].exact,
+      .path = objs[i].path, .whole = true, .exact = objs[i].exact,
       .attempts = objs[i].refetch,
     };
   }
@@ -301,24 +399,23 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
   for (size_t i = 0; i < n; i++) {
     objs[i].status = xs[i].result;
     objs[i].received = xs[i].received;
+    objs[i].endpoint = xs[i].result == 0 ? (int) xs[i].origin->index : -1;
     failed += xs[i].result != 0;
     if (xs[i].result != 0 && ret == 0)
-      ret = cloop_err_set (err, xs[i].result, "http: %s: %s (%u attempt%s)",
-                           urls[i], xs[i].why, xs[i].attempts,
+      ret = cloop_err_set (err, xs[i].result, "http: %s%s: %s (%u attempt%s)",
+                           xs[i].origin ? xs[i].origin->base_url
+                                        : hs->ref->base_url,
+                           objs[i].path, xs[i].why, xs[i].attempts,
                            xs[i].attempts == 1 ? "" : "s");
   }
-  pthread_mutex_lock (&hs->origin.lock);
-  hs->origin.stats.ranges += n;
-  hs->origin.stats.failures += failed;
+  pthread_mutex_lock (&COUNTERS (hs)->lock);
+  COUNTERS (hs)->stats.ranges += n;
+  COUNTERS (hs)->stats.failures += failed;
   for (size_t i = 0; i < n; i++)
-    hs->origin.stats.refetches += objs[i].refetch > 0;
-  pthread_mutex_unlock (&hs->origin.lock);
+    COUNTERS (hs)->stats.refetches += objs[i].refetch > 0;
+  pthread_mutex_unlock (&COUNTERS (hs)->lock);
 
  out:
-  if (urls)
-    for (size_t i = 0; i < n; i++)
-      free (urls[i]);
-  free (urls);
   free (parts);
   free (rs);
   free (xs);
@@ -343,62 +440,132 @@ http_close (struct source *src)
 
   if (hs == NULL)
     return;
+  pthread_mutex_lock (&hs->probe_lock);
+  while (hs->probes > 0)
+    pthread_cond_wait (&hs->probes_done, &hs->probe_lock);
+  pthread_mutex_unlock (&hs->probe_lock);
+  pthread_cond_destroy (&hs->probes_done);
+  pthread_mutex_destroy (&hs->probe_lock);
   http_engine_free (hs->own_engine);
-  http_origin_destroy (&hs->origin);
+  for (size_t i = 0; i < hs->n_origins; i++) {
+    http_origin_destroy (hs->origins[i]);
+    free (hs->origins[i]);
+  }
   free (hs->head);
-  free (hs->base_url);
   free (hs->src.name);
   free (hs);
 }
 
-/* The open-time probe: bytes=0-65535. */
+/* One line about origin o (a mirror dropped, or unused). */
+static void __attribute__ ((format (printf, 2, 3)))
+source_warn (const struct http_origin *o, const char *fmt, ...)
+{
+  char line[1024];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (line, sizeof line, fmt, ap);
+  va_end (ap);
+  if (o->cfg.warn)
+    o->cfg.warn ("%s", line);
+  else
+    http_debug (o, "%s", line);
+}
+
+/* Drop origin o for good: it cannot serve this object. */
+static void
+drop_origin (struct http_origin *o, const char *why)
+{
+  pthread_mutex_lock (&o->lock);
+  o->dropped = true;
+  pthread_mutex_unlock (&o->lock);
+  source_warn (o, "mirror %s not used: %s", o->id.url, why);
+}
+
+/* The open-time probe: bytes=0-65535 from every origin at once.  The
+ * first origin in order that answers pins the object (its size, its
+ * first bytes); another that answers with another size or other bytes
+ * serves another object and is dropped, as is one that does not answer
+ * (its object cannot be checked).  Fails only if none answers. */
 static int
 probe (struct http_source *hs, struct cloop_err *err)
 {
-  struct source_range r = { .offset = 0, .length = HTTP_HEAD_BYTES };
-  struct source_range *parts[1] = { &r };
-  struct http_origin *o = &hs->origin;
-  struct http_xfer x = {
-    .origin = o, .priority = FETCH_DEMAND,
-    .parts = parts, .n_parts = 1, .first = 0,
-    .length = HTTP_HEAD_BYTES, .probe = true,
-    .deadline_ns = http_now_ns () + (uint64_t) o->cfg.timeout * 1000000000,
-  };
+  size_t n = hs->n_origins;
+  struct source_range r[HTTP_ORIGINS_MAX];
+  struct source_range *parts[HTTP_ORIGINS_MAX];
+  struct http_xfer *xs = calloc (n, sizeof *xs);
+  unsigned char *bufs = malloc (n * HTTP_HEAD_BYTES);
+  size_t ref = n;
+  int ret = -1;
 
-  hs->head = malloc (HTTP_HEAD_BYTES);
-  if (hs->head == NULL)
-    return cloop_err_set (err, ENOMEM, "http: malloc: %m");
-  r.buf = hs->head;
-  http_engine_run (hs->engine, &x, 1);
-  if (x.result != 0)
-    return cloop_err_set (err, x.result, "http: %s: %s (%u attempt%s)",
-                          o->cfg.url, x.why, x.attempts,
-                          x.attempts == 1 ? "" : "s");
-  hs->head_len = x.length;
-  hs->src.size = x.range_total;
-  http_debug (o, "%s: %zu head bytes kept", o->cfg.url, hs->head_len);
-  return http_origin_pin (o, x.range_total, x.etag, x.last_modified, err);
-}
-
-/* The URL up to and including its last '/' (before any query or
- * fragment): where objects named relative to it live.  NULL on ENOMEM. */
-static char *
-base_url (const char *url)
-{
-  size_t end = strcspn (url, "?#");
-  const char *scheme_end = strstr (url, "://");
-  size_t min = scheme_end ? (size_t) (scheme_end - url) + 3 : 0;
-
-  while (end > min && url[end - 1] != '/')
-    end--;
-  if (end <= min) {             /* "http://host" with no path */
-    char *s;
-    return asprintf (&s, "%s/", url) == -1 ? NULL : s;
+  if (xs == NULL || bufs == NULL) {
+    cloop_err_set (err, ENOMEM, "http: malloc: %m");
+    goto out;
   }
-  return strndup (url, end);
+  for (size_t i = 0; i < n; i++) {
+    struct http_origin *o = hs->origins[i];
+    r[i] = (struct source_range) {
+      .offset = 0, .length = HTTP_HEAD_BYTES,
+      .buf = bufs + i * HTTP_HEAD_BYTES,
+    };
+    parts[i] = &r[i];
+    xs[i] = (struct http_xfer) {
+      .origins = &hs->origins[i], .n_origins = 1,
+      .priority = FETCH_DEMAND, .parts = &parts[i], .n_parts = 1,
+      .first = 0, .length = HTTP_HEAD_BYTES, .probe = true,
+      .deadline_ns = http_now_ns () + (uint64_t) o->cfg.timeout * 1000000000,
+    };
+  }
+  http_engine_run (hs->engine, xs, n);
+  for (size_t i = 0; i < n && ref == n; i++)
+    if (xs[i].result == 0)
+      ref = i;
+  if (ref == n) {
+    struct http_xfer *x = &xs[0];
+    cloop_err_set (err, x->result, "http: %s: %s (%u attempt%s)%s",
+                   hs->origins[0]->cfg.url, x->why, x->attempts,
+                   x->attempts == 1 ? "" : "s",
+                   n > 1 ? "; no mirror answered either" : "");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct http_xfer *x = &xs[i];
+    struct http_xfer *rx = &xs[ref];
+
+    if (i == ref)
+      continue;
+    if (x->result != 0)
+      drop_origin (hs->origins[i], x->why);
+    else if (x->range_total != rx->range_total)
+      drop_origin (hs->origins[i], "its copy has another size");
+    else if (x->length != rx->length ||
+             memcmp (r[i].buf, r[ref].buf, x->length) != 0)
+      drop_origin (hs->origins[i], "its copy has other bytes");
+    else if (http_origin_pin (hs->origins[i], x->range_total, x->etag,
+                              x->last_modified, err) == -1)
+      goto out;
+  }
+  hs->ref = hs->origins[ref];
+  hs->head = malloc (xs[ref].length);
+  if (hs->head == NULL) {
+    cloop_err_set (err, ENOMEM, "http: malloc: %m");
+    goto out;
+  }
+  memcpy (hs->head, r[ref].buf, xs[ref].length);
+  hs->head_len = xs[ref].length;
+  hs->src.size = xs[ref].range_total;
+  http_debug (hs->ref, "%s: %zu head bytes kept", hs->ref->cfg.url,
+              hs->head_len);
+  ret = http_origin_pin (hs->ref, xs[ref].range_total, xs[ref].etag,
+                         xs[ref].last_modified, err);
+ out:
+  free (bufs);
+  free (xs);
+  return ret;
 }
 
-/* Allocate a source for cfg, not yet pinned to any object. */
+/* Allocate a source for cfg (its url and mirrors), not yet pinned to
+ * any object. */
 static struct http_source *
 new_source (const struct http_config *cfg, struct cloop_err *err)
 {
@@ -409,21 +576,42 @@ new_source (const struct http_config *cfg, struct cloop_err *err)
     return NULL;
   }
   hs->src.ops = &http_ops;
-  if (http_origin_init (&hs->origin, cfg, err) == -1)
+  pthread_mutex_init (&hs->probe_lock, NULL);
+  pthread_cond_init (&hs->probes_done, NULL);
+  if (cfg->n_mirrors >= HTTP_ORIGINS_MAX) {
+    cloop_err_set (err, EINVAL, "http: %s: %zu mirrors, at most %d",
+                   cfg->url ? cfg->url : "(none)", cfg->n_mirrors,
+                   HTTP_ORIGINS_MAX - 1);
     goto fail;
-  hs->src.retries = hs->origin.cfg.retries;
+  }
+  for (size_t i = 0; i <= cfg->n_mirrors; i++) {
+    struct http_config c = *cfg;
+    struct http_origin *o = calloc (1, sizeof *o);
+
+    if (o == NULL) {
+      cloop_err_set (err, ENOMEM, "http: calloc: %m");
+      goto fail;
+    }
+    hs->origins[hs->n_origins++] = o;
+    if (i > 0)
+      c.url = cfg->mirrors[i - 1];
+    o->index = i;
+    if (http_origin_init (o, &c, err) == -1)
+      goto fail;
+  }
+  hs->ref = hs->origins[0];
+  hs->src.retries = hs->ref->cfg.retries;
   hs->engine = cfg->engine;
   if (hs->engine == NULL) {
-    hs->own_engine = http_engine_new (cfg->connections, err);
+    hs->own_engine = http_engine_new (cfg->connections * hs->n_origins, err);
     if (hs->own_engine == NULL)
       goto fail;
     hs->engine = hs->own_engine;
   }
-  hs->src.name = strdup (hs->origin.cfg.url);
-  hs->base_url = base_url (hs->origin.cfg.url);
-  if (hs->src.name == NULL || hs->base_url == NULL) {
+  hs->src.name = strdup (hs->ref->cfg.url);
+  if (hs->src.name == NULL) {
     cloop_err_set (err, ENOMEM, "http: out of memory opening %s",
-                   hs->origin.cfg.url);
+                   hs->ref->cfg.url);
     goto fail;
   }
   return hs;
@@ -452,12 +640,16 @@ source_open_http_pinned (const struct http_config *cfg,
                          const struct http_identity *id,
                          struct cloop_err *err)
 {
-  struct http_source *hs = new_source (cfg, err);
+  struct http_source *hs;
 
+  if (cfg->n_mirrors > 0)
+    return cloop_err_set (err, EINVAL, "http: %s: a pinned identity "
+                          "cannot be checked on mirrors", cfg->url), NULL;
+  hs = new_source (cfg, err);
   if (hs == NULL)
     return NULL;
   hs->src.size = id->size;
-  if (http_origin_pin (&hs->origin, id->size, id->etag, id->last_modified,
+  if (http_origin_pin (hs->ref, id->size, id->etag, id->last_modified,
                        err) == -1) {
     http_close (&hs->src);
     return NULL;
@@ -468,13 +660,13 @@ source_open_http_pinned (const struct http_config *cfg,
 const struct http_identity *
 source_http_identity (struct source *src)
 {
-  return &((struct http_source *) src)->origin.id;
+  return &((struct http_source *) src)->ref->id;
 }
 
 void
 source_http_get_stats (struct source *src, struct http_stats *stats)
 {
-  struct http_origin *o = &((struct http_source *) src)->origin;
+  struct http_origin *o = ((struct http_source *) src)->origins[0];
 
   pthread_mutex_lock (&o->lock);
   *stats = o->stats;
@@ -485,10 +677,16 @@ static int
 http_endpoint_stats (struct source *src, size_t i, const char **name,
                      struct http_stats *stats)
 {
-  if (i > 0)
+  struct http_source *hs = (struct http_source *) src;
+  struct http_origin *o;
+
+  if (i >= hs->n_origins)
     return -1;
-  *name = ((struct http_source *) src)->origin.id.url;
-  source_http_get_stats (src, stats);
+  o = hs->origins[i];
+  *name = o->id.url;
+  pthread_mutex_lock (&o->lock);
+  *stats = o->stats;
+  pthread_mutex_unlock (&o->lock);
   return 0;
 }
 
@@ -506,11 +704,12 @@ http_opened (struct source *src)
   hs->head_len = 0;
 }
 
-/* A validator no longer matched: a reply said "changed". */
+/* A validator no longer matched on the URL whose identity was pinned
+ * (a reply said "changed"). */
 static bool
 http_changed (struct source *src)
 {
-  struct http_origin *o = &((struct http_source *) src)->origin;
+  struct http_origin *o = ((struct http_source *) src)->ref;
   bool changed;
 
   pthread_mutex_lock (&o->lock);
@@ -519,17 +718,59 @@ http_changed (struct source *src)
   return changed;
 }
 
-/* Worth a fetch unless the server is marked down (a probe, when due,
- * is left to a read that needs the bytes). */
+/* A copy from origin i was faulty: count it there and, if there are
+ * other origins, bench it for a back-off of down_backoff_ms doubling
+ * with each fault in a row (a fault a minute after the last starts
+ * again), up to down_backoff_max_ms. */
+static void
+http_report_faulty (struct source *src, int i)
+{
+  struct http_source *hs = (struct http_source *) src;
+  struct http_origin *o;
+  uint64_t now = http_now_ns (), ms;
+  bool benched = false;
+
+  if (i < 0 || (size_t) i >= hs->n_origins)
+    return;
+  o = hs->origins[i];
+  pthread_mutex_lock (&o->lock);
+  o->stats.content_faults++;
+  if (now > o->last_fault_ns + UINT64_C (60000000000))
+    o->faults_in_row = 0;
+  o->last_fault_ns = now;
+  ms = o->cfg.down_backoff_ms;
+  for (unsigned k = 0; k < o->faults_in_row && ms < o->cfg.down_backoff_max_ms;
+       k++)
+    ms *= 2;
+  if (ms > o->cfg.down_backoff_max_ms)
+    ms = o->cfg.down_backoff_max_ms;
+  o->faults_in_row++;
+  if (hs->n_origins > 1) {
+    benched = now >= o->benched_until_ns;
+    o->benched_until_ns = now + ms * 1000000;
+    if (benched)
+      o->stats.benched++;
+  }
+  pthread_mutex_unlock (&o->lock);
+  if (benched)
+    http_debug (o, "%s: served a faulty copy: avoided for %" PRIu64 " ms",
+                o->id.url, ms);
+}
+
+/* Worth a fetch unless every origin in use is marked down (a probe,
+ * when due, is left to a read that needs the bytes). */
 static bool
 http_available (struct source *src)
 {
-  struct http_origin *o = &((struct http_source *) src)->origin;
-  bool up;
+  struct http_source *hs = (struct http_source *) src;
+  bool up = false;
 
-  pthread_mutex_lock (&o->lock);
-  up = endpoint_is_up (&o->health);
-  pthread_mutex_unlock (&o->lock);
+  for (size_t i = 0; i < hs->n_origins && !up; i++) {
+    struct http_origin *o = hs->origins[i];
+    pthread_mutex_lock (&o->lock);
+    up = !o->dropped && endpoint_is_up (&o->health);
+    pthread_mutex_unlock (&o->lock);
+  }
   return up;
 }
 
@@ -542,5 +783,6 @@ static const struct source_ops http_ops = {
   .endpoint_stats = http_endpoint_stats,
   .changed = http_changed,
   .opened = http_opened,
+  .report_faulty = http_report_faulty,
   .close = http_close,
 };

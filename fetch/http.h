@@ -37,6 +37,16 @@ struct http_engine;
 
 struct http_config {
   const char *url;              /* http:// or https:// (required) */
+  /* Mirrors: more URLs of the same object (for a block store, of the
+   * same store: objects are fetched beside each).  Every one is
+   * probed at open; one that serves another size or other first bytes
+   * than the first that answered, or does not answer, is dropped with
+   * a warning.  Each transfer goes to the origin with the shortest
+   * expected time (moving averages of latency and rate, times its
+   * transfers in flight) that has not failed it; a read fails only
+   * when every origin has.  At most 63; none for a pinned open. */
+  const char *const *mirrors;
+  size_t n_mirrors;
   /* The engine to run on (borrowed; it must outlive the source), or
    * NULL: the source makes its own, never started (its callers drive
    * it: for tools and tests). */

@@ -25,8 +25,10 @@ source_pread_many (struct source *src, struct source_range *ranges, size_t n,
 {
   /* Bounds are each source's business here: a range past the end
    * fails with EIO on its own while the others are still served. */
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     ranges[i].status = 0;
+    ranges[i].endpoint = -1;
+  }
   if (n == 0)
     return 0;
   return src->ops->pread_many (src, ranges, n, err);
@@ -39,6 +41,7 @@ source_get_objects (struct source *src, struct source_object *objs,
   for (size_t i = 0; i < n; i++) {
     objs[i].status = 0;
     objs[i].received = 0;
+    objs[i].endpoint = -1;
   }
   if (n == 0)
     return 0;
@@ -84,6 +87,14 @@ source_opened (struct source *src)
   src = source_base (src);
   if (src->ops->opened)
     src->ops->opened (src);
+}
+
+void
+source_report_faulty (struct source *src, int endpoint)
+{
+  src = source_base (src);
+  if (endpoint >= 0 && src->ops->report_faulty)
+    src->ops->report_faulty (src, endpoint);
 }
 
 bool

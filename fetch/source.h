@@ -40,6 +40,7 @@ struct source_range {
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
   unsigned refetch;             /* earlier copies the caller found faulty */
   int status;                   /* out: 0 or an errno value */
+  int endpoint;                 /* out: which endpoint served it (-1: none) */
 };
 
 /* One whole object of a batched object fetch (block stores): a file
@@ -55,6 +56,7 @@ struct source_object {
   unsigned refetch;             /* earlier copies the caller found faulty */
   size_t received;              /* out: bytes stored in buf */
   int status;                   /* out: 0 or an errno value */
+  int endpoint;                 /* out: which endpoint served it (-1: none) */
 };
 
 /* Operations a source implements (see the functions below). */
@@ -72,6 +74,7 @@ struct source_ops {
                          struct http_stats *stats);
   bool (*changed) (struct source *src);         /* or NULL: never */
   void (*opened) (struct source *src);          /* or NULL */
+  void (*report_faulty) (struct source *src, int endpoint);  /* or NULL */
   bool offline;                 /* serves nothing but what caches hold */
   void (*close) (struct source *src);
 };
@@ -152,6 +155,12 @@ bool source_changed (struct source *src);
  * the source drops what it kept to serve those reads (an HTTP source's
  * probe bytes), so that from now on every read is a real fetch. */
 void source_opened (struct source *src);
+
+/* A copy that endpoint (a range's or object's endpoint field) served
+ * did not decode or did not match its hash.  The source counts it
+ * against that endpoint and, while others can serve, avoids it for a
+ * back-off that grows with each fault in a row.  -1: nothing to do. */
+void source_report_faulty (struct source *src, int endpoint);
 
 /* Is src an offline stand-in (source_open_offline), with nothing
  * behind it but what caches hold? */

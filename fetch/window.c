@@ -61,8 +61,10 @@ window_pread_many (struct source *src, struct source_range *ranges,
   if (m > 0) {
     struct cloop_err perr = { 0 };
     int pr = source_pread_many (w->parent, shifted, m, &perr);
-    for (size_t k = 0; k < m; k++)
+    for (size_t k = 0; k < m; k++) {
       ranges[from[k]].status = shifted[k].status;
+      ranges[from[k]].endpoint = shifted[k].endpoint;
+    }
     if (pr == -1 && r == 0) {
       *err = perr;
       r = -1;

@@ -44,6 +44,7 @@
 #define DEFAULT_REVALIDATE 600
 #define DEFAULT_READAHEAD (2 * 1024 * 1024)   /* remote images only */
 #define DEFAULT_METRICS_INTERVAL 10      /* seconds */
+#define MIRRORS_MAX 63                    /* mirror= per export */
 
 /* Debug flags: -D cloop.map=1 prints the block map at start-up,
  * -D cloop.blocks=1 every block fill, -D cloop.stats=1 cache and HTTP
@@ -72,6 +73,8 @@ struct export_settings {
                                    without its #sha256= fragment) */
   bool block_hashes_is_url;
   struct http_config block_hashes_http; /* the HTTP keys, url = list's */
+  const char **mirrors;         /* mirror= (malloc'd array) */
+  size_t n_mirrors;
   bool have_hashes_pinned;      /* block-hashes-sha256= or #sha256= */
   unsigned char hashes_pinned[32];
   const char *iso_file;         /* iso-file= (a path inside an ISO) */
@@ -197,6 +200,7 @@ static void log_stats (const char *only);
 static void
 free_settings (struct export_settings *s)
 {
+  free (s->mirrors);
   free (s->block_hashes);
   free (s->keys);
   free (s->url);
@@ -425,6 +429,25 @@ config_http (struct export_settings *s, const char *key, const char *value)
     h->user_agent = value;
   else if (strcmp (key, "unix-socket-path") == 0)
     h->unix_socket_path = value;
+  else if (strcmp (key, "mirror") == 0) {
+    const char **v;
+    if (strncmp (value, "http://", 7) != 0 &&
+        strncmp (value, "https://", 8) != 0) {
+      nbdkit_error ("mirror=%s: must start with http:// or https://", value);
+      return -1;
+    }
+    if (s->n_mirrors >= MIRRORS_MAX) {
+      nbdkit_error ("mirror=%s: at most %d mirrors", value, MIRRORS_MAX);
+      return -1;
+    }
+    v = realloc (s->mirrors, (s->n_mirrors + 1) * sizeof *v);
+    if (v == NULL) {
+      nbdkit_error ("realloc: %m");
+      return -1;
+    }
+    s->mirrors = v;
+    s->mirrors[s->n_mirrors++] = value;
+  }
   else
     return 0;
   return 1;
@@ -590,6 +613,8 @@ copy_settings (struct export_settings *dst, const struct export_settings *src)
   dst->keys = NULL;
   dst->block_hashes = NULL;     /* one image's: refused as a default */
   dst->have_hashes_pinned = false;
+  dst->mirrors = NULL;          /* likewise */
+  dst->n_mirrors = 0;
   if (src->nkeys) {
     dst->keys = malloc (src->nkeys * sizeof *dst->keys);
     if (dst->keys == NULL) {
@@ -691,6 +716,11 @@ check_settings (const struct export_settings *s)
     nbdkit_error ("block-hashes-sha256 needs block-hashes=<FILE|URL>");
     return -1;
   }
+  if (s->n_mirrors > 0 && s->url == NULL) {
+    nbdkit_error ("mirror=%s: mirrors are other URLs of a remote image "
+                  "(url=), and this image is a local file", s->mirrors[0]);
+    return -1;
+  }
   return 0;
 }
 
@@ -717,6 +747,11 @@ cloop_config_complete (void)
   if (state.dir && state.defaults.iso_file) {
     nbdkit_error ("iso-file= belongs to one image: with dir=, every "
                   "KNOPPIX* file of an ISO is an export of its own");
+    return -1;
+  }
+  if (!state.single && state.defaults.n_mirrors > 0) {
+    nbdkit_error ("mirror= belongs to one image: with dir= or exports=, "
+                  "give it on that export's catalogue line");
     return -1;
   }
   if (!state.single && (state.defaults.block_hashes ||
@@ -773,6 +808,7 @@ cloop_config_complete (void)
   "proxy=<URL>               HTTP proxy (default: $http_proxy etc.).\n" \
   "user-agent=<STRING>       User-Agent header.\n" \
   "unix-socket-path=<PATH>   Connect to the web server over a Unix socket.\n" \
+  "mirror=<URL>              Another URL of the same image (repeatable).\n" \
   "pubkey=<FILE>             Trusted Ed25519 key of block stores (repeatable).\n" \
   "index-sha256=<HEX>        Trust the store index with this SHA-256.\n" \
   "insecure=true             Serve a store index without checking trust.\n" \
@@ -867,8 +903,12 @@ build_image_config (struct export_settings *s)
   s->http.warn = warn_printf;
   s->http.cancelled = startup_interrupted;
   /* The list is fetched with the image's HTTP settings. */
+  s->http.mirrors = s->mirrors;
+  s->http.n_mirrors = s->n_mirrors;
   s->block_hashes_http = s->http;
   s->block_hashes_http.url = s->block_hashes;
+  s->block_hashes_http.mirrors = NULL;
+  s->block_hashes_http.n_mirrors = 0;
   s->image = (struct image_config) {
     .file = s->file,
     .http = remote ? &s->http : NULL,

@@ -37,6 +37,12 @@ refused 'pubkey=.*cloop file.*block-hashes' img pubkey=k.pub
 refused 'index-sha256=.*cloop file.*block-hashes' img index-sha256=$pin
 refused 'given twice|already given' img file=img
 refused 'exactly one of' img dir=.
+refused 'mirror=http://m/img: mirrors are other URLs of a remote image' \
+    img mirror=http://m/img
+refused 'mirror=ftp://m/img: must start with http:// or https://' \
+    url=http://127.0.0.1:1/img mirror=ftp://m/img
+mkdir -p d && cp img d/
+refused "mirror= belongs to one image" dir=d mirror=http://m/img
 
 # Bad values: the error names the key and its value.
 for kv in cache-max-size=banana memory-cache-size=1x readahead=banana \

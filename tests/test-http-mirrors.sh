@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# nbdkit-cloop: mirror= — one image from four fault servers at once.
+# A is honest; B corrupts its first three replies; C is killed in the
+# middle of the reads (A and B then refuse one request each, which fails
+# over to C and find it gone) and started again on its port; D serves another
+# object under the same name (one byte of its index differs).  Every
+# pass over the image reads byte-exact with no failed read; D is
+# dropped at open with a warning naming it; B's faulty copies are
+# blamed on B (counted and benched); C is marked down, then reachable
+# again and serving (fail-back).
+
+. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "$srcdir/web-servers.sh"
+
+requires_plugin_tools
+requires /usr/bin/python3 -c 'import nbd'
+
+cd "$tmpdir"
+mkdir -p www wwwd
+make_sample in.raw 3000000
+pad_to_block in.raw 65536 exp
+"$MKCLOOP" -d v2 -B 65536 in.raw www/img || fail "mkcloop failed"
+cp www/img wwwd/img
+# Another object with the same size: one byte of the first block's
+# index entry is different.
+printf '\001' | dd of=wwwd/img bs=1 seek=140 conv=notrunc status=none
+cmp -s www/img wwwd/img && fail "D's copy did not change"
+
+# mirror_start NAME ROOT [PORT]: a fault server of its own; its port is
+# in NAME.port, its log NAME.log, its faults NAME.faults, its pid NAME.pid.
+mirror_start ()
+{
+    rm -f "$1.port"
+    : >> "$1.log"
+    _ws_spawn "$1.err" "$_ws_python" "$FAULTSERVER" --root "$2" \
+        --port-file "$1.port" --faults "$1.faults" --log "$1.log" \
+        ${3:+--port "$3"}
+    echo "$_ws_pid" > "$1.pid"
+    _ws_wait_file "$1.port" "$_ws_pid" ||
+        { cat "$1.err"; fail "fault server $1 did not start"; }
+}
+for m in a b c; do mirror_start "$m" "$tmpdir/www"; done
+mirror_start d "$tmpdir/wwwd"
+url () { echo "http://127.0.0.1:$(cat "$1.port")/img"; }
+# B corrupts its first three replies after its probe, then is honest.
+# A and C refuse their first request after the probe, so that the first
+# transfer ends on B whichever mirror it starts on.
+echo '{"fault":"corrupt","after":1,"count":3}' > b.faults
+for m in a c; do
+    echo '{"fault":"status","status":503,"after":1,"count":1}' > $m.faults
+done
+
+cat > reads.py <<'PY'
+import nbd, os, subprocess, sys, time
+uri, exp_path = sys.argv[1], sys.argv[2]
+exp = open(exp_path, "rb").read()
+h = nbd.NBD()
+h.connect_uri(uri)
+size = h.get_size()
+assert size == len(exp), (size, len(exp))
+
+def one_pass(label):
+    chunk = 256 * 1024
+    for off in range(0, size, chunk):
+        n = min(chunk, size - off)
+        if h.pread(n, off) != exp[off:off + n]:
+            sys.exit("%s: wrong bytes at %d" % (label, off))
+    print("%s: %d bytes exact" % (label, size), flush=True)
+
+one_pass("pass 1, all mirrors")
+open("kill-c", "w").close()          # the shell kills C now
+while not os.path.exists("c-dead"):
+    time.sleep(0.1)
+one_pass("pass 2, C dead")
+open("restart-c", "w").close()       # the shell starts C again
+while not os.path.exists("c-back"):
+    time.sleep(0.1)
+for i in range(3, 40):
+    one_pass("pass %d, C back" % i)
+    if os.path.exists("c-served"):
+        break
+else:
+    sys.exit("C was never used again after it came back")
+PY
+
+# The conductor: kills C and starts it again on its port when told,
+# and says when C has served a request after coming back.
+c_port=$(cat c.port)
+(
+    while [ ! -e kill-c ]; do sleep 0.1; done
+    kill -KILL "$(cat c.pid)"
+    while ! port_closed "$c_port"; do sleep 0.1; done
+    # A and B each refuse one request, so that a transfer fails over
+    # to C and finds it gone.
+    for m in a b; do
+        echo '{"fault":"status","status":503,"count":1}' > $m.faults.tmp
+        mv $m.faults.tmp $m.faults
+    done
+    touch c-dead
+    while [ ! -e restart-c ]; do sleep 0.1; done
+    n0=$(wc -l < c.log)
+    mirror_start c "$tmpdir/www" "$c_port"
+    touch c-back
+    while [ "$(wc -l < c.log)" -le "$n0" ]; do sleep 0.2; done
+    touch c-served
+) > conductor.out 2>&1 &
+conductor=$!
+
+nbdkit_cloop -U - -v -D cloop.stats=1 \
+    --run '/usr/bin/python3 reads.py "$uri" exp' \
+    "$PLUGIN" url="$(url a)" mirror="$(url b)" mirror="$(url c)" \
+    mirror="$(url d)" connections=2 memory-cache-size=1M cache-dir=none \
+    timeout=20 > reads.out 2> nbdkit.err ||
+    { cat reads.out; grep -a -v 'debug: \(pread\|cache\|extents\)' \
+      nbdkit.err | tail -40; fail "reading through the mirrors failed"; }
+wait "$conductor" || true
+# The restarted C was started by the conductor's subshell: stop it too.
+cleanup_fn "_ws_stop $(cat c.pid)"
+cat reads.out
+
+# D: dropped at open, never read from after its probe.
+grep -aq "mirror $(url d) not used: its copy has other bytes" nbdkit.err ||
+    { grep -a mirror nbdkit.err; fail "D was not dropped"; }
+[ "$(wc -l < d.log)" -eq 1 ] || fail "D got $(wc -l < d.log) requests, 1 expected"
+
+# The counters at exit, per mirror.
+stat_of () # MIRROR FIELD-REGEX: the number before it in the last line
+{
+    grep -a "debug: export .*: http: .*($(url "$1"))" nbdkit.err | tail -n1 |
+        sed -n "s/.* \([0-9][0-9]*\) $2.*/\1/p"
+}
+fired=$(grep -c '"fault": *"corrupt"' b.log || true)
+echo "$0: B corrupted $fired replies"
+[ "$fired" -gt 0 ] || fail "B never corrupted a reply"
+bf=$(stat_of b 'faulty copies')
+echo "$0: B: $bf faulty copies counted"
+[ "${bf:-0}" -gt 0 ] || fail "no faulty copy was blamed on B"
+grep -aq "benched [1-9][0-9]* times.*($(url b))" nbdkit.err ||
+    fail "B was never benched"
+grep -aq "$(url c): server unreachable" nbdkit.err ||
+    fail "C was not marked down"
+grep -aq "$(url c): server reachable again" nbdkit.err ||
+    fail "C did not come back"
+grep -aq ": error:" nbdkit.err &&
+    { grep -a ": error:" nbdkit.err | head; fail "an error was logged"; }
+echo "$0: ok"
