@@ -518,8 +518,18 @@ probe (struct http_source *hs, struct cloop_err *err)
   }
   http_engine_run (hs->engine, xs, n);
   for (size_t i = 0; i < n && ref == n; i++)
-    if (xs[i].result == 0)
+    if (xs[i].result == 0 && (hs->ref->cfg.expect_size == 0 ||
+                              xs[i].range_total == hs->ref->cfg.expect_size))
       ref = i;
+  if (ref == n && hs->ref->cfg.expect_size) {
+    for (size_t i = 0; i < n; i++)
+      if (xs[i].result == 0) {
+        cloop_err_set (err, EIO, "http: %s: %" PRIu64 " bytes, but the "
+                       "mirror list says %" PRIu64, hs->origins[i]->cfg.url,
+                       xs[i].range_total, hs->ref->cfg.expect_size);
+        goto out;
+      }
+  }
   if (ref == n) {
     struct http_xfer *x = &xs[0];
     cloop_err_set (err, x->result, "http: %s: %s (%u attempt%s)%s",

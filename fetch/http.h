@@ -47,6 +47,9 @@ struct http_config {
    * when every origin has.  At most 63; none for a pinned open. */
   const char *const *mirrors;
   size_t n_mirrors;
+  /* The object's size if known beforehand (a metalink's <size>), else
+   * 0: an origin serving another size is not used. */
+  uint64_t expect_size;
   /* The engine to run on (borrowed; it must outlive the source), or
    * NULL: the source makes its own, never started (its callers drive
    * it: for tools and tests). */

@@ -32,6 +32,7 @@
 #include "http.h"
 #include "image.h"
 #include "metrics.h"
+#include "mirrors.h"
 #include "reader.h"
 #include "registry.h"
 #include "signature.h"
@@ -75,6 +76,8 @@ struct export_settings {
   struct http_config block_hashes_http; /* the HTTP keys, url = list's */
   const char **mirrors;         /* mirror= (malloc'd array) */
   size_t n_mirrors;
+  char *mirrors_location;       /* mirrors= (absolute path, or URL) */
+  struct mirror_list mirror_list; /* loaded from it (owns its URLs) */
   bool have_hashes_pinned;      /* block-hashes-sha256= or #sha256= */
   unsigned char hashes_pinned[32];
   const char *iso_file;         /* iso-file= (a path inside an ISO) */
@@ -201,6 +204,8 @@ static void
 free_settings (struct export_settings *s)
 {
   free (s->mirrors);
+  free (s->mirrors_location);
+  mirror_list_free (&s->mirror_list);
   free (s->block_hashes);
   free (s->keys);
   free (s->url);
@@ -429,6 +434,19 @@ config_http (struct export_settings *s, const char *key, const char *value)
     h->user_agent = value;
   else if (strcmp (key, "unix-socket-path") == 0)
     h->unix_socket_path = value;
+  else if (strcmp (key, "mirrors") == 0) {
+    if (s->mirrors_location) {
+      nbdkit_error ("mirrors=%s: mirrors= was already given", value);
+      return -1;
+    }
+    if (strncmp (value, "http://", 7) == 0 ||
+        strncmp (value, "https://", 8) == 0)
+      s->mirrors_location = strdup (value);
+    else
+      s->mirrors_location = nbdkit_absolute_path (value);
+    if (s->mirrors_location == NULL)
+      return -1;
+  }
   else if (strcmp (key, "mirror") == 0) {
     const char **v;
     if (strncmp (value, "http://", 7) != 0 &&
@@ -615,6 +633,8 @@ copy_settings (struct export_settings *dst, const struct export_settings *src)
   dst->have_hashes_pinned = false;
   dst->mirrors = NULL;          /* likewise */
   dst->n_mirrors = 0;
+  dst->mirrors_location = NULL;
+  memset (&dst->mirror_list, 0, sizeof dst->mirror_list);
   if (src->nkeys) {
     dst->keys = malloc (src->nkeys * sizeof *dst->keys);
     if (dst->keys == NULL) {
@@ -724,17 +744,86 @@ check_settings (const struct export_settings *s)
   return 0;
 }
 
+/* Add one URL of s's mirror list: the image's url= if it has none,
+ * else a mirror (unless it is url= again).  -1 after an error. */
+static int
+add_listed_mirror (struct export_settings *s, const char *url)
+{
+  const char **v;
+
+  if (s->url == NULL)
+    return set_url (s, url);
+  if (strcmp (url, s->url) == 0)
+    return 0;
+  for (size_t i = 0; i < s->n_mirrors; i++)
+    if (strcmp (url, s->mirrors[i]) == 0)
+      return 0;
+  if (s->n_mirrors >= MIRRORS_MAX) {
+    nbdkit_debug ("mirrors=%s: %s not used: at most %d mirrors",
+                  s->mirrors_location, url, MIRRORS_MAX);
+    return 0;
+  }
+  v = realloc (s->mirrors, (s->n_mirrors + 1) * sizeof *v);
+  if (v == NULL) {
+    nbdkit_error ("realloc: %m");
+    return -1;
+  }
+  s->mirrors = v;
+  s->mirrors[s->n_mirrors++] = url;
+  return 0;
+}
+
+/* Load s's mirrors= list: its URLs, by priority, become url= (if not
+ * given) and mirrors; a metalink's <size> pins the object's size.  For
+ * a metalink describing several files, the one named like url= is
+ * used.  -1 after an error naming the list. */
+static int
+load_mirrors (struct export_settings *s)
+{
+  struct cloop_err err = { 0 };
+  const char *name = NULL;
+
+  if (s->file) {
+    nbdkit_error ("mirrors=%s: mirrors are other URLs of a remote image "
+                  "(url=), and this image is a local file",
+                  s->mirrors_location);
+    return -1;
+  }
+  if (s->url) {
+    size_t end = strcspn (s->url, "?#");
+    name = s->url + end;
+    while (name > s->url && name[-1] != '/')
+      name--;
+  }
+  if (mirrors_load (s->mirrors_location, &s->http, NULL, &s->mirror_list,
+                    &err) == -1)
+    return report (&err);
+  for (size_t i = 0; i < s->mirror_list.n_notes; i++)
+    nbdkit_debug ("%s", s->mirror_list.notes[i]);
+  if (name && s->mirror_list.is_metalink && s->mirror_list.file_name &&
+      strncmp (s->mirror_list.file_name, name, strcspn (name, "?#")) != 0)
+    nbdkit_debug ("mirrors=%s: describes %s, served as %s",
+                  s->mirrors_location, s->mirror_list.file_name, s->url);
+  for (size_t i = 0; i < s->mirror_list.n; i++)
+    if (add_listed_mirror (s, s->mirror_list.mirrors[i].url) == -1)
+      return -1;
+  if (s->mirror_list.have_size)
+    s->http.expect_size = s->mirror_list.size;
+  return 0;
+}
+
 static int
 cloop_config_complete (void)
 {
   bool any_remote = false;
-  int given = (state.defaults.file || state.defaults.url) +
+  int given = (state.defaults.file || state.defaults.url ||
+               state.defaults.mirrors_location) +
     (state.dir != NULL) + (state.exports_file != NULL);
 
   if (given != 1) {
-    nbdkit_error ("give exactly one of file=<IMAGE>, url=<URL>, dir=<DIR> "
-                  "and exports=<FILE> after the plugin name on the "
-                  "command line");
+    nbdkit_error ("give exactly one of file=<IMAGE>, url=<URL> (or "
+                  "mirrors=<LIST>), dir=<DIR> and exports=<FILE> after the "
+                  "plugin name on the command line");
     return -1;
   }
   state.single = state.dir == NULL && state.exports_file == NULL;
@@ -749,9 +838,10 @@ cloop_config_complete (void)
                   "KNOPPIX* file of an ISO is an export of its own");
     return -1;
   }
-  if (!state.single && state.defaults.n_mirrors > 0) {
-    nbdkit_error ("mirror= belongs to one image: with dir= or exports=, "
-                  "give it on that export's catalogue line");
+  if (!state.single && (state.defaults.n_mirrors > 0 ||
+                        state.defaults.mirrors_location)) {
+    nbdkit_error ("mirror= and mirrors= belong to one image: with dir= or "
+                  "exports=, give them on that export's catalogue line");
     return -1;
   }
   if (!state.single && (state.defaults.block_hashes ||
@@ -763,6 +853,9 @@ cloop_config_complete (void)
   if (!state.single && load_catalogue () == -1)
     return -1;
   for (size_t i = 0; i < state.nexports; i++) {
+    if (state.exports[i].mirrors_location &&
+        load_mirrors (&state.exports[i]) == -1)
+      return -1;
     if (check_settings (&state.exports[i]) == -1)
       return -1;
     any_remote |= state.exports[i].url != NULL;
@@ -809,6 +902,7 @@ cloop_config_complete (void)
   "user-agent=<STRING>       User-Agent header.\n" \
   "unix-socket-path=<PATH>   Connect to the web server over a Unix socket.\n" \
   "mirror=<URL>              Another URL of the same image (repeatable).\n" \
+  "mirrors=<FILE|URL>        Mirrors from a Metalink 4 file or a URL list.\n" \
   "pubkey=<FILE>             Trusted Ed25519 key of block stores (repeatable).\n" \
   "index-sha256=<HEX>        Trust the store index with this SHA-256.\n" \
   "insecure=true             Serve a store index without checking trust.\n" \

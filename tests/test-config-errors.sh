@@ -42,7 +42,8 @@ refused 'mirror=http://m/img: mirrors are other URLs of a remote image' \
 refused 'mirror=ftp://m/img: must start with http:// or https://' \
     url=http://127.0.0.1:1/img mirror=ftp://m/img
 mkdir -p d && cp img d/
-refused "mirror= belongs to one image" dir=d mirror=http://m/img
+refused "mirror= and mirrors= belong to one image" dir=d mirror=http://m/img
+refused "mirrors=.*local file" img mirrors=/dev/null
 
 # Bad values: the error names the key and its value.
 for kv in cache-max-size=banana memory-cache-size=1x readahead=banana \

@@ -144,4 +144,39 @@ grep -aq "$(url c): server reachable again" nbdkit.err ||
     fail "C did not come back"
 grep -aq ": error:" nbdkit.err &&
     { grep -a ": error:" nbdkit.err | head; fail "an error was logged"; }
-echo "$0: ok"
+echo "$0: ok: mirror="
+
+# mirrors=: a Metalink 4 file (priorities, size) and a plain list served
+# over HTTP, without url=: the list's first URL is the image's.
+size=$(stat -c %s www/img)
+cat > img.meta4 <<XML
+<?xml version="1.0" encoding="UTF-8"?>
+<metalink xmlns="urn:ietf:params:xml:ns:metalink">
+  <published>2026-12-06T00:00:00Z</published>
+  <file name="img">
+    <size>$size</size>
+    <hash type="sha-256">$(sha256sum www/img | cut -d' ' -f1)</hash>
+    <url location="jp" priority="2">$(url a)</url>
+    <url location="de" priority="1">$(url c)</url>
+    <url priority="3">ftp://127.0.0.1/img</url>
+  </file>
+</metalink>
+XML
+for m in a b c; do rm -f $m.faults; done
+nbdkit_cloop -U - -v --run 'nbdcopy "$uri" out.meta4' "$PLUGIN" \
+    mirrors=img.meta4 cache-dir=none 2> meta4.err ||
+    { tail -20 meta4.err; fail "mirrors=img.meta4 failed"; }
+cmp out.meta4 exp || fail "mirrors=img.meta4: wrong bytes"
+printf '# mirrors\n%s\n%s\n' "$(url b)" "$(url a)" > www/img.mirrors
+nbdkit_cloop -U - --run 'nbdcopy "$uri" out.list' "$PLUGIN" \
+    mirrors="$(url a).mirrors" cache-dir=none 2> list.err ||
+    { cat list.err; fail "mirrors=URL failed"; }
+cmp out.list exp || fail "mirrors=URL: wrong bytes"
+sed "s|<size>$size</size>|<size>$((size + 1))</size>|" img.meta4 > bad.meta4
+if nbdkit_cloop -U - --run true "$PLUGIN" mirrors=bad.meta4 \
+       cache-dir=none 2> bad.err; then
+    fail "a metalink with the wrong size was accepted"
+fi
+grep -q "$size bytes, but the mirror list says $((size + 1))" bad.err ||
+    { cat bad.err; fail "the wrong size is not named"; }
+echo "$0: ok: mirrors= (metalink file, list at a URL, wrong size refused)"
