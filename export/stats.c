@@ -70,11 +70,12 @@ format_export (const struct export_snapshot *x,
     emit (line, opaque, "export %s: http: %" PRIu64 " requests, %" PRIu64
           " bytes fetched, %" PRIu64 " retries, %" PRIu64 " failed ranges, %"
           PRIu64 " refetches, %" PRIu64 " faulty copies, benched %" PRIu64
-          " times, server down %" PRIu64 " times, %" PRIu64
+          " times, %" PRIu64 " hedges (%" PRIu64 " won), server down %"
+          PRIu64 " times, %" PRIu64
           " probes, %" PRIu64 " fast failures, latency p50 <= %g s, "
           "p99 <= %g s (%s)", x->name, h->requests, h->bytes_fetched,
           h->retries, h->failures, h->refetches, h->content_faults,
-          h->benched, h->origin_down_events,
+          h->benched, h->hedges, h->hedges_won, h->origin_down_events,
           h->probes, h->fast_failures, histogram_quantile (&h->latency, 0.5),
           histogram_quantile (&h->latency, 0.99), x->endpoints[j].url);
   }
@@ -222,6 +223,10 @@ static const struct endpoint_metric endpoint_metrics[] = {
       "or match their hash.", content_faults),
   EM ("http_benched_total", "Times it was avoided for serving a faulty "
       "copy.", benched),
+  EM ("http_hedges_total", "Copies of slow transfers elsewhere sent to "
+      "it.", hedges),
+  EM ("http_hedges_won_total", "Copies sent to it that answered first.",
+      hedges_won),
   EM ("http_server_down_total", "Times the server was marked unreachable.",
       origin_down_events),
   EM ("http_probes_total", "Requests let through to an unreachable server.",

@@ -52,6 +52,8 @@ struct http_stats {
   uint64_t content_faults;      /* copies it served that the caller found
                                    faulty (no decode, wrong hash) */
   uint64_t benched;             /* times it was avoided for that */
+  uint64_t hedges;              /* copies of slow transfers sent to it */
+  uint64_t hedges_won;          /* ... that answered first */
   uint64_t faults[HTTP_FAULT_KINDS];
   struct histogram latency;     /* of attempts, start to end */
 };

@@ -32,6 +32,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,10 +40,25 @@
 
 #include "http-internal.h"
 
+/* Hedged reads: at most this share of demand attempts, and only on an
+ * origin with this many attempt times measured. */
+#define HEDGE_BUDGET_PERCENT 5
+#define HEDGE_MIN_SAMPLES 20
+
 /* Slack the driver gives libcurl past a deadline before reaping. */
 #define REAP_GRACE_NS 1000000000ULL
 /* Longest the driver sleeps without looking at its lists. */
 #define TICK_MS 250
+
+/* Which list of the engine holds a transfer (http_xfer.where). */
+enum { XW_NONE, XW_READY, XW_ACTIVE, XW_WAITING, XW_PARKED };
+
+/* A hedge: the copy of a slow demand transfer, with its own buffer. */
+struct hedge {
+  struct http_xfer x;
+  struct source_range r;
+  struct source_range *part;
+};
 
 /* A FIFO of transfers linked through prev/next. */
 struct xfer_queue {
@@ -67,6 +83,8 @@ struct http_engine {
   struct http_xfer *active;     /* attempts in the multi handle */
   struct http_xfer *waiting;    /* backing off before an attempt */
   unsigned n_active;
+  uint64_t demand_attempts;     /* demand attempts started (not hedges) */
+  uint64_t hedges;              /* hedges started */
   uint64_t last_reap_ns;
   CURL **pool;                  /* idle easy handles */
   size_t pool_len, pool_cap;
@@ -75,8 +93,9 @@ struct http_engine {
 /* ---- Lists -------------------------------------------------------------- */
 
 static void
-list_push (struct http_xfer **list, struct http_xfer *x)
+list_push (struct http_xfer **list, struct http_xfer *x, int where)
 {
+  x->where = where;
   x->prev = NULL;
   x->next = *list;
   if (*list)
@@ -94,11 +113,13 @@ list_remove (struct http_xfer **list, struct http_xfer *x)
   if (x->next)
     x->next->prev = x->prev;
   x->prev = x->next = NULL;
+  x->where = XW_NONE;
 }
 
 static void
 queue_append (struct xfer_queue *q, struct http_xfer *x)
 {
+  x->where = XW_READY;
   x->next = NULL;
   x->prev = q->tail;
   if (q->tail)
@@ -111,6 +132,7 @@ queue_append (struct xfer_queue *q, struct http_xfer *x)
 static void
 queue_prepend (struct xfer_queue *q, struct http_xfer *x)
 {
+  x->where = XW_READY;
   x->prev = NULL;
   x->next = q->head;
   if (q->head)
@@ -132,6 +154,7 @@ queue_remove (struct xfer_queue *q, struct http_xfer *x)
   else
     q->tail = x->prev;
   x->prev = x->next = NULL;
+  x->where = XW_NONE;
 }
 
 /* ---- Easy handle pool --------------------------------------------------- */
@@ -251,9 +274,11 @@ start_attempt (struct http_engine *e, struct http_xfer *x)
     fail_now (x, "curl_multi_add_handle failed");
     return;
   }
-  list_push (&e->active, x);
+  list_push (&e->active, x, XW_ACTIVE);
   x->origin->active++;
   e->n_active++;
+  if (x->priority == FETCH_DEMAND && x->hedged == NULL)
+    e->demand_attempts++;
 }
 
 /* Start ready transfers, most urgent first, while slots are free; fail
@@ -289,6 +314,45 @@ start_ready (struct http_engine *e, uint64_t now)
   }
 }
 
+/* Take x out of whichever list holds it; an attempt in flight is
+ * abandoned (no verdict: it was overtaken). */
+static void
+detach (struct http_engine *e, struct http_xfer *x)
+{
+  switch (x->where) {
+  case XW_ACTIVE:
+    curl_multi_remove_handle (e->multi, x->easy);
+    list_remove (&e->active, x);
+    x->origin->active--;
+    e->n_active--;
+    http_xfer_unadmit (x);
+    pool_put (e, x->easy);
+    x->easy = NULL;
+    break;
+  case XW_WAITING:
+    list_remove (&e->waiting, x);
+    break;
+  case XW_READY:
+    queue_remove (&e->ready[x->priority], x);
+    break;
+  default:
+    x->where = XW_NONE;
+  }
+}
+
+/* Drop hedge h of a transfer that finished first (or failed for good
+ * elsewhere): no callback, h is freed. */
+static void
+cancel_hedge (struct http_engine *e, struct http_xfer *h)
+{
+  struct hedge *hg = (struct hedge *) h;
+
+  detach (e, h);
+  h->hedged->hedge = NULL;
+  free (hg->r.buf);
+  free (hg);
+}
+
 /* An attempt on easy ended with rc (or was reaped: rc = timeout). */
 static void
 end_attempt (struct http_engine *e, CURL *easy, CURLcode rc, bool reaped)
@@ -303,10 +367,157 @@ end_attempt (struct http_engine *e, CURL *easy, CURLcode rc, bool reaped)
   e->n_active--;
   next = http_xfer_finish (x, easy, rc, reaped);
   pool_put (e, easy);
-  if (next == HTTP_RETRY)
-    list_push (&e->waiting, x);
-  else
+  if (x->hedged && next == HTTP_RETRY) {        /* a hedge has one go */
+    x->result = EIO;
+    next = HTTP_FAILED;
+  }
+  if (next == HTTP_RETRY) {
+    list_push (&e->waiting, x, XW_WAITING);
+    return;
+  }
+  if (x->hedge) {
+    if (next == HTTP_DONE)
+      cancel_hedge (e, x->hedge);
+    else {                      /* its hedge may still answer */
+      x->where = XW_PARKED;
+      return;
+    }
+  }
+  complete (x);
+}
+
+/* The hedge h has finished (its done callback).  If it got the bytes
+ * first, the transfer it hedges is abandoned wherever it is and gets
+ * them; else that transfer goes on alone (or, parked after failing,
+ * fails now). */
+static void
+hedge_done (struct http_xfer *h)
+{
+  struct http_engine *e = h->opaque;
+  struct hedge *hg = (struct hedge *) h;
+  struct http_xfer *x = h->hedged;
+
+  x->hedge = NULL;
+  if (h->result == 0) {
+    size_t off = 0;
+
+    detach (e, x);
+    for (size_t i = 0; i < x->n_parts && off < h->received; i++) {
+      size_t k = x->parts[i]->length;
+      if (k > h->received - off)
+        k = h->received - off;
+      memcpy (x->parts[i]->buf, (unsigned char *) hg->r.buf + off, k);
+      off += k;
+    }
+    x->received = h->received;
+    x->origin = h->origin;
+    x->result = 0;
+    pthread_mutex_lock (&h->origin->lock);
+    h->origin->stats.hedges_won++;
+    pthread_mutex_unlock (&h->origin->lock);
     complete (x);
+  }
+  else if (x->where == XW_PARKED) {
+    x->where = XW_NONE;
+    complete (x);
+  }
+  free (hg->r.buf);
+  free (hg);
+}
+
+/* How long a demand transfer on o may run before it is hedged: its
+ * 95th percentile attempt time, never below twice the median (both as
+ * histogram bucket bounds) nor 10 ms; 0 (never) with too few samples
+ * to tell. */
+static uint64_t
+hedge_after_ns (struct http_origin *o)
+{
+  double p50, p95;
+  uint64_t n;
+
+  pthread_mutex_lock (&o->lock);
+  n = o->stats.latency.count;
+  p50 = histogram_quantile (&o->stats.latency, 0.5);
+  p95 = histogram_quantile (&o->stats.latency, 0.95);
+  pthread_mutex_unlock (&o->lock);
+  if (n < HEDGE_MIN_SAMPLES)
+    return 0;
+  if (p95 < 2 * p50)
+    p95 = 2 * p50;
+  if (p95 < 0.01)
+    p95 = 0.01;
+  return p95 * 1e9;
+}
+
+/* Send a copy of x to another origin (x is overdue there). */
+static void
+start_hedge (struct http_engine *e, struct http_xfer *x)
+{
+  struct hedge *hg = calloc (1, sizeof *hg);
+  struct http_xfer *h;
+  void *buf = malloc (x->length);
+
+  if (hg == NULL || buf == NULL) {
+    free (hg);
+    free (buf);
+    return;
+  }
+  h = &hg->x;
+  hg->r = (struct source_range) { .offset = x->first, .length = x->length,
+                                  .buf = buf };
+  hg->part = &hg->r;
+  *h = (struct http_xfer) {
+    .origins = x->origins, .n_origins = x->n_origins,
+    .priority = FETCH_DEMAND, .done = hedge_done, .opaque = e,
+    .parts = &hg->part, .n_parts = 1, .first = x->first, .length = x->length,
+    .deadline_ns = x->deadline_ns, .path = x->path, .whole = x->whole,
+    .exact = x->exact, .nocache = x->nocache, .hedged = x,
+  };
+  /* Anywhere but where x is waiting. */
+  for (size_t i = 0; i < x->n_origins; i++)
+    if (x->origins[i] == x->origin)
+      h->failed_origins = UINT64_C (1) << i;
+  if (http_xfer_choose (h, has_slot, e) != HTTP_CHOSEN) {
+    free (buf);
+    free (hg);
+    return;
+  }
+  x->hedge = h;
+  e->hedges++;
+  pthread_mutex_lock (&h->origin->lock);
+  h->origin->stats.hedges++;
+  pthread_mutex_unlock (&h->origin->lock);
+  http_debug (h->origin, "bytes=%" PRIu64 "-%" PRIu64 ": slow on %s, "
+              "hedged here", x->first, x->first + x->length - 1,
+              x->origin->id.url);
+  start_attempt (e, h);
+}
+
+/* Hedge demand transfers running past their origin's usual time, as
+ * long as hedges stay within HEDGE_BUDGET_PERCENT of demand attempts.
+ * Returns the ms until the next one could be due (at most wait_ms). */
+static long
+hedge_slow (struct http_engine *e, uint64_t now, long wait_ms)
+{
+  for (struct http_xfer *x = e->active; x; x = x->next) {
+    uint64_t after, ran = now - x->started_ns;
+
+    if (x->priority != FETCH_DEMAND || x->n_origins < 2 || x->probe ||
+        x->hedge || x->hedged)
+      continue;
+    if ((e->hedges + 1) * 100 >
+        (e->demand_attempts + 100 / HEDGE_BUDGET_PERCENT) *
+        HEDGE_BUDGET_PERCENT)
+      break;
+    after = hedge_after_ns (x->origin);
+    if (after == 0)
+      continue;
+    if (ran > after)
+      start_hedge (e, x);       /* pushes h at the head: x->next holds */
+    else if ((long) ((after - ran) / 1000000) + 1 < wait_ms)
+      wait_ms = (after - ran) / 1000000 + 1;
+  }
+  return wait_ms;
 }
 
 /* Reap attempts libcurl holds well past their deadline. */
@@ -367,7 +578,7 @@ take_incoming (struct http_engine *e)
       complete (x);
     else if (not_before) {
       x->not_before_ns = not_before;
-      list_push (&e->waiting, x);
+      list_push (&e->waiting, x, XW_WAITING);
     }
     else
       queue_append (&e->ready[x->priority], x);
@@ -375,45 +586,41 @@ take_incoming (struct http_engine *e)
   return stopping;
 }
 
-/* Fail every transfer the driver holds (in flight, backing off or
- * queued) for which pick (x) is true, or all if pick is NULL.  next is
- * read before x completes: completing x may free x (and the rest of
- * its batch, but none of that is still held). */
+/* The first transfer in the engine's lists that pick selects (all if
+ * pick is NULL), or NULL. */
+static struct http_xfer *
+first_held (struct http_engine *e, bool (*pick) (const struct http_xfer *))
+{
+  struct http_xfer *lists[2] = { e->active, e->waiting };
+
+  for (int l = 0; l < 2; l++)
+    for (struct http_xfer *x = lists[l]; x; x = x->next)
+      if (pick == NULL || pick (x))
+        return x;
+  for (int p = 0; p < FETCH_PRIORITIES; p++)
+    for (struct http_xfer *x = e->ready[p].head; x; x = x->next)
+      if (pick == NULL || pick (x))
+        return x;
+  return NULL;
+}
+
+/* Fail every transfer the driver holds that pick selects (all if pick
+ * is NULL) with result and why; attempts in flight are abandoned.  A
+ * transfer's hedge goes with it; a failed hedge leaves its transfer
+ * alone.  The lists are searched again after each one, as completing
+ * a transfer may end others (its batch, its parked partner). */
 static void
 fail_held (struct http_engine *e, bool (*pick) (const struct http_xfer *),
            int result, const char *why)
 {
-  struct http_xfer *x, *next;
+  struct http_xfer *x;
 
-  for (x = e->active; x; x = next) {
-    CURL *easy = x->easy;
-
-    next = x->next;
-    if (pick && !pick (x))
-      continue;
-    curl_multi_remove_handle (e->multi, easy);
-    list_remove (&e->active, x);
-    x->origin->active--;
-    e->n_active--;
-    http_xfer_unadmit (x);
-    pool_put (e, easy);
+  while ((x = first_held (e, pick)) != NULL) {
+    detach (e, x);
+    if (x->hedge)
+      cancel_hedge (e, x->hedge);
     fail_with (x, result, why);
   }
-  for (x = e->waiting; x; x = next) {
-    next = x->next;
-    if (pick && !pick (x))
-      continue;
-    list_remove (&e->waiting, x);
-    fail_with (x, result, why);
-  }
-  for (int p = 0; p < FETCH_PRIORITIES; p++)
-    for (x = e->ready[p].head; x; x = next) {
-      next = x->next;
-      if (pick && !pick (x))
-        continue;
-      queue_remove (&e->ready[p], x);
-      fail_with (x, result, why);
-    }
 }
 
 /* Fail everything the driver holds (the engine is stopping). */
@@ -444,6 +651,7 @@ drive_step (struct http_engine *e)
   while ((msg = curl_multi_info_read (e->multi, &left)) != NULL)
     if (msg->msg == CURLMSG_DONE)
       end_attempt (e, msg->easy_handle, msg->data.result, false);
+  wait_ms = hedge_slow (e, http_now_ns (), wait_ms);
   if (now - e->last_reap_ns >= (uint64_t) TICK_MS * 1000000) {
     reap_overdue (e, now);
     fail_held (e, cancelled, ECANCELED, "interrupted");

@@ -135,6 +135,13 @@ struct http_xfer {
   char why[256];                /* what went wrong, one phrase */
   int result;                   /* 0 or an errno value when finished */
 
+  /* Hedging (http-engine.c): a demand transfer still running past its
+   * origin's usual time gets a copy sent to another origin; the first
+   * good answer wins, the other is cancelled. */
+  struct http_xfer *hedge;      /* [drive] its copy in flight, or NULL */
+  struct http_xfer *hedged;     /* [drive] (a copy) the transfer it hedges */
+  int where;                    /* [drive] which engine list holds it */
+
   struct http_xfer *prev, *next; /* engine list links */
 };
 

@@ -869,6 +869,84 @@ test_priorities (const char *url, const struct reference *ref)
   set_faults ("");
 }
 
+/* ---- Hedged reads -------------------------------------------------- */
+
+struct hedge_reader {
+  struct source *src;
+  const struct reference *ref;
+  uint64_t seed;
+  unsigned reads, slow;         /* slow: reads over 1.2 s */
+};
+
+static void *
+hedge_reader_thread (void *opaque)
+{
+  struct hedge_reader *hr = opaque;
+  unsigned char buf[4096];
+
+  for (unsigned i = 0; i < hr->reads; i++) {
+    struct cloop_err err = { 0 };
+    uint64_t off = rnd (&hr->seed) % (hr->ref->size - sizeof buf);
+    double t0 = now_s ();
+
+    CHECK (source_pread (hr->src, buf, sizeof buf, off, &err) == 0);
+    CHECK (same_as_file (hr->ref, buf, sizeof buf, off));
+    if (now_s () - t0 > 1.2)
+      hr->slow++;
+  }
+  return NULL;
+}
+
+/* Two origins (the file and a mirror of it, same server); 3 % of the
+ * first one's replies are held 2 s.  Eight readers at once keep both
+ * busy.  Hedges fire and win, stay within the 5 % budget, and rescue
+ * held reads: fewer reads take over 1.2 s than replies were held. */
+static void
+test_hedging (const char *url, const struct reference *ref)
+{
+  struct http_config cfg = base_config (url);
+  char mirror[512];
+  const char *mirrors[1] = { mirror };
+  struct hedge_reader hr[8];
+  pthread_t tid[8];
+  struct http_stats a, b;
+  const char *name;
+  unsigned slow = 0, reads = 0;
+  struct source *src;
+
+  say ("hedged reads: one origin holds 3%% of its replies 2 s");
+  snprintf (mirror, sizeof mirror, "%.*smirror",
+            (int) (strrchr (url, '/') + 1 - url), url);
+  set_faults ("{\"fault\":\"delay\",\"ms\":2000,\"path\":\"/data\","
+              "\"after\":1,\"probability\":0.03}\n");
+  cfg.mirrors = mirrors;
+  cfg.n_mirrors = 1;
+  cfg.connections = 4;
+  src = must_open (&cfg);
+  must_start (&cfg);
+  for (int i = 0; i < 8; i++) {
+    hr[i] = (struct hedge_reader) { .src = src, .ref = ref,
+                                    .seed = 0x4ed9e + i, .reads = 60 };
+    CHECK (pthread_create (&tid[i], NULL, hedge_reader_thread, &hr[i]) == 0);
+  }
+  for (int i = 0; i < 8; i++) {
+    pthread_join (tid[i], NULL);
+    slow += hr[i].slow;
+    reads += hr[i].reads;
+  }
+  CHECK (source_endpoint_stats (src, 0, &name, &a) == 0);
+  CHECK (source_endpoint_stats (src, 1, &name, &b) == 0);
+  say ("  %u reads, %u over 1.2 s; origin 1: %" PRIu64 " requests, %"
+       PRIu64 " hedges (%" PRIu64 " won); mirror: %" PRIu64 " requests, %"
+       PRIu64 " hedges (%" PRIu64 " won)", reads, slow, a.requests,
+       a.hedges, a.hedges_won, b.requests, b.hedges, b.hedges_won);
+  CHECK (a.hedges + b.hedges > 0);
+  CHECK (a.hedges_won + b.hedges_won > 0);
+  CHECK ((a.hedges + b.hedges) * 100 <= (a.requests + b.requests) * 5 + 100);
+  source_close (src);
+  set_faults ("");
+}
+
 static void
 test_faults (const char *url, const struct reference *ref)
 {
@@ -882,6 +960,7 @@ test_faults (const char *url, const struct reference *ref)
     run_fault_case (url, ref, &fault_cases[i]);
   test_fault_storm (url, ref);
   test_priorities (url, ref);
+  test_hedging (url, ref);
 }
 
 /* ---- A server that is gone; content-fault refetches ------------------- */

@@ -16,6 +16,8 @@ www=$tmpdir/www
 mkdir -p "$www"
 # Any bytes will do; the source reads them raw.  > 400000 bytes.
 make_sample "$www/data" $((32 * 1024 * 1024))
+# The same bytes under another name: a second origin (a mirror).
+ln "$www/data" "$www/mirror"
 start_nginx "$www"
 start_faultserver "$www"
 
