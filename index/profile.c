@@ -115,9 +115,10 @@ line_number (struct line *l, uint64_t max, char sep, const char *what,
   if (*p == '0' && p + 1 < l->end && p[1] >= '0' && p[1] <= '9')
     return line_error (l, err, "%s has a leading zero", what);
   for (; p < l->end && *p >= '0' && *p <= '9'; p++) {
-    if (v > (max - (uint64_t) (*p - '0')) / 10)
+    uint64_t d = (uint64_t) (*p - '0');
+    if (d > max || v > (max - d) / 10)
       return line_error (l, err, "%s is larger than %" PRIu64, what, max);
-    v = v * 10 + (uint64_t) (*p - '0');
+    v = v * 10 + d;
   }
   if (sep == '\0' ? p != l->end : (p == l->end || *p != sep))
     return line_error (l, err, "after %s: expected %s", what,
