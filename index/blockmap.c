@@ -72,6 +72,7 @@ block_map_free (struct block_map *map)
   free (map->entries);
   free (map->hashes);
   free (map->description);
+  free (map->profile);
   free (map);
 }
 

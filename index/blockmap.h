@@ -86,6 +86,12 @@ struct block_map {
   /* True for block stores: each block is its own object, named by its
    * hash (store_block_path), not a byte range of one container. */
   bool objects_by_hash;
+  /* Optional boot profile (block stores: the signed index's profile
+   * section, index/profile.h): profile_len distinct block numbers <
+   * num_blocks, in the order to prefetch them; NULL and 0 if none.
+   * malloc'd and freed by block_map_free. */
+  uint32_t *profile;
+  size_t profile_len;
 };
 
 /* Allocate a map for num_blocks blocks with zeroed entries.

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "byteorder.h"
+#include "profile.h"
 #include "store.h"
 
 /* Offsets of the fixed header (FORMAT.md, "The index"). */
@@ -36,6 +37,7 @@
 
 /* The fixed part of an index, as read by check_index_bytes. */
 struct index_layout {
+  uint32_t version;
   uint64_t size;
   uint32_t block_size;
   enum block_codec codec;
@@ -43,6 +45,7 @@ struct index_layout {
   size_t name_off, name_len;
   size_t desc_off, desc_len;
   size_t table_off;
+  size_t profile_off, profile_len;   /* 0, 0 if no profile section */
 };
 
 /* ------------------------------------------------------------------ */
@@ -212,10 +215,11 @@ check_header (const unsigned char *b, struct index_layout *lay,
 
   if (memcmp (b, STORE_MAGIC, STORE_MAGIC_LEN) != 0)
     return cloop_err_set (err, EINVAL, "store index: bad magic");
-  if (version != STORE_VERSION)
+  if (version != STORE_VERSION && version != STORE_VERSION_SECTIONS)
     return cloop_err_set (err, EINVAL, "store index: unsupported format "
-                          "version %" PRIu32 " (this reader knows %d)",
-                          version, STORE_VERSION);
+                          "version %" PRIu32 " (this reader knows %d and %d)",
+                          version, STORE_VERSION, STORE_VERSION_SECTIONS);
+  lay->version = version;
   if (header_len != STORE_HEADER_LEN)
     return cloop_err_set (err, EINVAL, "store index: header length %"
                           PRIu32 ", expected %d", header_len,
@@ -274,11 +278,56 @@ check_lengths (const unsigned char *b, size_t len, struct index_layout *lay,
     return cloop_err_set (err, EINVAL, "store index: %" PRIu64 " bytes "
                           "for %" PRIu64 " blocks exceeds the limit of %u",
                           total, lay->num_blocks, STORE_INDEX_MAX);
+  if (lay->version == STORE_VERSION_SECTIONS && len > total)
+    return 0;                   /* check_sections reads the rest */
+  if (lay->version == STORE_VERSION_SECTIONS)
+    return cloop_err_set (err, EINVAL, "store index: version %d but no "
+                          "section after the block table (%zu bytes)",
+                          STORE_VERSION_SECTIONS, len);
   if (len != total)
     return cloop_err_set (err, EINVAL, "store index: %s (%zu bytes, "
                           "expected %" PRIu64 ")",
                           len < total ? "truncated" : "trailing bytes",
                           len, total);
+  return 0;
+}
+
+/* Walk the sections of a version 2 index, from the end of the block
+ * table to exactly len: each a 4-byte tag and a BE32 length; the only
+ * tag known is "PROF", at most once.  Fills lay->profile_*.  0 or -1. */
+static int
+check_sections (const unsigned char *b, size_t len, struct index_layout *lay,
+                struct cloop_err *err)
+{
+  size_t off = lay->table_off + STORE_ENTRY_LEN * lay->num_blocks, slen;
+
+  if (len > STORE_INDEX_MAX)
+    return cloop_err_set (err, EINVAL, "store index: %zu bytes exceeds the "
+                          "limit of %u", len, STORE_INDEX_MAX);
+  while (off < len) {
+    const unsigned char *tag = b + off;
+    if (len - off < STORE_SECTION_HEAD)
+      return cloop_err_set (err, EINVAL, "store index: truncated section "
+                            "header at byte %zu", off);
+    slen = load_be32 (b + off + 4);
+    if (slen > len - off - STORE_SECTION_HEAD)
+      return cloop_err_set (err, EINVAL, "store index: section at byte %zu "
+                            "is %zu bytes, only %zu remain", off, slen,
+                            len - off - STORE_SECTION_HEAD);
+    if (memcmp (tag, STORE_SECTION_PROFILE, 4) != 0)
+      return cloop_err_set (err, EINVAL, "store index: unknown section "
+                            "%02x%02x%02x%02x at byte %zu", tag[0], tag[1],
+                            tag[2], tag[3], off);
+    if (lay->profile_len != 0)
+      return cloop_err_set (err, EINVAL, "store index: a second profile "
+                            "section at byte %zu", off);
+    if (slen == 0)
+      return cloop_err_set (err, EINVAL, "store index: empty profile "
+                            "section at byte %zu", off);
+    lay->profile_off = off + STORE_SECTION_HEAD;
+    lay->profile_len = slen;
+    off += STORE_SECTION_HEAD + slen;
+  }
   return 0;
 }
 
@@ -293,8 +342,12 @@ check_index_bytes (const unsigned char *b, size_t len,
   if (len < STORE_HEADER_LEN)
     return cloop_err_set (err, EINVAL, "store index: truncated (%zu bytes)",
                           len);
+  lay->profile_off = lay->profile_len = 0;
   if (check_header (b, lay, err) == -1 ||
       check_lengths (b, len, lay, err) == -1)
+    return -1;
+  if (lay->version == STORE_VERSION_SECTIONS &&
+      check_sections (b, len, lay, err) == -1)
     return -1;
   if (check_text (b + lay->name_off, lay->name_len, true, "name",
                   err) == -1 ||
@@ -374,6 +427,14 @@ store_index_parse (const void *buf, size_t len, struct cloop_err *err)
     memcpy (idx->hashes + i * STORE_HASH_LEN, e, STORE_HASH_LEN);
     idx->lengths[i] = load_be32 (e + STORE_HASH_LEN);
   }
+  if (lay.profile_len != 0 &&
+      profile_decode (b + lay.profile_off, lay.profile_len, lay.num_blocks,
+                      lay.block_size, &idx->profile, &idx->profile_len,
+                      NULL, NULL, err) == -1) {
+    cloop_err_prefix (err, "store index");
+    store_index_free (idx);
+    return NULL;
+  }
   return idx;
 }
 
@@ -414,6 +475,7 @@ store_index_free (struct store_index *idx)
   free (idx->description);
   free (idx->hashes);
   free (idx->lengths);
+  free (idx->profile);
   free (idx);
 }
 
@@ -421,7 +483,8 @@ store_index_free (struct store_index *idx)
  * is checked on the bytes).  Sets *name_len, *desc_len, *total. */
 static int
 check_writable (const struct store_index *idx, size_t *name_len,
-                size_t *desc_len, uint64_t *total, struct cloop_err *err)
+                size_t *desc_len, size_t extra, uint64_t *total,
+                struct cloop_err *err)
 {
   if (idx->description == NULL)
     return cloop_err_set (err, EINVAL, "store index: description is NULL");
@@ -441,7 +504,7 @@ check_writable (const struct store_index *idx, size_t *name_len,
                       err) == -1)
     return -1;
   *total = STORE_HEADER_LEN + 4 + *name_len + *desc_len +
-           (uint64_t) STORE_ENTRY_LEN * idx->num_blocks;
+           (uint64_t) STORE_ENTRY_LEN * idx->num_blocks + extra;
   if (*total > STORE_INDEX_MAX)
     return cloop_err_set (err, EINVAL, "store index: %" PRIu64 " bytes "
                           "exceeds the limit of %u", *total,
@@ -455,7 +518,8 @@ put_header (unsigned char *b, const struct store_index *idx)
 {
   memset (b, 0, STORE_HEADER_LEN);
   memcpy (b, STORE_MAGIC, STORE_MAGIC_LEN);
-  store_be32 (b + OFF_VERSION, STORE_VERSION);
+  store_be32 (b + OFF_VERSION, idx->profile_len > 0 ? STORE_VERSION_SECTIONS
+                                                    : STORE_VERSION);
   store_be32 (b + OFF_HEADER_LEN, STORE_HEADER_LEN);
   store_be64 (b + OFF_SIZE, idx->size);
   store_be32 (b + OFF_BLOCK_SIZE, idx->block_size);
@@ -473,15 +537,26 @@ store_index_write (const struct store_index *idx,
                    struct cloop_err *err)
 {
   struct index_layout lay;
-  size_t name_len = 0, desc_len = 0, off;
+  size_t name_len = 0, desc_len = 0, off, prof_len = 0;
   uint64_t total = 0, i;
-  unsigned char *b;
+  unsigned char *b, *prof = NULL;
 
-  if (check_writable (idx, &name_len, &desc_len, &total, err) == -1)
+  if (idx->profile_len > 0 &&
+      profile_encode (idx->profile, idx->profile_len, idx->num_blocks,
+                      idx->block_size, &prof, &prof_len, err) == -1) {
+    cloop_err_prefix (err, "store index");
     return -1;
-  b = malloc (total);
-  if (b == NULL)
+  }
+  if (check_writable (idx, &name_len, &desc_len,
+                      prof ? STORE_SECTION_HEAD + prof_len : 0, &total,
+                      err) == -1) {
+    free (prof);
+    return -1;
+  }
+  if ((b = malloc (total)) == NULL) {
+    free (prof);
     return cloop_err_set (err, ENOMEM, "malloc: %m");
+  }
   put_header (b, idx);
   off = STORE_HEADER_LEN;
   b[off++] = name_len >> 8; b[off++] = name_len & 0xff;
@@ -493,6 +568,12 @@ store_index_write (const struct store_index *idx,
   for (i = 0; i < idx->num_blocks; i++, off += STORE_ENTRY_LEN) {
     memcpy (b + off, idx->hashes + i * STORE_HASH_LEN, STORE_HASH_LEN);
     store_be32 (b + off + STORE_HASH_LEN, idx->lengths[i]);
+  }
+  if (prof != NULL) {
+    memcpy (b + off, STORE_SECTION_PROFILE, 4);
+    store_be32 (b + off + 4, (uint32_t) prof_len);
+    memcpy (b + off + STORE_SECTION_HEAD, prof, prof_len);
+    free (prof);
   }
   if (check_index_bytes (b, total, &lay, err) == -1) {
     cloop_err_prefix (err, "refusing to write");
@@ -524,7 +605,8 @@ store_index_to_map (const struct store_index *idx, struct cloop_err *err)
   map = block_map_new (idx->num_blocks, idx->block_size, err);
   if (map == NULL)
     return NULL;
-  snprintf (map->dialect, sizeof map->dialect, "block store v1");
+  snprintf (map->dialect, sizeof map->dialect, "block store v%d",
+            idx->profile_len > 0 ? STORE_VERSION_SECTIONS : STORE_VERSION);
   map->size = idx->size;
   map->hash_len = STORE_HASH_LEN;
   map->objects_by_hash = true;
@@ -536,6 +618,17 @@ store_index_to_map (const struct store_index *idx, struct cloop_err *err)
   }
   memcpy (map->hashes, idx->hashes, idx->num_blocks * STORE_HASH_LEN);
   map->revision = idx->revision;
+  if (idx->profile_len > 0) {
+    map->profile = malloc (idx->profile_len * sizeof *map->profile);
+    if (map->profile == NULL) {
+      cloop_err_set (err, ENOMEM, "malloc: %m");
+      block_map_free (map);
+      return NULL;
+    }
+    memcpy (map->profile, idx->profile,
+            idx->profile_len * sizeof *map->profile);
+    map->profile_len = idx->profile_len;
+  }
   if (idx->description[0] &&
       (map->description = strdup (idx->description)) == NULL) {
     cloop_err_set (err, ENOMEM, "strdup: %m");

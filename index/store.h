@@ -17,7 +17,10 @@
 
 #define STORE_MAGIC        "CLSTORE\n"
 #define STORE_MAGIC_LEN    8
-#define STORE_VERSION      1
+#define STORE_VERSION      1           /* an index without sections */
+#define STORE_VERSION_SECTIONS 2       /* sections follow the block table */
+#define STORE_SECTION_HEAD 8           /* tag (4) + BE32 length */
+#define STORE_SECTION_PROFILE "PROF"   /* a boot profile (profile.h) */
 #define STORE_HEADER_LEN   96
 #define STORE_HASH_LEN     32          /* SHA-256 */
 #define STORE_ENTRY_LEN    36          /* hash + BE32 length */
@@ -39,14 +42,21 @@ struct store_index {
   /* num_blocks entries; an all-zero hash with length 0 = zero block. */
   unsigned char *hashes;         /* num_blocks * STORE_HASH_LEN */
   uint32_t *lengths;
+  /* The boot profile (version 2 "PROF" section): profile_len distinct
+   * block numbers in replay order; NULL and 0 if there is none.  The
+   * writer writes version 2 exactly when profile_len > 0.  Freed by
+   * store_index_free. */
+  uint32_t *profile;
+  size_t profile_len;
 };
 
 /* True if head (possibly short) starts with the store magic. */
 bool store_probe_head (const void *head, size_t len);
 
 /* Parse and validate the exact bytes of an index (every rule of
- * FORMAT.md: magic, version, header length, sizes, counts, name and
- * description, entry lengths, no trailing bytes).  Returns a new index
+ * FORMAT.md: magic, version 1 or 2, header length, sizes, counts, name
+ * and description, entry lengths, in version 2 the sections and the
+ * profile, no trailing bytes).  Returns a new index
  * or NULL with err set (EINVAL, naming the fault). */
 struct store_index *store_index_parse (const void *buf, size_t len,
                                        struct cloop_err *err);
@@ -70,7 +80,8 @@ bool store_index_is_zero (const struct store_index *idx, uint64_t i);
 
 /* Build the block map a reader serves: zero blocks CODEC_ZERO, others
  * idx->codec with length = compressed length and offset 0; size =
- * image size; hashes copied (hash_len 32).  NULL with err set. */
+ * image size; hashes and profile copied (hash_len 32).  NULL with err
+ * set. */
 struct block_map *store_index_to_map (const struct store_index *idx,
                                       struct cloop_err *err);
 

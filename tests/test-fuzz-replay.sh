@@ -15,7 +15,7 @@ fuzzdir=$builddir/../fuzz
 "$srcdir/../scripts/fuzz-seeds" "$tmpdir/seeds" "$MKCLOOP" "$CLOOP_STORE"
 
 for t in cloop-index store-index signature decode http-reply hashlist \
-         mirrorlist; do
+         mirrorlist profile; do
     prog=$fuzzdir/fuzz-$t
     [ -x "$prog" ] || fail "$prog not built"
     n=$(find "$tmpdir/seeds/$t" -type f | wc -l)

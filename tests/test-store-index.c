@@ -361,7 +361,8 @@ test_header_rejects (void)
 
 #define FRESH() memcpy (b, r.buf, r.len)
   FRESH (); b[0] = 'X';                      expect_reject (b, r.len, "magic");
-  FRESH (); store_be32 (b + O_VERSION, 2);   expect_reject (b, r.len, "version 2");
+  FRESH (); store_be32 (b + O_VERSION, 3);   expect_reject (b, r.len, "version 3");
+  FRESH (); store_be32 (b + O_VERSION, 2);   expect_reject (b, r.len, "no section");
   FRESH (); store_be32 (b + O_VERSION, 0);   expect_reject (b, r.len, "version 0");
   FRESH (); store_be32 (b + O_HLEN, 128);    expect_reject (b, r.len, "header length 128");
   FRESH (); store_be64 (b + O_SIZE, 0);      expect_reject (b, r.len, "image size is 0");

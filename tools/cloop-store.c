@@ -23,6 +23,7 @@ static const struct command commands[] = {
   { "verify", cmd_verify, "check signature, expiry and every block" },
   { "info", cmd_info, "describe an index" },
   { "diff", cmd_diff, "compare two indexes (download needed)" },
+  { "profile", cmd_profile, "embed, remove or show a boot profile" },
   { "hashes", cmd_hashes, "block-hash list of a plain cloop file" },
   { "warm", cmd_warm, "fill an nbdkit-cloop disk cache with a remote image" },
   { "cache", cmd_cache, "verify or trim an nbdkit-cloop disk cache" },

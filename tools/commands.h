@@ -12,6 +12,7 @@ int cmd_verify (int argc, char **argv);
 int cmd_info (int argc, char **argv);
 int cmd_diff (int argc, char **argv);
 int cmd_hashes (int argc, char **argv);
+int cmd_profile (int argc, char **argv);
 int cmd_warm (int argc, char **argv);
 int cmd_cache (int argc, char **argv);
 

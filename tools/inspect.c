@@ -153,6 +153,9 @@ info_one (const char *path)
   printf ("stored bytes:      %" PRIu64 " (%s)\n", d.bytes, st);
   printf ("compression ratio: %.2f\n",
           d.bytes ? (double) idx->size / d.bytes : 0.0);
+  if (idx->profile_len > 0)
+    printf ("boot profile:      %zu blocks (cloop-store profile show)\n",
+            idx->profile_len);
   print_signature_ids (path);
   distinct_free (&d);
   loaded_index_close (&li);
