@@ -38,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http-internal.h"
+#include "http-engine.h"
 
 /* Hedged reads: at most this share of demand attempts, and only on an
  * origin with this many attempt times measured. */

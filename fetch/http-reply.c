@@ -17,7 +17,7 @@
 
 /* Parse a decimal uint64 at *p, advancing it.  -1 if none or overflow. */
 static int
-parse_u64 (const char **p, uint64_t *out)
+parse_decimal (const char **p, uint64_t *out)
 {
   uint64_t v = 0;
   const char *s = *p;
@@ -49,8 +49,8 @@ http_parse_content_range (const char *value, struct http_content_range *cr)
     p++;
     cr->unsatisfied = true;
   }
-  else if (parse_u64 (&p, &cr->first) == -1 || *p++ != '-' ||
-           parse_u64 (&p, &cr->last) == -1 || cr->first > cr->last)
+  else if (parse_decimal (&p, &cr->first) == -1 || *p++ != '-' ||
+           parse_decimal (&p, &cr->last) == -1 || cr->first > cr->last)
     return -1;
   if (*p++ != '/')
     return -1;
@@ -58,7 +58,7 @@ http_parse_content_range (const char *value, struct http_content_range *cr)
     cr->total_unknown = true;
     p++;
   }
-  else if (parse_u64 (&p, &cr->total) == -1)
+  else if (parse_decimal (&p, &cr->total) == -1)
     return -1;
   if (*p != '\0')
     return -1;
@@ -73,7 +73,7 @@ http_parse_content_length (const char *value, int64_t *len)
   const char *p = value;
   uint64_t n;
 
-  if (parse_u64 (&p, &n) == -1 || *p != '\0' || n > INT64_MAX)
+  if (parse_decimal (&p, &n) == -1 || *p != '\0' || n > INT64_MAX)
     return -1;
   *len = (int64_t) n;
   return 0;

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "http.h"
+#include "endpoint.h"
 
 /* Header lines this long or longer (as received, CRLF included) are
  * ignored: none of the headers we read is legitimately that long. */

@@ -20,7 +20,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "http-internal.h"
+#include "http-xfer.h"
 
 /* The protocols we speak and follow redirects to. */
 #define HTTP_PROTOCOLS "http,https"

@@ -54,6 +54,14 @@ source_get_objects (struct source *src, struct source_object *objs,
   return src->ops->get_objects (src, objs, n, err);
 }
 
+struct source *
+source_base (struct source *src)
+{
+  while (src->ops->parent && src->ops->parent (src))
+    src = src->ops->parent (src);
+  return src;
+}
+
 /* The questions below are about where the bytes come from in the end:
  * a window (a file inside an ISO image) answers for its parent. */
 

@@ -75,6 +75,8 @@ struct source_ops {
   bool (*changed) (struct source *src);         /* or NULL: never */
   void (*opened) (struct source *src);          /* or NULL */
   void (*report_faulty) (struct source *src, int endpoint);  /* or NULL */
+  /* The source this one reads from (a window's parent), or NULL. */
+  struct source *(*parent) (struct source *src);
   bool offline;                 /* serves nothing but what caches hold */
   void (*close) (struct source *src);
 };

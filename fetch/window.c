@@ -86,8 +86,15 @@ window_close (struct source *src)
   free (w);
 }
 
+static struct source *
+window_parent (struct source *src)
+{
+  return ((struct window *) src)->parent;
+}
+
 static const struct source_ops window_ops = {
   .name = "window",
+  .parent = window_parent,
   .pread = window_pread,
   .pread_many = window_pread_many,
   .close = window_close,
@@ -120,10 +127,3 @@ source_open_window (struct source *parent, uint64_t offset, uint64_t length,
   return &w->src;
 }
 
-struct source *
-source_base (struct source *src)
-{
-  while (src->ops == &window_ops)
-    src = ((struct window *) src)->parent;
-  return src;
-}

@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 #include "http.h"
-#include "http-internal.h"
+#include "http-xfer.h"
 #include "source.h"
 
 #define PROG "test-http-source"

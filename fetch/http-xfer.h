@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* nbdkit-cloop: internals of the HTTP fetcher, shared by its three
- * files, which depend on each other in one direction only:
+/* nbdkit-cloop: one HTTP transfer and its origin.  The HTTP fetcher is
+ * three files that depend on each other in one direction only:
  *
  *   http.c         the source: open-time probe, pinned identity,
  *                  splitting reads into transfers, waiting for them
@@ -13,10 +13,12 @@
  *                  by the origin's health, request options, reply
  *                  checking (http-reply.h), the retry decision
  *
- * Not for use outside fetch/http*.c.
+ * This header is the bottom one's: the origin (a URL with its pinned
+ * identity, health and counters) and the transfer.  Not for use
+ * outside fetch/http*.c.
  */
-#ifndef CLOOP_HTTP_INTERNAL_H
-#define CLOOP_HTTP_INTERNAL_H
+#ifndef CLOOP_HTTP_XFER_H
+#define CLOOP_HTTP_XFER_H
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -27,7 +29,7 @@
 
 #include "endpoint.h"
 #include "error.h"
-#include "http.h"
+#include "http-config.h"
 #include "http-reply.h"
 #include "source.h"
 
@@ -148,8 +150,6 @@ struct http_xfer {
 /* What to do after an attempt. */
 enum http_next { HTTP_DONE, HTTP_RETRY, HTTP_FAILED };
 
-/* ---- http-xfer.c: one transfer on its origin ---------------------------- */
-
 /* Monotonic clock in nanoseconds. */
 uint64_t http_now_ns (void);
 
@@ -207,18 +207,4 @@ int http_xfer_setup (struct http_xfer *x, CURL *easy);
 enum http_next http_xfer_finish (struct http_xfer *x, CURL *easy,
                                  CURLcode rc, bool reaped);
 
-/* ---- http-engine.c ------------------------------------------------------ */
-
-/* Queue x (x->done and x->opaque set by the caller), without waiting:
- * done is called once it has finished, from the engine's worker.  Only
- * once the engine has started (http_engine_started). */
-void http_engine_submit (struct http_engine *e, struct http_xfer *x);
-bool http_engine_started (struct http_engine *e);
-
-/* Run n transfers (xs[i].done and .opaque are set by this function)
- * and return when all have finished: queued to the worker if the
- * engine has started, else driven in this thread.  Each x->result is
- * set. */
-void http_engine_run (struct http_engine *e, struct http_xfer *xs, size_t n);
-
-#endif /* CLOOP_HTTP_INTERNAL_H */
+#endif /* CLOOP_HTTP_XFER_H */
