@@ -14,9 +14,11 @@
  * has finished for good.
  *
  * Slots.  An origin runs at most cfg.connections transfers at once;
- * read-ahead and background transfers leave one of them free (when
- * there are two or more), so a demand read queued behind them waits
- * for no more than its own transfer.
+ * background transfers leave one of them free (when there are two or
+ * more), so a demand read queued behind them waits for no more than
+ * its own transfer; read-ahead may take them all (a demand read then
+ * waits for the first of them to end), as it is what a sequential
+ * reader's throughput is made of.
  *
  * Deadlines.  A transfer's deadline is fixed by its submitter.  Each
  * attempt's CURLOPT_TIMEOUT_MS is the time left, no back-off is
@@ -218,13 +220,15 @@ cancelled (const struct http_xfer *x)
 }
 
 /* Transfers origin o may run at once for a transfer of x's priority:
- * all its connections for demand reads, all but one for the rest. */
+ * all its connections, but one for background work.  (Read-ahead uses
+ * them all: a sequential reader's throughput is the connections in
+ * flight; queued behind it, a demand read waits for one transfer.) */
 static unsigned
 slot_limit (const struct http_xfer *x, const struct http_origin *o)
 {
   unsigned c = o->cfg.connections;
 
-  return x->priority == FETCH_DEMAND || c < 2 ? c : c - 1;
+  return x->priority != FETCH_BACKGROUND || c < 2 ? c : c - 1;
 }
 
 /* http_xfer_choose's question: may x start on o now? */
@@ -630,10 +634,15 @@ abort_all (struct http_engine *e)
   fail_held (e, NULL, EIO, "the HTTP engine is stopping");
 }
 
-/* One round of the driver (drive_lock held).  Returns false once the
- * engine is stopping (everything it held has failed). */
+struct batch;
+static size_t batch_pending (struct batch *b);
+
+/* One round of the driver (drive_lock held).  A caller that drives
+ * (before the worker starts) passes its batch: the round ends without
+ * waiting once that batch is done.  Returns false once the engine is
+ * stopping (everything it held has failed). */
 static bool
-drive_step (struct http_engine *e)
+drive_step (struct http_engine *e, struct batch *mine)
 {
   struct CURLMsg *msg;
   uint64_t now;
@@ -662,6 +671,8 @@ drive_step (struct http_engine *e)
      * the poll short. */
     fail_held (e, cancelled, ECANCELED, "interrupted");
   start_ready (e, http_now_ns ());     /* slots that just came free */
+  if (mine && batch_pending (mine) == 0)
+    return true;
   curl_multi_poll (e->multi, NULL, 0, wait_ms, NULL);
   return true;
 }
@@ -674,7 +685,7 @@ worker_main (void *opaque)
 
   while (more) {
     pthread_mutex_lock (&e->drive_lock);
-    more = drive_step (e);
+    more = drive_step (e, NULL);
     pthread_mutex_unlock (&e->drive_lock);
   }
   return NULL;
@@ -756,7 +767,7 @@ http_engine_run (struct http_engine *e, struct http_xfer *xs, size_t n)
     if (!__atomic_load_n (&e->started, __ATOMIC_ACQUIRE)) {
       driven = true;
       submit (e, xs, n);
-      while (batch_pending (&b) > 0 && drive_step (e))
+      while (batch_pending (&b) > 0 && drive_step (e, &b))
         ;
     }
     pthread_mutex_unlock (&e->drive_lock);
