@@ -626,11 +626,10 @@ http_origin_pin (struct http_origin *o, uint64_t size, const char *etag,
 
 /* ---- Origin health ------------------------------------------------------ */
 
-/* One line when the server goes down or comes back. */
-static void __attribute__ ((format (printf, 2, 3)))
-origin_warn (const struct http_origin *o, const char *fmt, ...)
+void
+http_origin_warn (const struct http_origin *o, const char *fmt, ...)
 {
-  char line[512];
+  char line[1024];
   va_list ap;
 
   va_start (ap, fmt);
@@ -823,12 +822,13 @@ http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
   pthread_mutex_unlock (&o->lock);
 
   if (down && changed)
-    origin_warn (o, "%s: server unreachable (%s): reads of blocks that are "
-                 "not cached fail at once, and it is tried again after a "
-                 "back-off of %u ms up to %u ms", o->id.url, x->why,
-                 o->cfg.down_backoff_ms, o->cfg.down_backoff_max_ms);
+    http_origin_warn (o, "%s: server unreachable (%s): reads of blocks "
+                      "that are not cached fail at once, and it is tried "
+                      "again after a back-off of %u ms up to %u ms",
+                      o->id.url, x->why, o->cfg.down_backoff_ms,
+                      o->cfg.down_backoff_max_ms);
   else if (changed)
-    origin_warn (o, "%s: server reachable again", o->id.url);
+    http_origin_warn (o, "%s: server reachable again", o->id.url);
   /* An unreachable server is retried by the probe, after its back-off;
    * the transfer goes on only to mirrors that have not failed it. */
   if (down && next == HTTP_RETRY && all_failed (x)) {

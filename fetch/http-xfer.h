@@ -153,6 +153,11 @@ enum http_next { HTTP_DONE, HTTP_RETRY, HTTP_FAILED };
 /* Monotonic clock in nanoseconds. */
 uint64_t http_now_ns (void);
 
+/* A warning about origin o (it went down, came back, was dropped): to
+ * cfg.warn, else as a debug line. */
+void http_origin_warn (const struct http_origin *o, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
 /* Debug line about origin o (only with cfg.verbose and cfg.debug set). */
 void http_debug (const struct http_origin *o, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));

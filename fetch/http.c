@@ -432,22 +432,6 @@ http_close (struct source *src)
   free (hs);
 }
 
-/* One line about origin o (a mirror dropped, or unused). */
-static void __attribute__ ((format (printf, 2, 3)))
-source_warn (const struct http_origin *o, const char *fmt, ...)
-{
-  char line[1024];
-  va_list ap;
-
-  va_start (ap, fmt);
-  vsnprintf (line, sizeof line, fmt, ap);
-  va_end (ap);
-  if (o->cfg.warn)
-    o->cfg.warn ("%s", line);
-  else
-    http_debug (o, "%s", line);
-}
-
 /* Drop origin o for good: it cannot serve this object. */
 static void
 drop_origin (struct http_origin *o, const char *why)
@@ -455,7 +439,7 @@ drop_origin (struct http_origin *o, const char *why)
   pthread_mutex_lock (&o->lock);
   o->dropped = true;
   pthread_mutex_unlock (&o->lock);
-  source_warn (o, "mirror %s not used: %s", o->id.url, why);
+  http_origin_warn (o, "mirror %s not used: %s", o->id.url, why);
 }
 
 /* The open-time probe: bytes=0-65535 from every origin at once.  The
