@@ -25,32 +25,35 @@
  *   and in-flight entries are never on the list, so they can never be
  *   evicted or freed.
  *
- * - Memory: max_bytes of address space is reserved at creation (the
- *   arena: pages are touched as slots are first used) and advised to
- *   use transparent huge pages, so that filling a cold cache costs one
- *   page fault per 2 MiB instead of one per 4 KiB (faults are the
- *   dearest part of a cold read on a virtual machine).  The arena is
- *   sliced into max_bytes / arena_bs slots of one block size, arena_bs
- *   (see blockcache.h for the choice).  Entries of other sizes, and
- *   entries of the arena's size beyond it (needed only while pins
- *   exceed max_bytes), are mapped one by one with their data
- *   (page_alloc, not malloc: see overflow_len); freed ones are kept
- *   for reuse by their image up to min (max_bytes, SPARE_MAX_BYTES)
- *   in all and unmapped beyond that; an evicted overflow entry of the
- *   arena's size is freed in favour of a free arena slot.  Freed arena
- *   slots go on a free list.  When a claim arrives and the data held
- *   would exceed max_bytes once this block joins it, least recently
- *   used entries are evicted right away, and the first of them with
- *   the claimed block's size is reused for it.  So the steady state
- *   (a full cache that keeps missing) allocates nothing.
+ * - Memory: each block size in use has a pool: max_bytes of address
+ *   space reserved when its first image registers (the arena: pages
+ *   are touched as slots are first used), advised to use transparent
+ *   huge pages, so that filling a cold cache costs one page fault per
+ *   2 MiB instead of one per 4 KiB (faults are the dearest part of a
+ *   cold read on a virtual machine), and sliced into max_bytes / bs
+ *   slots.  Freed slots go on the pool's free list.  Entries beyond a
+ *   full arena (needed only while pins exceed max_bytes) are mapped
+ *   one by one with their data (page_alloc, not malloc: see
+ *   overflow_len); freed ones are kept for reuse by their image up to
+ *   min (max_bytes, SPARE_MAX_BYTES) in all and unmapped beyond that;
+ *   an evicted overflow entry is freed in favour of a free arena slot.
+ *   When a claim arrives and the data held would exceed max_bytes once
+ *   this block joins it, least recently used entries are evicted right
+ *   away, and the first of them with the claimed block's size is
+ *   reused for it.  So the steady state (a full cache that keeps
+ *   missing) allocates nothing, whatever the mix of sizes.  A pool is
+ *   unmapped when the last image of its size unregisters.
  *
- * - Mixed sizes: free arena slots stay touched (resident) for reuse.
- *   While resident arena slots plus mapped entries exceed max_bytes,
- *   free resident slots are given back with MADV_DONTNEED (and refault
- *   when reused), so the memory used stays near max_bytes (rounded up
- *   to a huge page) + (pinned entries beyond it) + the idle spares,
- *   whatever the mix of block sizes.  With one block size this never
- *   happens: mapped entries exist only while pins exceed the budget.
+ * - Resident memory: free slots stay touched (resident) for reuse.
+ *   resident_bytes counts the touched slots of all pools plus the
+ *   overflow mappings.  With one size it never exceeds max_bytes
+ *   (beyond the pins); with several, the shares of the sizes shift
+ *   and a size may touch fresh slots while others hold free ones.
+ *   Once resident_bytes exceeds max_bytes + slack (min (max_bytes / 8,
+ *   SLACK_MAX_BYTES)), free slots of every pool are given back
+ *   (MADV_DONTNEED; sorted, adjacent slots in one call) until it is
+ *   within max_bytes: a batch per slack bytes of shift, not a syscall
+ *   per block.  Released slots refault when reused.
  *
  * - Locking: one mutex guards everything.  Waiters share a single
  *   condition variable and publish broadcasts on it.  Waiting only
