@@ -53,7 +53,14 @@
  *   SLACK_MAX_BYTES)), free slots of every pool are given back
  *   (MADV_DONTNEED; sorted, adjacent slots in one call) until it is
  *   within max_bytes: a batch per slack bytes of shift, not a syscall
- *   per block.  Released slots refault when reused.
+ *   per block.  Released slots refault when reused, and that is the
+ *   dear part: releasing part of a huge page splits it, so a reused
+ *   slot takes a fault per 4 KiB (with two exports of 64 KiB and
+ *   256 KiB blocks read at once, the shares drift by tens of MiB and
+ *   the refaults cost ~15 % of throughput; with no trim at all the
+ *   throughput matches one cache per export, but the memory does not
+ *   stay bounded).  Not done yet: allocating the lowest free slot so
+ *   that free slots gather in whole huge pages, then releasing those.
  *
  * - Locking: one mutex guards everything.  Waiters share a single
  *   condition variable and publish broadcasts on it.  Waiting only
