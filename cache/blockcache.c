@@ -25,32 +25,42 @@
  *   and in-flight entries are never on the list, so they can never be
  *   evicted or freed.
  *
- * - Memory: max_bytes of address space is reserved at creation (the
- *   arena: pages are touched as slots are first used) and advised to
- *   use transparent huge pages, so that filling a cold cache costs one
- *   page fault per 2 MiB instead of one per 4 KiB (faults are the
- *   dearest part of a cold read on a virtual machine).  The arena is
- *   sliced into max_bytes / arena_bs slots of one block size, arena_bs
- *   (see blockcache.h for the choice).  Entries of other sizes, and
- *   entries of the arena's size beyond it (needed only while pins
- *   exceed max_bytes), are mapped one by one with their data
- *   (page_alloc, not malloc: see overflow_len); freed ones are kept
- *   for reuse by their image up to min (max_bytes, SPARE_MAX_BYTES)
- *   in all and unmapped beyond that; an evicted overflow entry of the
- *   arena's size is freed in favour of a free arena slot.  Freed arena
- *   slots go on a free list.  When a claim arrives and the data held
- *   would exceed max_bytes once this block joins it, least recently
- *   used entries are evicted right away, and the first of them with
- *   the claimed block's size is reused for it.  So the steady state
- *   (a full cache that keeps missing) allocates nothing.
+ * - Memory: each block size in use has a pool: max_bytes of address
+ *   space reserved when its first image registers (the arena: pages
+ *   are touched as slots are first used), advised to use transparent
+ *   huge pages, so that filling a cold cache costs one page fault per
+ *   2 MiB instead of one per 4 KiB (faults are the dearest part of a
+ *   cold read on a virtual machine), and sliced into max_bytes / bs
+ *   slots.  Freed slots go on the pool's free list.  Entries beyond a
+ *   full arena (needed only while pins exceed max_bytes) are mapped
+ *   one by one with their data (page_alloc, not malloc: see
+ *   overflow_len); freed ones are kept for reuse by their image up to
+ *   min (max_bytes, SPARE_MAX_BYTES) in all and unmapped beyond that;
+ *   an evicted overflow entry is freed in favour of a free arena slot.
+ *   When a claim arrives and the data held would exceed max_bytes once
+ *   this block joins it, least recently used entries are evicted right
+ *   away, and the first of them with the claimed block's size is
+ *   reused for it.  So the steady state (a full cache that keeps
+ *   missing) allocates nothing, whatever the mix of sizes.  A pool is
+ *   unmapped when the last image of its size unregisters.
  *
- * - Mixed sizes: free arena slots stay touched (resident) for reuse.
- *   While resident arena slots plus mapped entries exceed max_bytes,
- *   free resident slots are given back with MADV_DONTNEED (and refault
- *   when reused), so the memory used stays near max_bytes (rounded up
- *   to a huge page) + (pinned entries beyond it) + the idle spares,
- *   whatever the mix of block sizes.  With one block size this never
- *   happens: mapped entries exist only while pins exceed the budget.
+ * - Resident memory: free slots stay touched (resident) for reuse.
+ *   resident_bytes counts the touched slots of all pools plus the
+ *   overflow mappings.  With one size it never exceeds max_bytes
+ *   (beyond the pins); with several, the shares of the sizes shift
+ *   and a size may touch fresh slots while others hold free ones.
+ *   Once resident_bytes exceeds max_bytes + slack (min (max_bytes / 8,
+ *   SLACK_MAX_BYTES)), free slots of every pool are given back
+ *   (MADV_DONTNEED; sorted, adjacent slots in one call) until it is
+ *   within max_bytes: a batch per slack bytes of shift, not a syscall
+ *   per block.  Released slots refault when reused, and that is the
+ *   dear part: releasing part of a huge page splits it, so a reused
+ *   slot takes a fault per 4 KiB (with two exports of 64 KiB and
+ *   256 KiB blocks read at once, the shares drift by tens of MiB and
+ *   the refaults cost ~15 % of throughput; with no trim at all the
+ *   throughput matches one cache per export, but the memory does not
+ *   stay bounded).  Not done yet: allocating the lowest free slot so
+ *   that free slots gather in whole huge pages, then releasing those.
  *
  * - Locking: one mutex guards everything.  Waiters share a single
  *   condition variable and publish broadcasts on it.  Waiting only
@@ -106,12 +116,16 @@ struct entry {
   unsigned char *data;          /* img->block_size bytes */
 };
 
-/* Transparent huge page size the arena is aligned to. */
+/* Transparent huge page size the arenas are aligned to. */
 #define HUGE_PAGE (2 * 1024 * 1024)
 
 /* Idle overflow entries kept for reuse: at most this many bytes, and
  * no more than max_bytes. */
 #define SPARE_MAX_BYTES (16 * 1024 * 1024)
+
+/* Resident slack: free arena slots stay resident until resident
+ * memory exceeds max_bytes by min (max_bytes / 8, SLACK_MAX_BYTES). */
+#define SLACK_MAX_BYTES (16 * 1024 * 1024)
 
 #define MIN_BUCKET_BITS 4
 #define MAX_BUCKET_BITS 40
@@ -120,8 +134,26 @@ struct counters {
   uint64_t hits, misses, waits, evictions, fill_failures;
 };
 
+/* The memory of one block size: an arena of max_bytes of address space
+ * where entry headers hdrs[i] own data arena + i * bs.  Slots [0, used)
+ * have been handed out at least once; free ones are chained through
+ * hash_next from free_slots (resident) or released_slots (given back
+ * to the kernel).  resident counts the slots handed out and not
+ * released. */
+struct pool {
+  struct pool *next;
+  uint32_t bs;
+  unsigned images;              /* registered images of this size */
+  unsigned char *arena;
+  size_t arena_len;             /* bytes mapped, 0 = no arena */
+  struct entry *hdrs;
+  size_t slots, used, busy, resident;
+  struct entry *free_slots, *released_slots;
+};
+
 struct block_cache_image {
   struct block_cache *cache;
+  struct pool *pool;            /* of block_size */
   uint64_t id;
   uint32_t block_size;
   struct block_cache_image *prev, *next;  /* registered images */
@@ -154,19 +186,9 @@ struct block_cache {
   struct entry *lru_head;       /* most recently used */
   struct entry *lru_tail;       /* least recently used */
 
-  /* Arena: max_bytes reserved; while arena_bs != 0, entry headers
-   * hdrs[i] own data arena + i * arena_bs.  Slots [0, arena_used)
-   * have been handed out at least once; free ones are chained through
-   * hash_next from free_slots (resident) or released_slots (given
-   * back to the kernel).  arena_resident counts the slots handed out
-   * and not released. */
-  unsigned char *arena;
-  size_t arena_len;             /* bytes mapped, 0 = no arena */
-  uint32_t arena_bs;            /* slot size, 0 = not sliced */
-  unsigned arena_images;        /* registered images of arena_bs */
-  struct entry *hdrs;
-  size_t arena_slots, arena_used, arena_busy, arena_resident;
-  struct entry *free_slots, *released_slots;
+  struct pool *pools;           /* one per block size registered */
+  uint64_t resident_bytes;      /* resident slots of all pools + mapped */
+  uint64_t slack;               /* trim only beyond max_bytes + slack */
 
   uint64_t mapped_bytes;        /* data of overflow entries (spares too) */
   uint64_t spare_bytes, spare_max;
@@ -174,120 +196,203 @@ struct block_cache {
   struct counters count;
 };
 
-/* ---- the arena ----------------------------------------------------- */
+/* ---- the arenas ---------------------------------------------------- */
 
-/* Reserve the arena (address space for max_bytes).  Without it (mmap
- * refused, or an empty budget) every entry is an overflow entry:
- * slower to fill, same behaviour. */
+/* Reserve the arena of pool p (address space for max_bytes) and its
+ * slot headers.  Without them (mmap refused, an empty budget, a block
+ * larger than the budget) every entry of this size is an overflow
+ * entry: slower to fill, same behaviour. */
 static void
-arena_init (struct block_cache *c)
+pool_map (struct block_cache *c, struct pool *p)
 {
-  size_t len;
-  unsigned char *p;
+  size_t len, slots = c->max_bytes / p->bs;
+  unsigned char *m;
   uintptr_t start, end;
 
-  if (c->max_bytes == 0 || c->max_bytes > SIZE_MAX / 2)
+  if (slots == 0 || c->max_bytes > SIZE_MAX / 2)
     return;
   /* Map one huge page more than needed, then trim to an aligned
    * range: huge pages only back aligned 2 MiB extents. */
   len = (c->max_bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-  p = mmap (NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE,
+  m = mmap (NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE,
             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED)
+  if (m == MAP_FAILED)
     return;
-  start = ((uintptr_t) p + HUGE_PAGE - 1) & ~(uintptr_t) (HUGE_PAGE - 1);
+  start = ((uintptr_t) m + HUGE_PAGE - 1) & ~(uintptr_t) (HUGE_PAGE - 1);
   end = start + len;
-  if (start > (uintptr_t) p)
-    munmap (p, start - (uintptr_t) p);
-  if ((uintptr_t) p + len + HUGE_PAGE > end)
-    munmap ((void *) end, (uintptr_t) p + len + HUGE_PAGE - end);
+  if (start > (uintptr_t) m)
+    munmap (m, start - (uintptr_t) m);
+  if ((uintptr_t) m + len + HUGE_PAGE > end)
+    munmap ((void *) end, (uintptr_t) m + len + HUGE_PAGE - end);
+  /* Headers: calloc of a large array maps zero pages, touched only
+   * as slots are used. */
+  if ((p->hdrs = calloc (slots, sizeof *p->hdrs)) == NULL) {
+    munmap ((void *) start, len);
+    return;
+  }
 #ifdef MADV_HUGEPAGE
   madvise ((void *) start, len, MADV_HUGEPAGE);  /* advice: may fail */
 #endif
-  c->arena = (unsigned char *) start;
-  c->arena_len = len;
+  p->arena = (unsigned char *) start;
+  p->arena_len = len;
+  p->slots = slots;
 }
 
-/* Slice the (empty) arena into slots of bs bytes, dropping the pages
- * a former slicing touched.  Leaves it unsliced if not one slot fits
- * or the headers cannot be allocated. */
-static void
-arena_slice (struct block_cache *c, uint32_t bs)
+/* The pool of block size bs, created if needed, with one more image
+ * counted; NULL on ENOMEM. */
+static struct pool *
+pool_get (struct block_cache *c, uint32_t bs)
 {
-  size_t slots = c->max_bytes / bs;
+  struct pool *p;
 
-  assert (c->arena_busy == 0);
-  if (c->arena_used > 0)
-    madvise (c->arena, c->arena_len, MADV_DONTNEED);
-  free (c->hdrs);
-  c->hdrs = NULL;
-  c->arena_bs = 0;
-  c->arena_slots = c->arena_used = c->arena_resident = 0;
-  c->free_slots = c->released_slots = NULL;
-  if (c->arena_len == 0 || slots == 0 ||
-      (c->hdrs = calloc (slots, sizeof *c->hdrs)) == NULL)
+  for (p = c->pools; p != NULL; p = p->next)
+    if (p->bs == bs)
+      break;
+  if (p == NULL) {
+    if ((p = calloc (1, sizeof *p)) == NULL)
+      return NULL;
+    p->bs = bs;
+    pool_map (c, p);
+    p->next = c->pools;
+    c->pools = p;
+  }
+  p->images++;
+  return p;
+}
+
+/* One image less of pool p; the last one unmaps it (it is empty then:
+ * entries belong to images, and an image unregisters with none
+ * pinned). */
+static void
+pool_put (struct block_cache *c, struct pool *p)
+{
+  struct pool **pp;
+
+  if (--p->images > 0)
     return;
-  c->arena_bs = bs;
-  c->arena_slots = slots;
+  assert (p->busy == 0);
+  c->resident_bytes -= (uint64_t) p->resident * p->bs;
+  for (pp = &c->pools; *pp != p; pp = &(*pp)->next)
+    ;
+  *pp = p->next;
+  if (p->arena_len)
+    munmap (p->arena, p->arena_len);
+  free (p->hdrs);
+  free (p);
 }
 
 static bool
-in_arena (const struct block_cache *c, const struct entry *e)
+in_arena (const struct pool *p, const struct entry *e)
 {
-  return c->hdrs != NULL && e >= c->hdrs && e < c->hdrs + c->arena_slots;
+  return p->hdrs != NULL && e >= p->hdrs && e < p->hdrs + p->slots;
 }
 
-/* Give one free resident arena slot back to the kernel (its whole
- * pages; a slot smaller than a page keeps its partial pages). */
+/* Sort a list of slots (chained through hash_next) by address, so
+ * that adjacent ones can be released in one call. */
+static struct entry *
+sort_slots (struct entry *list)
+{
+  struct entry *half[2] = { NULL, NULL }, *out = NULL, **tail = &out;
+
+  if (list == NULL || list->hash_next == NULL)
+    return list;
+  for (int i = 0; list != NULL; i ^= 1) {
+    struct entry *e = list;
+
+    list = e->hash_next;
+    e->hash_next = half[i];
+    half[i] = e;
+  }
+  half[0] = sort_slots (half[0]);
+  half[1] = sort_slots (half[1]);
+  while (half[0] != NULL && half[1] != NULL) {
+    int i = half[0]->data > half[1]->data;
+
+    *tail = half[i];
+    tail = &half[i]->hash_next;
+    half[i] = half[i]->hash_next;
+  }
+  *tail = half[0] != NULL ? half[0] : half[1];
+  return out;
+}
+
+/* Give free resident slots of pool p back to the kernel (their whole
+ * pages), adjacent slots in one call, until resident memory is within
+ * max_bytes or p has none left. */
 static void
-arena_release_one (struct block_cache *c)
+pool_release (struct block_cache *c, struct pool *p)
 {
-  struct entry *e = c->free_slots;
   uintptr_t page = (uintptr_t) sysconf (_SC_PAGESIZE);
-  uintptr_t start = ((uintptr_t) e->data + page - 1) & ~(page - 1);
-  uintptr_t end = ((uintptr_t) e->data + c->arena_bs) & ~(page - 1);
+  uintptr_t run_start = 0, run_end = 0;
+  struct entry *batch = NULL, *e;
 
-  c->free_slots = e->hash_next;
-  if (end > start)
-    madvise ((void *) start, end - start, MADV_DONTNEED);
-  e->hash_next = c->released_slots;
-  c->released_slots = e;
-  c->arena_resident--;
+  while ((e = p->free_slots) != NULL && c->resident_bytes > c->max_bytes) {
+    p->free_slots = e->hash_next;
+    e->hash_next = batch;
+    batch = e;
+    p->resident--;
+    c->resident_bytes -= p->bs;
+  }
+  for (batch = sort_slots (batch); (e = batch) != NULL; ) {
+    uintptr_t start = ((uintptr_t) e->data + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t) e->data + p->bs) & ~(page - 1);
+
+    batch = e->hash_next;
+    e->hash_next = p->released_slots;
+    p->released_slots = e;
+    if (end <= start)
+      continue;
+    if (start > run_end + page - 1 || run_end == 0) {
+      if (run_end > run_start)
+        madvise ((void *) run_start, run_end - run_start, MADV_DONTNEED);
+      run_start = start;
+    }
+    run_end = end;
+  }
+  if (run_end > run_start)
+    madvise ((void *) run_start, run_end - run_start, MADV_DONTNEED);
 }
 
-/* Keep resident arena slots plus mapped entries within max_bytes, as
- * far as free resident slots allow. */
+/* Resident memory (touched arena slots of every size, overflow
+ * mappings) has grown: once it exceeds max_bytes + slack, give free
+ * slots back until it is within max_bytes again.  With one block size
+ * there is nothing to give back (free slots exist only below the
+ * bound); with several, this runs once per slack bytes of shift in the
+ * sizes' shares, not once per block. */
 static void
 trim_resident (struct block_cache *c)
 {
-  while (c->free_slots != NULL &&
-         (uint64_t) c->arena_resident * c->arena_bs + c->mapped_bytes >
-         c->max_bytes)
-    arena_release_one (c);
+  if (c->resident_bytes <= c->max_bytes + c->slack)
+    return;
+  for (struct pool *p = c->pools; p != NULL; p = p->next)
+    pool_release (c, p);
 }
 
-/* An arena slot for a block of arena_bs bytes, or NULL if none is
- * free. */
+/* An arena slot of pool p, or NULL if none is free. */
 static struct entry *
-arena_alloc (struct block_cache *c)
+arena_alloc (struct block_cache *c, struct pool *p)
 {
   struct entry *e;
 
-  if ((e = c->free_slots) != NULL)
-    c->free_slots = e->hash_next;
-  else if ((e = c->released_slots) != NULL) {
-    c->released_slots = e->hash_next;
-    c->arena_resident++;
+  if ((e = p->free_slots) != NULL)
+    p->free_slots = e->hash_next;
+  else {
+    if ((e = p->released_slots) != NULL)
+      p->released_slots = e->hash_next;
+    else if (p->used < p->slots) {
+      e = &p->hdrs[p->used];
+      e->data = p->arena + p->used * p->bs;
+      p->used++;
+    }
+    else
+      return NULL;
+    p->resident++;
+    c->resident_bytes += p->bs;
+    p->busy++;
+    trim_resident (c);
+    return e;
   }
-  else if (c->arena_used < c->arena_slots) {
-    e = &c->hdrs[c->arena_used];
-    e->data = c->arena + c->arena_used * c->arena_bs;
-    c->arena_used++;
-    c->arena_resident++;
-  }
-  else
-    return NULL;
-  c->arena_busy++;
+  p->busy++;
   return e;
 }
 
@@ -312,7 +417,7 @@ entry_alloc (struct block_cache *c, struct block_cache_image *img)
 {
   struct entry *e;
 
-  if (img->block_size == c->arena_bs && (e = arena_alloc (c)) != NULL)
+  if ((e = arena_alloc (c, img->pool)) != NULL)
     return e;
   if ((e = img->spare) != NULL) {
     img->spare = e->hash_next;
@@ -324,22 +429,23 @@ entry_alloc (struct block_cache *c, struct block_cache_image *img)
     return NULL;
   e->data = (unsigned char *) (e + 1);
   c->mapped_bytes += img->block_size;
-  if (c->free_slots != NULL)
-    trim_resident (c);
+  c->resident_bytes += img->block_size;
+  trim_resident (c);
   return e;
 }
 
-/* Give back the memory of entry e (out of table and list), to the
+/* Give back the memory of entry e (out of table and list), to its
  * arena, its image's spares, or the system. */
 static void
 entry_free (struct block_cache *c, struct entry *e)
 {
   struct block_cache_image *img = e->img;
+  struct pool *p = img->pool;
 
-  if (in_arena (c, e)) {
-    e->hash_next = c->free_slots;
-    c->free_slots = e;
-    c->arena_busy--;
+  if (in_arena (p, e)) {
+    e->hash_next = p->free_slots;
+    p->free_slots = e;
+    p->busy--;
   }
   else if (c->spare_bytes + img->block_size <= c->spare_max) {
     e->hash_next = img->spare;
@@ -348,6 +454,7 @@ entry_free (struct block_cache *c, struct entry *e)
   }
   else {
     c->mapped_bytes -= img->block_size;
+    c->resident_bytes -= img->block_size;
     page_free (e, overflow_len (img->block_size));
   }
 }
@@ -360,9 +467,11 @@ static struct entry *
 entry_recycle (struct block_cache *c, struct entry *e,
                struct block_cache_image *img)
 {
-  if (in_arena (c, e) || img->block_size != c->arena_bs ||
-      (c->free_slots == NULL && c->released_slots == NULL &&
-       c->arena_used == c->arena_slots))
+  struct pool *p = img->pool;
+
+  if (in_arena (p, e) ||
+      (p->free_slots == NULL && p->released_slots == NULL &&
+       p->used == p->slots))
     return e;
   entry_free (c, e);
   return entry_alloc (c, img);
@@ -377,6 +486,7 @@ free_spares (struct block_cache *c, struct block_cache_image *img)
     img->spare = e->hash_next;
     c->spare_bytes -= img->block_size;
     c->mapped_bytes -= img->block_size;
+    c->resident_bytes -= img->block_size;
     page_free (e, overflow_len (img->block_size));
   }
 }
@@ -609,7 +719,7 @@ block_cache_new (uint64_t max_bytes, struct cloop_err *err)
   }
   c->max_bytes = max_bytes;
   c->spare_max = max_bytes < SPARE_MAX_BYTES ? max_bytes : SPARE_MAX_BYTES;
-  arena_init (c);
+  c->slack = max_bytes / 8 < SLACK_MAX_BYTES ? max_bytes / 8 : SLACK_MAX_BYTES;
   pthread_mutex_init (&c->lock, NULL);
   {
     /* Waits have deadlines on the monotonic clock. */
@@ -629,9 +739,7 @@ block_cache_free (struct block_cache *c)
     return;
   while (c->images != NULL)
     block_cache_unregister (c->images);
-  if (c->arena_len)
-    munmap (c->arena, c->arena_len);
-  free (c->hdrs);
+  assert (c->pools == NULL);
   pthread_cond_destroy (&c->filled);
   pthread_mutex_destroy (&c->lock);
   free (c);
@@ -664,13 +772,14 @@ block_cache_register (struct block_cache *c, uint32_t block_size,
   img->block_size = block_size;
   img->bucket_bits = MIN_BUCKET_BITS;
   pthread_mutex_lock (&c->lock);
+  if ((img->pool = pool_get (c, block_size)) == NULL) {
+    pthread_mutex_unlock (&c->lock);
+    free (img->buckets);
+    free (img);
+    cloop_err_set (err, ENOMEM, "block cache: out of memory");
+    return NULL;
+  }
   img->id = ++c->last_id;
-  /* The arena serves this size if no registered image uses it. */
-  if (block_size != c->arena_bs && c->arena_images == 0 &&
-      c->arena_busy == 0)
-    arena_slice (c, block_size);
-  if (block_size == c->arena_bs)
-    c->arena_images++;
   img->next = c->images;
   if (c->images)
     c->images->prev = img;
@@ -699,8 +808,7 @@ block_cache_unregister (struct block_cache_image *img)
     }
   }
   free_spares (c, img);
-  if (img->block_size == c->arena_bs)
-    c->arena_images--;
+  pool_put (c, img->pool);
   if (img->prev) img->prev->next = img->next;
   else c->images = img->next;
   if (img->next) img->next->prev = img->prev;

@@ -25,22 +25,24 @@
  * such entries are mapped for themselves and unmapped when evicted,
  * except for up to min (max_bytes, 16 MiB) kept idle for reuse.
  *
- * Memory with mixed block sizes: max_bytes of address space is
- * reserved at creation (an arena, backed by transparent huge pages
- * where the kernel allows) and sliced into slots of ONE block size:
- * that of the first image registered, or of a later one once no
- * registered image uses the arena's size and the arena is empty.
- * Blocks of any other size are mapped one by one (page_alloc).  Why
- * not size classes: cloop block sizes range over 512 B .. 64 MiB in
- * steps of 512 B, a process usually serves images of one or two
- * sizes, and slabs per size would pin memory in partly used slabs
- * (fragmentation) that the byte budget cannot see.  One arena keeps
- * the common (single-image, or same-size) path exactly as fast as a
- * cache of its own, and the per-entry mappings of the other sizes
- * are returned to the system on eviction.  So that the arena's free
- * but touched slots and the other sizes' mappings together stay near
- * the budget, free arena slots are given back to the kernel
- * (MADV_DONTNEED) while both exceed max_bytes.
+ * Memory with mixed block sizes: each block size in use gets an arena
+ * of its own when its first image registers: max_bytes of address
+ * space reserved (MAP_NORESERVE, backed by transparent huge pages
+ * where the kernel allows), sliced into slots of that size, its pages
+ * touched only as slots are first used, and unmapped when the last
+ * image of that size unregisters.  So no size is mapped block by
+ * block in the steady state, and a block of any size reuses a free
+ * slot of its own size.  Free slots stay resident for reuse; when the
+ * sizes' shares of the budget shift, the resident memory of all
+ * arenas (plus the mapped pinned-overflow entries) may exceed
+ * max_bytes: once it does by the slack, min (max_bytes / 8, 16 MiB),
+ * free slots of every size are given back to the kernel
+ * (MADV_DONTNEED, adjacent slots in one call) until it is within
+ * max_bytes again.  Memory used is thus at most max_bytes (rounded up
+ * to a huge page per size) + the slack + the pinned overflow and its
+ * idle spares, whatever the mix; with one block size the trim never
+ * runs.  Slot headers cost 56 bytes per slot used (per size: up to
+ * max_bytes / block size of them, zero pages until used).
  *
  * All functions are thread-safe.  cache/ knows nothing of nbdkit.
  */

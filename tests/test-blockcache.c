@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -830,6 +831,97 @@ test_mixed_churn (void)
   block_cache_free (c);
 }
 
+/* Resident pages of [p, p + len) (page aligned). */
+static size_t
+resident_pages (const unsigned char *p, size_t len)
+{
+  size_t page = (size_t) sysconf (_SC_PAGESIZE), n = 0;
+  unsigned char vec[64];
+
+  CHECK (len / page <= sizeof vec && (uintptr_t) p % page == 0);
+  CHECK (mincore ((void *) p, len, vec) == 0);
+  for (size_t i = 0; i < len / page; i++)
+    n += vec[i] & 1;
+  return n;
+}
+
+/* The shares of two block sizes shift completely, both ways: each size
+ * reuses memory of its own, the free memory of the other size is given
+ * back (all but the slack, min (max / 8, 16 MiB)), and the data stay
+ * intact.  Then the last image of a size goes and comes back, and
+ * many sizes share one budget. */
+static void
+test_size_shift (void)
+{
+  const uint32_t bsa = 64 * 1024, bsb = 128 * 1024;
+  const uint64_t max = 1024 * 1024, slack = max / 8;
+  const size_t page = (size_t) sysconf (_SC_PAGESIZE);
+  struct block_cache *c = new_shared (max);
+  struct block_cache_image *a = register_image (c, bsa);
+  struct block_cache_image *b = register_image (c, bsb);
+  struct block_cache_image *many[12];
+  unsigned char *pa[16], *pb[8];
+  struct block_ref ref;
+  size_t res;
+
+  say ("size shift: each size's free memory given back past the slack");
+  for (int round = 0; round < 3; round++) {
+    for (uint64_t n = 0; n < 16; n++) {
+      CHECK (acquire (a, round * 100 + n, &ref) == BLOCK_CLAIMED);
+      pa[n] = ref.data;
+      fill_pattern (ref.data, bsa, round * 100 + n);
+      block_cache_publish (a, &ref, 1);
+      block_cache_release (a, &ref);
+    }
+    CHECK (stats_of (a).bytes_cached == max);
+    if (round > 0) {
+      res = 0;
+      for (int n = 0; n < 8; n++)
+        res += resident_pages (pb[n], bsb);
+      CHECK (res * page <= slack);
+    }
+    for (uint64_t n = 0; n < 8; n++) {
+      CHECK (acquire (b, round * 100 + n, &ref) == BLOCK_CLAIMED);
+      pb[n] = ref.data;
+      fill_pattern (ref.data, bsb, round * 100 + n);
+      block_cache_publish (b, &ref, 1);
+      block_cache_release (b, &ref);
+    }
+    CHECK (stats_of (b).bytes_cached == max);
+    CHECK (stats_of (a).bytes_cached == 0);
+    res = 0;
+    for (int n = 0; n < 16; n++)
+      res += resident_pages (pa[n], bsa);
+    CHECK (res * page <= slack);
+    for (uint64_t n = 0; n < 8; n++)
+      CHECK (probe (b, bsb, round * 100 + n));
+  }
+  /* The last image of a size goes; one of that size comes back. */
+  block_cache_unregister (b);
+  CHECK (totals_of (c).bytes_cached == 0);
+  b = register_image (c, bsb);
+  for (uint64_t n = 0; n < 8; n++)
+    add_block (b, bsb, n);
+  for (uint64_t n = 0; n < 8; n++)
+    CHECK (probe (b, bsb, n));
+  /* Twelve more sizes, each in turn: the newest one's blocks stay. */
+  for (int i = 0; i < 12; i++)
+    many[i] = register_image (c, 4096 * (i + 1));
+  for (int round = 0; round < 2; round++)
+    for (int i = 0; i < 12; i++) {
+      for (uint64_t n = 0; n < 6; n++)
+        add_block (many[i], 4096 * (i + 1), round * 100 + n);
+      CHECK (totals_of (c).bytes_cached <= max);
+    }
+  for (uint64_t n = 0; n < 6; n++)
+    CHECK (probe (many[11], 48 * 1024, 100 + n));
+  for (int i = 0; i < 12; i++)
+    block_cache_unregister (many[i]);
+  block_cache_unregister (a);
+  block_cache_unregister (b);
+  block_cache_free (c);
+}
+
 /* Threads reading two images of different block sizes through one small
  * cache: single flight per (image, block), every read exact, counters
  * per image add up to the totals, the bound holds. */
@@ -1136,6 +1228,7 @@ main (void)
   test_lru_across_images ();
   test_unregister ();
   test_mixed_churn ();
+  test_size_shift ();
   test_two_images_threads (0);
   test_two_images_threads (4);
 
