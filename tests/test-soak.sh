@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
-# nbdkit-cloop: the soak (scripts/soak) for 60 seconds on a 16 MB
+# nbdkit-cloop: the soak (scripts/soak) for 60 seconds (SOAK_SECONDS) on a 16 MB
 # image: 16 connections of random reads over 3 nbdkit processes sharing
 # one cache-dir (memory and disk caches smaller than the image) behind
 # a fault server that faults a few percent of the requests.  It asserts
@@ -12,5 +12,6 @@
 requires_plugin_tools
 requires /usr/bin/python3 -c 'import nbd'
 
-SOAK_IMAGE_MB=16 "$srcdir/../scripts/soak" --seconds 60 || fail "soak failed"
+SOAK_IMAGE_MB=16 "$srcdir/../scripts/soak" --seconds "${SOAK_SECONDS:-60}" ||
+    fail "soak failed"
 echo "$0: ok"
