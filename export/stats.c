@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "atomicfile.h"
 #include "stats.h"
 
 void
@@ -368,44 +369,20 @@ int
 stats_write_file (const struct stats_snapshot *snap, const char *path,
                   struct cloop_err *err)
 {
-  char *tmp = NULL;
-  FILE *f = NULL;
-  int fd = -1;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream (&text, &len);
+  int r;
 
-  if (asprintf (&tmp, "%s.XXXXXX", path) == -1)
-    return cloop_err_set (err, ENOMEM, "metrics-file %s: %m", path);
-  fd = mkostemp (tmp, O_CLOEXEC);
-  if (fd == -1 || fchmod (fd, 0644) == -1 ||
-      (f = fdopen (fd, "w")) == NULL) {
-    cloop_err_set (err, errno, "metrics-file %s: %s: %m", path, tmp);
-    goto fail;
+  if (f == NULL)
+    return cloop_err_set (err, errno, "metrics-file %s: %m", path);
+  r = stats_write_prometheus (snap, f);
+  if (fclose (f) == EOF || r == -1) {
+    free (text);
+    return cloop_err_set (err, errno ? errno : ENOMEM,
+                          "metrics-file %s: out of memory", path);
   }
-  fd = -1;
-  if (stats_write_prometheus (snap, f) == -1) {
-    cloop_err_set (err, errno, "metrics-file %s: write: %m", path);
-    goto fail;
-  }
-  if (fclose (f) == EOF) {
-    f = NULL;
-    cloop_err_set (err, errno, "metrics-file %s: close: %m", path);
-    goto fail;
-  }
-  f = NULL;
-  if (rename (tmp, path) == -1) {
-    cloop_err_set (err, errno, "metrics-file %s: rename: %m", path);
-    goto fail;
-  }
-  free (tmp);
-  return 0;
-
- fail:
-  if (f)
-    fclose (f);
-  if (fd >= 0)
-    close (fd);
-  if (tmp) {
-    unlink (tmp);
-    free (tmp);
-  }
-  return -1;
+  r = atomic_file_write (path, text, len, "metrics-file", err);
+  free (text);
+  return r;
 }
