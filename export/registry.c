@@ -33,12 +33,17 @@ struct export {
   struct read_stats reads;      /* [stats_lock] over every revision */
 };
 
+/* Background fills queued at most (a job fills up to 1 MiB of blocks:
+ * NBD_CMD_CACHE of up to 16 GiB at once). */
+#define BACKGROUND_QUEUE_MAX 16384
+
 struct registry {
   struct registry_config cfg;
   struct block_cache *mc;
   struct disk_cache *dc;
   struct state_dir *sd;
   struct http_engine *engine;   /* or NULL: no remote export */
+  struct workpool *pool;        /* background fills, or NULL */
   struct export **exports;
   size_t n, cap;
   size_t default_export;
@@ -98,6 +103,12 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
     registry_free (reg);
     return NULL;
   }
+  if (cfg->background_threads &&
+      (reg->pool = workpool_new (cfg->background_threads,
+                                 BACKGROUND_QUEUE_MAX, err)) == NULL) {
+    registry_free (reg);
+    return NULL;
+  }
   return reg;
 }
 
@@ -124,6 +135,7 @@ registry_free (struct registry *reg)
     free (e);
   }
   free (reg->exports);
+  workpool_free (reg->pool);    /* after the readers: they cancel theirs */
   http_engine_free (reg->engine);
   block_cache_free (reg->mc);
   disk_cache_close (reg->dc);
@@ -228,6 +240,7 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
   cfg.state_dir = e->reg->sd;
   cfg.http_engine = e->reg->engine;
   cfg.reader.memory_cache = e->reg->mc;
+  cfg.reader.workpool = e->reg->pool;
   if (fresh)
     cfg.revalidate = 0;
   rev->export = e;
@@ -261,9 +274,11 @@ export_open (struct export *e, struct cloop_err *err)
 int
 registry_start (struct registry *reg, struct cloop_err *err)
 {
-  if (reg->engine == NULL)
-    return 0;
-  return http_engine_start (reg->engine, err);
+  if (reg->engine && http_engine_start (reg->engine, err) == -1)
+    return -1;
+  if (reg->pool && workpool_start (reg->pool, err) == -1)
+    return -1;
+  return 0;
 }
 
 /* Is it time to look for a newer revision of e (e->lock held)?  Only

@@ -66,6 +66,10 @@ format_export (const struct export_snapshot *x,
         " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks", x->name,
         m->hits, m->misses, m->waits, m->evictions, m->fill_failures,
         m->bytes_cached, m->entries);
+  emit (line, opaque, "export %s: prefetch: %" PRIu64 " blocks filled, %"
+        PRIu64 " used, %" PRIu64 " wasted, %" PRIu64 " reads waited on one",
+        x->name, m->prefetched, m->prefetch_used, m->prefetch_wasted,
+        m->prefetch_waits);
   for (size_t j = 0; j < x->n_endpoints; j++) {
     const struct http_stats *h = &x->endpoints[j].http;
     emit (line, opaque, "export %s: http: %" PRIu64 " requests, %" PRIu64
@@ -197,6 +201,18 @@ static const struct export_metric export_metrics[] = {
       "Decoded bytes held in the memory cache.", memory.bytes_cached),
   XM ("memory_cache_blocks", "gauge",
       "Blocks held in the memory cache.", memory.entries),
+  XM ("prefetch_blocks_total", "counter",
+      "Blocks filled in the background (read-ahead, NBD_CMD_CACHE, boot "
+      "profiles).", memory.prefetched),
+  XM ("prefetch_used_blocks_total", "counter",
+      "Background-filled blocks a client read before they were evicted.",
+      memory.prefetch_used),
+  XM ("prefetch_wasted_blocks_total", "counter",
+      "Background-filled blocks evicted before any client read them.",
+      memory.prefetch_wasted),
+  XM ("prefetch_waits_total", "counter",
+      "Client block lookups that waited for a background fill in flight.",
+      memory.prefetch_waits),
 };
 #undef XM
 

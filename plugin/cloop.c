@@ -43,7 +43,8 @@
 #define DEFAULT_MEMORY_CACHE_SIZE (128 * 1024 * 1024)
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 #define DEFAULT_REVALIDATE 600
-#define DEFAULT_READAHEAD (2 * 1024 * 1024)   /* remote images only */
+#define DEFAULT_READAHEAD (32 * 1024 * 1024)  /* at most; see readahead */
+#define BACKGROUND_THREADS 8
 #define DEFAULT_METRICS_INTERVAL 10      /* seconds */
 #define MIRRORS_MAX 63                    /* mirror= per export */
 
@@ -884,7 +885,7 @@ cloop_config_complete (void)
   "                          (NAME LOCATION [KEY=VALUE...] per line).\n" \
   "default-export=<NAME>     The export of the empty name (default: first).\n" \
   "memory-cache-size=<SIZE>  Decoded blocks kept in memory (default 128M).\n" \
-  "readahead=<SIZE>          Sequential read-ahead (default 2M remote, 0 local).\n" \
+  "readahead=<SIZE>          Largest read-ahead window (default 32M).\n" \
   "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib.\n" \
   "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
   "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
@@ -987,6 +988,17 @@ quit_signal_name (int sig)
 
 /* The image configuration of s.  (Its memory cache is the registry's:
  * memory-cache-size is one budget for all exports.) */
+/* readahead= by default: DEFAULT_READAHEAD, but at most a quarter of
+ * the memory cache, so that a window's blocks stay cached until the
+ * client reads them. */
+static uint64_t
+default_readahead (void)
+{
+  uint64_t quarter = state.memory_cache_size / 4;
+
+  return quarter < DEFAULT_READAHEAD ? quarter : DEFAULT_READAHEAD;
+}
+
 static void
 build_image_config (struct export_settings *s)
 {
@@ -1021,7 +1033,7 @@ build_image_config (struct export_settings *s)
       .force_zlib = s->force_zlib,
       .timeout = remote ? s->http.timeout : 0,
       .readahead = s->readahead >= 0 ? (uint64_t) s->readahead
-                   : remote ? DEFAULT_READAHEAD : 0,
+                   : default_readahead (),
       .debug = debug_printf,
       .debug_blocks = cloop_debug_blocks,
     },
@@ -1107,6 +1119,7 @@ cloop_get_ready (void)
     .memory_cache_size = state.memory_cache_size,
     .cache_dir = state.cache_dir, .cache_max_size = state.cache_max_size,
     .state_dir = state.state_dir,
+    .background_threads = BACKGROUND_THREADS,
     .warn = warn_printf, .debug = debug_printf,
   };
   bool any_remote = false;
