@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "recorder.h"
 #include "registry.h"
+#include "replay.h"
 
 /* The longest export name NBD allows. */
 #define EXPORT_NAME_MAX 4096
@@ -19,6 +21,8 @@
 struct revision {
   struct export *export;
   struct reader *reader;
+  struct recorder *recorder;    /* profile-record=, or NULL */
+  struct replay *replay;        /* the boot profile's replay, or NULL */
   unsigned refs;                /* [export->lock] holders + 1 if current */
 };
 
@@ -112,13 +116,57 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
   return reg;
 }
 
+/* Write the revision's recorded boot, if it records one (a failure is
+ * a warning: the export is served all the same). */
+static void
+write_recording (struct revision *rev)
+{
+  struct cloop_err err;
+  void (*warn) (const char *, ...) = rev->export->reg->cfg.warn;
+
+  if (rev->recorder && recorder_write (rev->recorder, &err) == -1 && warn)
+    warn ("%s", err.msg);
+}
+
 static void
 revision_free (struct revision *rev)
 {
   if (rev) {
+    replay_free (rev->replay);
+    write_recording (rev);
+    recorder_free (rev->recorder);
     reader_free (rev->reader);
     free (rev);
   }
+}
+
+/* Start what runs beside rev's reader: the recorder of profile-record=
+ * and the replay of the image's boot profile, which runs ahead of the
+ * clients by up to half the memory cache.  0, or -1 with err set. */
+static int
+start_profiles (struct revision *rev, const struct image_config *cfg,
+                struct cloop_err *err)
+{
+  struct registry *reg = rev->export->reg;
+  const struct block_map *map = reader_map (rev->reader);
+
+  if (cfg->profile_record &&
+      (rev->recorder = recorder_new (cfg->profile_record,
+                                     map->name[0] ? map->name
+                                                  : rev->export->name,
+                                     map->num_blocks, map->block_size,
+                                     err)) == NULL)
+    return -1;
+  if (cfg->profile_replay && map->profile_len > 0 && reg->pool) {
+    uint64_t ahead = reg->cfg.memory_cache_size / 2 / map->block_size;
+    if (ahead < 16)
+      ahead = 16;
+    rev->replay = replay_start (rev->reader, reg->pool, map->profile,
+                                map->profile_len, ahead, err);
+    if (rev->replay == NULL)
+      return -1;
+  }
+  return 0;
 }
 
 void
@@ -247,6 +295,13 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
   rev->reader = image_open (&cfg, err);
   if (rev->reader == NULL) {
     free (rev);
+    return NULL;
+  }
+  if (start_profiles (rev, &cfg, err) == -1) {
+    cloop_err_prefix (err, "%s", e->name);
+    recorder_free (rev->recorder);
+    rev->recorder = NULL;
+    revision_free (rev);
     return NULL;
   }
   return rev;
@@ -403,7 +458,17 @@ revision_pread (struct revision *rev, struct read_stream *stream, void *buf,
 {
   struct export *e = rev->export;
   uint64_t t0 = now_ns ();
-  int r = reader_pread (rev->reader, stream, buf, count, offset, err);
+  int r;
+
+  if ((rev->recorder || rev->replay) && count > 0) {
+    uint32_t bs = reader_map (rev->reader)->block_size;
+    uint64_t first = offset / bs, last = (offset + count - 1) / bs;
+    if (rev->recorder)
+      recorder_touch (rev->recorder, first, last);
+    if (rev->replay)
+      replay_follow (rev->replay, first, last);
+  }
+  r = reader_pread (rev->reader, stream, buf, count, offset, err);
   uint64_t t = now_ns () - t0;
 
   if (r == -1)
@@ -433,6 +498,14 @@ snapshot_export (struct export *e, struct export_snapshot *x,
     return 0;
   x->open = true;
   reader_get_cache_stats (rev->reader, &x->memory);
+  if (rev->replay) {
+    x->have_replay = true;
+    replay_get_stats (rev->replay, &x->replay);
+  }
+  if (rev->recorder) {
+    x->recording = true;
+    x->recorded = recorder_count (rev->recorder);
+  }
   struct source *src = reader_source (rev->reader);
   struct http_stats hs;
   const char *url;
@@ -455,6 +528,12 @@ snapshot_export (struct export *e, struct export_snapshot *x,
   if (rev)
     revision_release (rev);
   return cloop_err_set (err, ENOMEM, "out of memory");
+}
+
+void
+revision_write_recording (struct revision *rev)
+{
+  write_recording (rev);
 }
 
 int

@@ -129,6 +129,11 @@ int revision_pread (struct revision *rev, struct read_stream *stream,
                     void *buf, uint32_t count, uint64_t offset,
                     struct cloop_err *err);
 
+/* Write the boot recorded so far by the revision's export, if it
+ * records one (profile-record=), atomically; a failure is warned
+ * about.  (It is also written when the revision is freed.) */
+void revision_write_recording (struct revision *rev);
+
 /* Every counter of the process now (stats.h).  0, or -1 with err set
  * (ENOMEM); free with stats_snapshot_free. */
 int registry_snapshot (struct registry *reg, struct stats_snapshot *snap,

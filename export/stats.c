@@ -70,6 +70,15 @@ format_export (const struct export_snapshot *x,
         PRIu64 " used, %" PRIu64 " wasted, %" PRIu64 " reads waited on one",
         x->name, m->prefetched, m->prefetch_used, m->prefetch_wasted,
         m->prefetch_waits);
+  if (x->have_replay)
+    emit (line, opaque, "export %s: boot profile: %" PRIu64 " blocks, %"
+          PRIu64 " queued, %" PRIu64 " fetched, %" PRIu64 " skipped "
+          "(cached), %" PRIu64 " jumps, clients at entry %" PRIu64, x->name,
+          x->replay.profile_blocks, x->replay.queued, x->replay.fetched,
+          x->replay.skipped, x->replay.jumps, x->replay.client_position);
+  if (x->recording)
+    emit (line, opaque, "export %s: recording: %" PRIu64 " blocks touched",
+          x->name, x->recorded);
   for (size_t j = 0; j < x->n_endpoints; j++) {
     const struct http_stats *h = &x->endpoints[j].http;
     emit (line, opaque, "export %s: http: %" PRIu64 " requests, %" PRIu64
@@ -210,6 +219,23 @@ static const struct export_metric export_metrics[] = {
   XM ("prefetch_wasted_blocks_total", "counter",
       "Background-filled blocks evicted before any client read them.",
       memory.prefetch_wasted),
+  XM ("profile_blocks", "gauge",
+      "Entries of the boot profile being replayed (0: none).",
+      replay.profile_blocks),
+  XM ("profile_queued_blocks_total", "counter",
+      "Boot profile entries the replay has reached (queued or jumped "
+      "over).", replay.queued),
+  XM ("profile_fetched_blocks_total", "counter",
+      "Blocks the boot profile's replay filled (or tried to).",
+      replay.fetched),
+  XM ("profile_skipped_blocks_total", "counter",
+      "Boot profile blocks the replay found cached or in flight.",
+      replay.skipped),
+  XM ("profile_jumps_total", "counter",
+      "Times the clients ran ahead of the boot profile's replay.",
+      replay.jumps),
+  XM ("profile_recorded_blocks", "gauge",
+      "Blocks recorded so far by profile-record=.", recorded),
   XM ("prefetch_waits_total", "counter",
       "Client block lookups that waited for a background fill in flight.",
       memory.prefetch_waits),
