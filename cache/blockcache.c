@@ -941,10 +941,14 @@ block_cache_wait (struct block_cache_image *img, uint64_t n,
   };
   struct entry *e;
   int r = 0;
+  bool again;
 
   pthread_mutex_lock (&c->lock);
-  e = lookup_locked (img, n, false, ref, status, &r, err);
-  if (*status == BLOCK_BUSY) {
+  do {
+    again = false;
+    e = lookup_locked (img, n, false, ref, status, &r, err);
+    if (*status != BLOCK_BUSY)
+      break;
     /* In flight: pin it so that it outlives a failure, then sleep. */
     COUNT (img, waits);
     if (e->prefetch) {          /* a prefetch fills it: it is used now */
@@ -967,11 +971,15 @@ block_cache_wait (struct block_cache_image *img, uint64_t n,
     }
     else {
       /* Decide before unpinning: the last unpin of a failed entry
-       * frees it. */
+       * frees it.  A failed background fill (fetched later, at a
+       * lower priority, with its own deadline) says nothing about
+       * this read: look again, to claim the block or wait for its
+       * next filler. */
       *status = e->state == ENTRY_FILLING ? BLOCK_TIMEDOUT : BLOCK_FAILED;
+      again = *status == BLOCK_FAILED && e->background;
       unpin (c, e);
     }
-  }
+  } while (again);
   pthread_mutex_unlock (&c->lock);
   return r;
 }

@@ -134,8 +134,10 @@ void block_cache_publish (struct block_cache_image *img,
 /* Wait for block n, which was BUSY, until deadline_ns on the
  * CLOCK_MONOTONIC clock (0 = no deadline).  Returns BLOCK_HIT with *ref
  * pinned, BLOCK_CLAIMED if the entry vanished meanwhile (the caller now
- * fills it), BLOCK_FAILED if its filler failed, or BLOCK_TIMEDOUT.  -1
- * on ENOMEM. */
+ * fills it), BLOCK_FAILED if its filler failed, or BLOCK_TIMEDOUT.  A
+ * failed background fill (block_cache_acquire_prefetch) does not fail
+ * its waiters: they look again (and get CLAIMED, or wait for the next
+ * filler).  -1 on ENOMEM. */
 int block_cache_wait (struct block_cache_image *img, uint64_t n,
                       struct block_ref *ref, enum block_cache_status *status,
                       uint64_t deadline_ns, struct cloop_err *err);

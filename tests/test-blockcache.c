@@ -545,6 +545,18 @@ test_prefetch_counters (void)
   CHECK (s.prefetch_waits == 1 && s.prefetch_used == 2 && s.waits == 1);
   CHECK (s.prefetched == 3);
 
+  say ("prefetch: a failed background fill does not fail its waiters");
+  CHECK (block_cache_acquire_prefetch (c, 8, &fill, &st, &err) == 0);
+  CHECK (st == BLOCK_CLAIMED);
+  start_waiters (c, w, t, 1, 8);
+  block_cache_publish (c, &fill, 0);
+  CHECK (pthread_join (t[0], NULL) == 0);
+  CHECK (w[0].status == BLOCK_CLAIMED);     /* the waiter fills it now */
+  fill_pattern (w[0].ref.data, bs, 8);
+  block_cache_publish (c, &w[0].ref, 1);
+  block_cache_release (c, &w[0].ref);
+  CHECK (probe (c, bs, 8));
+
   say ("prefetch: dropping the image counts unused prefetches as wasted");
   prefetch_block (c, bs, 6);
   struct block_cache *cache = cache_of (c);
