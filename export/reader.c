@@ -38,8 +38,10 @@
 #define JOB_BYTES (1024 * 1024)
 #define JOB_BYTES_MAX (4 * 1024 * 1024)
 
-/* The first read-ahead window: this many bytes, and at least 4 blocks. */
-#define WINDOW_MIN_BYTES (1024 * 1024)
+/* The first read-ahead window: this many bytes, and at least 4 blocks
+ * (a client that reads block 0 and stops, as a probe does, costs
+ * little more). */
+#define WINDOW_MIN_BYTES (256 * 1024)
 
 /* A stack of pointers: the pools of idle decoders and scratch buffers,
  * most recently returned on top (callers hold the reader's pool_lock). */
