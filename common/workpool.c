@@ -185,18 +185,26 @@ running (const struct workpool *p, void *owner)
 }
 
 void
-workpool_free (struct workpool *p)
+workpool_stop (struct workpool *p)
 {
-  if (p == NULL)
-    return;
   pthread_mutex_lock (&p->lock);
   p->stop = true;
   drop_queued (p, NULL);
   pthread_cond_broadcast (&p->work);
   pthread_mutex_unlock (&p->lock);
   for (unsigned i = 0; i < p->nworkers; i++)
-    if (p->workers[i].started)
+    if (p->workers[i].started) {
       pthread_join (p->workers[i].thread, NULL);
+      p->workers[i].started = false;
+    }
+}
+
+void
+workpool_free (struct workpool *p)
+{
+  if (p == NULL)
+    return;
+  workpool_stop (p);
   pthread_cond_destroy (&p->idle);
   pthread_cond_destroy (&p->work);
   pthread_mutex_destroy (&p->lock);

@@ -45,8 +45,12 @@ struct workpool *workpool_new (unsigned threads, size_t max_queued,
  * did start keep running; workpool_free stops them). */
 int workpool_start (struct workpool *p, struct cloop_err *err);
 
-/* Drop every queued job, wait for the running ones, stop the workers
- * and free the pool (NULL allowed). */
+/* Drop every queued job, wait for the running ones and stop the
+ * workers; from then on every submit is refused (and cancel has
+ * nothing to do).  The pool stays valid until workpool_free. */
+void workpool_stop (struct workpool *p);
+
+/* workpool_stop, then free the pool (NULL allowed). */
 void workpool_free (struct workpool *p);
 
 /* Queue a copy of job.  0, or -1 if the queue is full or the pool is

@@ -174,6 +174,12 @@ registry_free (struct registry *reg)
 {
   if (reg == NULL)
     return;
+  /* Background jobs waiting on transfers return at once, not after
+   * their timeouts: stop the engine, then the pool, then free. */
+  if (reg->engine)
+    http_engine_stop (reg->engine);
+  if (reg->pool)
+    workpool_stop (reg->pool);
   for (size_t i = 0; i < reg->n; i++) {
     struct export *e = reg->exports[i];
     revision_free (e->current);
@@ -183,7 +189,7 @@ registry_free (struct registry *reg)
     free (e);
   }
   free (reg->exports);
-  workpool_free (reg->pool);    /* after the readers: they cancel theirs */
+  workpool_free (reg->pool);
   http_engine_free (reg->engine);
   block_cache_free (reg->mc);
   disk_cache_close (reg->dc);

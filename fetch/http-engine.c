@@ -697,17 +697,26 @@ worker_main (void *opaque)
 
 /* ---- Submitting --------------------------------------------------------- */
 
+/* Hand xs[0..n) to the driver; once the engine is stopping (nothing
+ * would take them), fail them here. */
 static void
 submit (struct http_engine *e, struct http_xfer *xs, size_t n)
 {
+  bool stopping;
+
   pthread_mutex_lock (&e->lock);
-  for (size_t i = 0; i < n; i++) {
+  stopping = e->stopping;
+  for (size_t i = 0; i < n && !stopping; i++) {
     xs[i].next = xs[i].prev = NULL;
     *e->incoming_tail = &xs[i];
     e->incoming_tail = &xs[i].next;
   }
   pthread_mutex_unlock (&e->lock);
-  curl_multi_wakeup (e->multi);
+  if (stopping)
+    for (size_t i = 0; i < n; i++)
+      fail_now (&xs[i], "the HTTP engine is stopping");
+  else
+    curl_multi_wakeup (e->multi);
 }
 
 void
@@ -834,13 +843,16 @@ http_engine_start (struct http_engine *e, struct cloop_err *err)
 }
 
 void
-http_engine_free (struct http_engine *e)
+http_engine_stop (struct http_engine *e)
 {
-  if (e == NULL)
-    return;
+  bool was;
+
   pthread_mutex_lock (&e->lock);
+  was = e->stopping;
   e->stopping = true;
   pthread_mutex_unlock (&e->lock);
+  if (was)
+    return;
   if (e->started) {
     curl_multi_wakeup (e->multi);
     pthread_join (e->worker, NULL);
@@ -849,6 +861,14 @@ http_engine_free (struct http_engine *e)
     take_incoming (e);
     abort_all (e);
   }
+}
+
+void
+http_engine_free (struct http_engine *e)
+{
+  if (e == NULL)
+    return;
+  http_engine_stop (e);
   for (size_t i = 0; i < e->pool_len; i++)
     curl_easy_cleanup (e->pool[i]);
   free (e->pool);

@@ -30,8 +30,14 @@ struct http_engine *http_engine_new (unsigned max_connections,
  * 0, or -1 with err set. */
 int http_engine_start (struct http_engine *e, struct cloop_err *err);
 
-/* Stop the worker (transfers still queued fail with EIO) and free the
- * engine.  Every source using it must be closed first.  NULL allowed. */
+/* Stop the worker: every transfer queued or in flight fails with EIO
+ * at once, and so does every transfer submitted later (so that threads
+ * waiting on transfers return without waiting for their timeouts).
+ * The engine stays valid until http_engine_free.  Idempotent. */
+void http_engine_stop (struct http_engine *e);
+
+/* http_engine_stop, then free the engine.  Every source using it must
+ * be closed first.  NULL allowed. */
 void http_engine_free (struct http_engine *e);
 
 /* For fetch/http.c: */
