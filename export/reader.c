@@ -43,6 +43,12 @@
  * little more). */
 #define WINDOW_MIN_BYTES (256 * 1024)
 
+/* The window of a client with several reads in progress grows to this
+ * at most: its own requests keep the link busy, and each of its
+ * connections has a window (nbdcopy: 4), which would otherwise fill
+ * the memory cache with blocks evicted before they are read. */
+#define WINDOW_PARALLEL_BYTES (2 * 1024 * 1024)
+
 /* A stack of pointers: the pools of idle decoders and scratch buffers,
  * most recently returned on top (callers hold the reader's pool_lock). */
 struct ptr_stack {
@@ -90,6 +96,8 @@ struct reader {
   uint32_t ra_max;              /* cfg.readahead in blocks */
   uint32_t ra_min;              /* the first window, in blocks */
   uint32_t ra_job;              /* blocks a read may fetch ahead itself */
+  uint32_t ra_max_parallel;     /* window of a client with reads in
+                                   parallel, in blocks */
 
   /* Pool of idle decoders (decoders are not thread-safe, and creating
    * one per block would cost an allocation on the hot path). */
@@ -199,6 +207,11 @@ reader_new (struct source *src, struct block_map *map,
     r->ra_min = 4;
   if (r->ra_min > r->ra_max)
     r->ra_min = r->ra_max;
+  r->ra_max_parallel = WINDOW_PARALLEL_BYTES / map->block_size;
+  if (r->ra_max_parallel < r->ra_min)
+    r->ra_max_parallel = r->ra_min;
+  if (r->ra_max_parallel > r->ra_max)
+    r->ra_max_parallel = r->ra_max;
   r->ra_job = JOB_BYTES / map->block_size;
   if (r->ra_job > r->ra_max)
     r->ra_job = r->ra_max;
@@ -823,21 +836,22 @@ static void
 plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
                 uint64_t last, bool late, uint64_t *from, uint64_t *count)
 {
-  uint64_t end;
+  uint64_t end, back;
 
   *count = 0;
   pthread_mutex_lock (&st->lock);
-
-  uint64_t back = st->window > SEQ_SLACK ? st->window : SEQ_SLACK;
+  back = st->window > SEQ_SLACK ? st->window : SEQ_SLACK;
   if (st->window == 0 ? first == st->next || first + 1 == st->next
                       : first + back >= st->next &&
                         first <= st->next + st->window + SEQ_SLACK) {
+    uint32_t max = atomic_load (&st->reading) > 1 ? r->ra_max_parallel
+                                                  : r->ra_max;
     if (st->window == 0)
       st->window = r->ra_min;
-    else if (late)
+    else if (late && st->window < max)
       st->window = st->window * 2;
-    if (st->window > r->ra_max)
-      st->window = r->ra_max;
+    if (st->window > max)
+      st->window = max;
     if (last + 1 > st->next)
       st->next = last + 1;
   }

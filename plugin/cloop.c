@@ -43,7 +43,7 @@
 #define DEFAULT_MEMORY_CACHE_SIZE (128 * 1024 * 1024)
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 #define DEFAULT_REVALIDATE 600
-#define DEFAULT_READAHEAD (32 * 1024 * 1024)  /* at most; see readahead */
+#define DEFAULT_READAHEAD (32 * 1024 * 1024)  /* remote; see readahead */
 #define BACKGROUND_THREADS 8
 #define DEFAULT_METRICS_INTERVAL 10      /* seconds */
 #define MIRRORS_MAX 63                    /* mirror= per export */
@@ -952,7 +952,8 @@ cloop_config_complete (void)
   "                          (NAME LOCATION [KEY=VALUE...] per line).\n" \
   "default-export=<NAME>     The export of the empty name (default: first).\n" \
   "memory-cache-size=<SIZE>  Decoded blocks kept in memory (default 128M).\n" \
-  "readahead=<SIZE>          Largest read-ahead window (default 32M).\n" \
+  "readahead=<SIZE>          Largest read-ahead window (default 32M remote,\n" \
+  "                          0 local).\n" \
   "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib.\n" \
   "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
   "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
@@ -1059,14 +1060,18 @@ quit_signal_name (int sig)
 
 /* The image configuration of s.  (Its memory cache is the registry's:
  * memory-cache-size is one budget for all exports.) */
-/* readahead= by default: DEFAULT_READAHEAD, but at most a quarter of
- * the memory cache, so that a window's blocks stay cached until the
- * client reads them. */
+/* readahead= by default: for a remote image DEFAULT_READAHEAD, but at
+ * most a quarter of the memory cache, so that a window's blocks stay
+ * cached until the client reads them; for a local file none (a read
+ * costs no round trip, and measured with parallel clients, reading
+ * ahead only moved decoding between threads and evicted blocks). */
 static uint64_t
-default_readahead (void)
+default_readahead (bool remote)
 {
   uint64_t quarter = state.memory_cache_size / 4;
 
+  if (!remote)
+    return 0;
   return quarter < DEFAULT_READAHEAD ? quarter : DEFAULT_READAHEAD;
 }
 
@@ -1113,7 +1118,7 @@ build_image_config (struct export_settings *s)
       .force_zlib = s->force_zlib,
       .timeout = remote ? s->http.timeout : 0,
       .readahead = s->readahead >= 0 ? (uint64_t) s->readahead
-                   : default_readahead (),
+                   : default_readahead (remote),
       .debug = debug_printf,
       .debug_blocks = cloop_debug_blocks,
     },
