@@ -220,20 +220,23 @@ cancelled (const struct http_xfer *x)
 }
 
 /* Transfers origin o may run at once for a transfer of x's priority:
- * all its connections for a client's read, all but one for read-ahead
- * and background work, so that a client's read queued behind them
- * waits for no transfer at all, even when they hang until their
- * timeout. */
+ * all its connections for a client's read or read-ahead, all but one
+ * for background work.  (has_slot also keeps one of the engine's
+ * slots free of all but client reads.) */
 static unsigned
 slot_limit (const struct http_xfer *x, const struct http_origin *o)
 {
   unsigned c = o->cfg.connections;
 
-  return x->priority == FETCH_DEMAND || c < 2 ? c : c - 1;
+  return x->priority != FETCH_BACKGROUND || c < 2 ? c : c - 1;
 }
 
-/* http_xfer_choose's question: may x start on o now?  The engine's
- * own bound keeps a slot free of optional work in the same way. */
+/* http_xfer_choose's question: may x start on o now?  Read-ahead and
+ * background work never take the engine's last free slot, so that a
+ * client's read queued behind them waits for no transfer at all, even
+ * when they hang until their timeout; with one origin, that is its
+ * last connection, and with mirrors read-ahead may use all of every
+ * mirror's connections but one in all (striping a window over them). */
 static bool
 has_slot (void *opaque, const struct http_xfer *x, struct http_origin *o)
 {
