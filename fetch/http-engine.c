@@ -231,17 +231,23 @@ slot_limit (const struct http_xfer *x, const struct http_origin *o)
   return x->priority != FETCH_BACKGROUND || c < 2 ? c : c - 1;
 }
 
+/* The engine keeps one slot free of read-ahead and background work
+ * when it has at least this many (with fewer, that slot would cost a
+ * sequential reader too large a share of its throughput). */
+#define RESERVE_FROM 4
+
 /* http_xfer_choose's question: may x start on o now?  Read-ahead and
- * background work never take the engine's last free slot, so that a
- * client's read queued behind them waits for no transfer at all, even
- * when they hang until their timeout; with one origin, that is its
- * last connection, and with mirrors read-ahead may use all of every
- * mirror's connections but one in all (striping a window over them). */
+ * background work do not take the engine's last free slot (once it has
+ * RESERVE_FROM), so that a client's read queued behind them waits for
+ * no transfer at all, even when they hang until their timeout; with
+ * one origin, that is its last connection, and with mirrors read-ahead
+ * may use all of every mirror's connections but one in all (striping a
+ * window over them). */
 static bool
 has_slot (void *opaque, const struct http_xfer *x, struct http_origin *o)
 {
   struct http_engine *e = opaque;
-  unsigned total = x->priority == FETCH_DEMAND || e->max_total < 2
+  unsigned total = x->priority == FETCH_DEMAND || e->max_total < RESERVE_FROM
                    ? e->max_total : e->max_total - 1;
 
   return e->n_active < total && o->active < slot_limit (x, o);
