@@ -47,7 +47,7 @@
  * at most: its own requests keep the link busy, and each of its
  * connections has a window (nbdcopy: 4), which would otherwise fill
  * the memory cache with blocks evicted before they are read. */
-#define WINDOW_PARALLEL_BYTES (2 * 1024 * 1024)
+#define WINDOW_PARALLEL_BYTES (8 * 1024 * 1024)
 
 /* A stack of pointers: the pools of idle decoders and scratch buffers,
  * most recently returned on top (callers hold the reader's pool_lock). */
@@ -212,7 +212,7 @@ reader_new (struct source *src, struct block_map *map,
     r->ra_max_parallel = r->ra_min;
   if (r->ra_max_parallel > r->ra_max)
     r->ra_max_parallel = r->ra_max;
-  r->ra_job = JOB_BYTES / map->block_size;
+  r->ra_job = JOB_BYTES_MAX / map->block_size;
   if (r->ra_job > r->ra_max)
     r->ra_job = r->ra_max;
   r->src = src;
