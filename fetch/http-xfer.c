@@ -401,20 +401,36 @@ origin_bit (const struct http_xfer *x)
   return 0;
 }
 
-/* Has every candidate that is still in use failed x? */
+bool
+http_origin_serves (const struct http_origin *o, const struct http_xfer *x)
+{
+  if (o->dropped)
+    return false;
+  if (o->unverified)
+    return x->probe;
+  return !o->other_copy || (x->whole && x->verified);
+}
+
+/* May o serve x (its lock not held)? */
+static bool
+serves_locked (struct http_origin *o, const struct http_xfer *x)
+{
+  bool serves;
+
+  pthread_mutex_lock (&o->lock);
+  serves = http_origin_serves (o, x);
+  pthread_mutex_unlock (&o->lock);
+  return serves;
+}
+
+/* Has every candidate that may serve x failed it? */
 static bool
 all_failed (const struct http_xfer *x)
 {
-  for (size_t i = 0; i < x->n_origins; i++) {
-    struct http_origin *o = x->origins[i];
-    bool dropped;
-
-    pthread_mutex_lock (&o->lock);
-    dropped = o->dropped;
-    pthread_mutex_unlock (&o->lock);
-    if (!dropped && !(x->failed_origins & UINT64_C (1) << i))
+  for (size_t i = 0; i < x->n_origins; i++)
+    if (!(x->failed_origins & UINT64_C (1) << i) &&
+        serves_locked (x->origins[i], x))
       return false;
-  }
   return true;
 }
 
@@ -460,6 +476,7 @@ decide (struct http_xfer *x, CURL *easy, CURLcode rc)
     x->result = 0;
     return HTTP_DONE;
   }
+  x->result = EIO;
   x->failed_origins |= origin_bit (x);
   /* Every mirror gets its chance before a read fails. */
   if (allowed < x->n_origins)
@@ -685,7 +702,7 @@ usable (const struct http_xfer *x, struct http_origin *o, uint64_t now,
   double lat, rate;
 
   pthread_mutex_lock (&o->lock);
-  ok = !o->dropped && endpoint_would_admit (&o->health, now);
+  ok = http_origin_serves (o, x) && endpoint_would_admit (&o->health, now);
   down = !endpoint_is_up (&o->health);
   benched = now < o->benched_until_ns;
   lat = o->latency_s ? o->latency_s : 0.05;
@@ -721,6 +738,8 @@ http_xfer_choose (struct http_xfer *x,
     double cost;
 
     if (!retry_any && (x->failed_origins & UINT64_C (1) << i))
+      continue;
+    if (!serves_locked (o, x))          /* not even as a probe */
       continue;
     if (!usable (x, o, now, &cost)) {
       if (down == NULL)

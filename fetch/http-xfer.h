@@ -65,6 +65,17 @@ struct http_origin {
   double rate_bps;              /* [lock] moving average: body rate */
   bool dropped;                 /* [lock] serves another object: never
                                    used again */
+  bool unverified;              /* [lock] did not answer at open: used
+                                   for nothing but the probe that checks
+                                   its copy, once it answers */
+  bool other_copy;              /* [lock] its copy of the object differs
+                                   (e.g. another revision of a store's
+                                   index): it serves only objects the
+                                   caller verifies (http_xfer.verified) */
+  const char *other_why;        /* [lock] how it differs (static) */
+  uint64_t verify_after_ns;     /* [lock] (unverified) next check no
+                                   earlier than this */
+  unsigned verify_failures;     /* [lock] (unverified) checks failed */
   uint64_t benched_until_ns;    /* [lock] avoided until then: it served
                                    a faulty copy */
   uint64_t last_fault_ns;       /* [lock] its last faulty copy */
@@ -103,6 +114,10 @@ struct http_xfer {
                                    (relative), or NULL for the URL */
   bool whole;                   /* a whole immutable object: plain GET */
   bool exact;                   /* (whole) must be exactly length bytes */
+  bool verified;                /* (whole) the caller checks the object
+                                   against a hash it trusts: an origin
+                                   with another copy of the URL's object
+                                   (other_copy) may serve it */
   unsigned attempts;            /* attempts started (or faulty copies
                                    the caller already found) */
 
@@ -181,6 +196,11 @@ int http_origin_pin (struct http_origin *o, uint64_t size, const char *etag,
  * proxies (no-cache), after a back-off (*not_before, else 0).  Returns
  * false if x failed. */
 bool http_xfer_refetch_allowed (struct http_xfer *x, uint64_t *not_before);
+
+/* May o serve x at all (not dropped, checked, and holding the same
+ * copy unless x is verified by its caller)?  o->lock held. */
+bool http_origin_serves (const struct http_origin *o,
+                         const struct http_xfer *x);
 
 /* Where x's next attempt goes.  The engine passes each origin's free
  * slots through has_slot (called with the drive lock held). */
