@@ -265,14 +265,23 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   rc = setup_common (o, easy);
 #define SET(opt, val) \
   do { if (rc == CURLE_OK) rc = curl_easy_setopt (easy, opt, val); } while (0)
+  /* A redirector is asked once; its final URL is reused (x->probe: a
+   * check of the URL itself). */
+  x->via_resolved = false;
   if (x->path) {                /* libcurl copies the string */
     char *url;
-    if (asprintf (&url, "%s%s", o->base_url, x->path) == -1) {
+    x->via_resolved = o->resolved_base != NULL;
+    if (asprintf (&url, "%s%s", x->via_resolved ? o->resolved_base
+                  : o->base_url, x->path) == -1) {
       snprintf (x->why, sizeof x->why, "out of memory");
       return -1;
     }
     SET (CURLOPT_URL, url);
     free (url);
+  }
+  else if (o->resolved_url && !x->probe) {
+    x->via_resolved = true;
+    SET (CURLOPT_URL, o->resolved_url);
   }
   if (!x->whole)
     SET (CURLOPT_RANGE, range);
@@ -434,6 +443,73 @@ all_failed (const struct http_xfer *x)
   return true;
 }
 
+/* The last path component of url (before any query or fragment). */
+static const char *
+last_component (const char *url, size_t *len)
+{
+  size_t end = strcspn (url, "?#"), start = end;
+
+  while (start > 0 && url[start - 1] != '/')
+    start--;
+  *len = end - start;
+  return url + start;
+}
+
+/* *slot = s (owned), freeing what it held. */
+static void
+replace_string (char **slot, char *s)
+{
+  free (*slot);
+  *slot = s;
+}
+
+/* A good reply to a request of the URL itself (not of a resolved one)
+ * came after redirects: reuse its final URL from now on, and, if it
+ * names a file of the same name, its folder for the objects beside
+ * (a request of an object, its folder only). */
+static void
+learn_redirect (struct http_origin *o, const struct http_xfer *x, CURL *easy)
+{
+  long redirects = 0;
+  char *eff = NULL;
+  size_t la, lb, le, lp;
+  const char *a, *b;
+
+  if (curl_easy_getinfo (easy, CURLINFO_REDIRECT_COUNT, &redirects) !=
+      CURLE_OK || redirects == 0 ||
+      curl_easy_getinfo (easy, CURLINFO_EFFECTIVE_URL, &eff) != CURLE_OK ||
+      eff == NULL)
+    return;
+  if (x->path == NULL) {
+    replace_string (&o->resolved_url, strdup (eff));
+    a = last_component (eff, &la);
+    b = last_component (o->cfg.url, &lb);
+    if (la == lb && memcmp (a, b, la) == 0 && a[la] == '\0')
+      replace_string (&o->resolved_base, strndup (eff, a - eff));
+  }
+  else {
+    le = strlen (eff);
+    lp = strlen (x->path);
+    if (le > lp && strcmp (eff + le - lp, x->path) == 0 &&
+        eff[le - lp - 1] == '/')
+      replace_string (&o->resolved_base, strndup (eff, le - lp));
+  }
+  http_debug (o, "%s%s redirects to %s: asked there from now on",
+              x->path ? o->base_url : o->cfg.url, x->path ? x->path : "",
+              eff);
+}
+
+/* An attempt on a resolved URL failed: forget the resolution, so that
+ * the next attempt asks the URL itself again (and learns anew). */
+static void
+forget_redirect (struct http_origin *o, const struct http_xfer *x)
+{
+  http_debug (o, "%s: its redirect target failed (%s): asking it again",
+              o->cfg.url, x->why);
+  replace_string (&o->resolved_url, NULL);
+  replace_string (&o->resolved_base, NULL);
+}
+
 /* Fold a good attempt into o's moving averages (1/4 weight): time to
  * the first byte, and body rate after it (long enough bodies only). */
 static void
@@ -473,10 +549,23 @@ decide (struct http_xfer *x, CURL *easy, CURLcode rc)
   histogram_add (&o->stats.latency, now - x->started_ns);
   pthread_mutex_unlock (&o->lock);
   if (!x->faulted) {
+    if (!x->via_resolved)
+      learn_redirect (o, x, easy);
     x->result = 0;
     return HTTP_DONE;
   }
   x->result = EIO;
+  /* The target a redirector sent us to failed: go back to the
+   * redirector at once, once, on this same origin. */
+  if (x->via_resolved && !x->re_resolved) {
+    x->re_resolved = true;
+    forget_redirect (o, x);
+    if (now < x->deadline_ns) {
+      x->not_before_ns = now;
+      x->fresh = true;
+      return HTTP_RETRY;
+    }
+  }
   x->failed_origins |= origin_bit (x);
   /* Every mirror gets its chance before a read fails. */
   if (allowed < x->n_origins)
@@ -582,6 +671,8 @@ http_origin_destroy (struct http_origin *o)
   curl_slist_free_all (o->range_nocache_headers);
   curl_slist_free_all (o->nocache_headers);
   free (o->base_url);
+  free (o->resolved_url);
+  free (o->resolved_base);
   pthread_mutex_destroy (&o->lock);
   free ((char *) o->id.etag);
   free ((char *) o->id.last_modified);
@@ -824,10 +915,15 @@ http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
 {
   struct http_origin *o = x->origin;
   bool down = origin_unreachable (easy, rc, reaped);
+  bool via_resolved = x->via_resolved && !x->re_resolved;
   enum http_next next = decide (x, easy, rc);
   uint64_t now = http_now_ns ();
   bool changed;
 
+  /* A redirect target that failed says nothing of the origin's own
+   * server: the origin is asked again (decide). */
+  if (via_resolved && x->re_resolved)
+    return next;
   pthread_mutex_lock (&o->lock);
   if (down) {
     changed = endpoint_report_down (&o->health, x, now);

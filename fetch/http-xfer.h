@@ -76,6 +76,11 @@ struct http_origin {
   uint64_t verify_after_ns;     /* [lock] (unverified) next check no
                                    earlier than this */
   unsigned verify_failures;     /* [lock] (unverified) checks failed */
+  /* Redirectors: where the URL, and the folder of objects beside it,
+   * were last seen to redirect to (the final URL of a good reply), or
+   * NULL to ask the URL itself. */
+  char *resolved_url;           /* [drive] */
+  char *resolved_base;          /* [drive] */
   uint64_t benched_until_ns;    /* [lock] avoided until then: it served
                                    a faulty copy */
   uint64_t last_fault_ns;       /* [lock] its last faulty copy */
@@ -126,6 +131,8 @@ struct http_xfer {
   bool nocache;                 /* ask caches in between for a fresh copy */
   unsigned hard_faults;         /* 4xx replies seen (retried once) */
   bool fresh;                   /* next attempt on a new connection */
+  bool via_resolved;            /* the attempt went to a resolved URL */
+  bool re_resolved;             /* ... which failed: asked the URL again */
   uint64_t not_before_ns;       /* back-off: start no earlier */
   uint64_t started_ns;          /* when the attempt started */
   CURL *easy;                   /* during an attempt */
