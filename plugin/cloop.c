@@ -1111,12 +1111,13 @@ cloop_get_ready (void)
   };
   bool any_remote = false;
 
-  /* The HTTP engine's bound: every remote export's connections=. */
+  /* The HTTP engine's bound: every remote export's connections=, to
+   * its URL and to each of its mirrors. */
   for (size_t i = 0; i < state.nexports; i++) {
     const struct export_settings *x = &state.exports[i];
     if (x->url || x->block_hashes_is_url) {
       any_remote = true;
-      rc.http_max_connections += x->http.connections;
+      rc.http_max_connections += x->http.connections * (1 + x->n_mirrors);
     }
   }
   if (any_remote && http_global_init () == -1) {
