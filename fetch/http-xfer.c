@@ -301,7 +301,7 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   SET (CURLOPT_FRESH_CONNECT, x->fresh ? 1L : 0L);
   /* A probe of a server that was unreachable gives up connecting soon:
    * with mirrors, the transfer goes on elsewhere. */
-  if (x->n_origins > 1 && !endpoint_is_up_locked (o))
+  if (x->quick_connect || (x->n_origins > 1 && !endpoint_is_up_locked (o)))
     SET (CURLOPT_CONNECTTIMEOUT_MS, (long) HTTP_PROBE_CONNECT_MS);
 #undef SET
   if (rc != CURLE_OK) {

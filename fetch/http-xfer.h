@@ -36,7 +36,8 @@
 /* Bytes fetched by the probe at open and kept for the first reads. */
 #define HTTP_HEAD_BYTES 65536
 
-/* A probe of an unreachable mirror gives up connecting after this. */
+/* A probe of an unreachable mirror, and every mirror's probe at open,
+ * give up connecting after this. */
 #define HTTP_PROBE_CONNECT_MS 3000
 
 /* A source can fetch from this many origins (its URL and mirrors). */
@@ -115,6 +116,10 @@ struct http_xfer {
   size_t length;                /* bytes asked for (> 0) */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC */
   bool probe;                   /* the open-time probe: total unknown */
+  bool quick_connect;           /* give up connecting after
+                                   HTTP_PROBE_CONNECT_MS (a probe of a
+                                   source with mirrors: one that does not
+                                   answer is asked again later) */
   const char *path;             /* an object beside the origin's URL
                                    (relative), or NULL for the URL */
   bool whole;                   /* a whole immutable object: plain GET */

@@ -209,7 +209,7 @@ new_failback (struct http_source *hs, size_t i, bool check, uint64_t now)
     .origins = &hs->origins[i], .n_origins = 1,
     .priority = FETCH_BACKGROUND, .done = failback_done, .opaque = f,
     .parts = &f->part, .n_parts = 1, .first = 0, .length = len,
-    .probe = check,
+    .probe = check, .quick_connect = true,
     .deadline_ns = now + (uint64_t) o->cfg.timeout * 1000000000,
   };
   return f;
@@ -614,6 +614,7 @@ probe (struct http_source *hs, struct cloop_err *err)
       .origins = &hs->origins[i], .n_origins = 1,
       .priority = FETCH_DEMAND, .parts = &parts[i], .n_parts = 1,
       .first = 0, .length = HTTP_HEAD_BYTES, .probe = true,
+      .quick_connect = n > 1,
       .deadline_ns = http_now_ns () + (uint64_t) o->cfg.timeout * 1000000000,
     };
   }

@@ -7,7 +7,11 @@
 # checked (size and first 64 KiB) and B then serves reads (its counters
 # in the -D cloop.stats=1 snapshot); D's copy is checked, found to
 # differ, and D is dropped with one warning naming it: it never serves
-# a read (its only request is that check).  Every pass is byte-exact.
+# a read (its only request is that check).  E never answers at all
+# (a listening socket whose queue is full: connecting times out): the
+# start does not wait for it beyond a connect timeout of 3 s (the
+# warning says so), and it is kept aside too.  Every pass is
+# byte-exact.
 
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
@@ -42,6 +46,31 @@ b_port=$(_ws_free_port)
 d_port=$(_ws_free_port)
 port_closed "$b_port" && port_closed "$d_port" ||
     fail "the ports for B and D are taken"
+# E: connections to it time out (SYNs dropped: its accept queue is
+# full and nothing accepts).
+cat > blackhole.py <<'PY'
+import os, socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(0)
+port = s.getsockname()[1]
+fill = []
+for _ in range(3):
+    c = socket.socket()
+    c.setblocking(False)
+    try:
+        c.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    fill.append(c)
+time.sleep(0.2)
+open(sys.argv[1] + ".tmp", "w").write(str(port))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(3600)
+PY
+_ws_spawn e.err "$_ws_python" blackhole.py e.port
+_ws_wait_file e.port "$_ws_pid" || { cat e.err; fail "E did not start"; }
+url_e="http://127.0.0.1:$(cat e.port)/img"
 url_a="http://127.0.0.1:$(cat a.port)/img"
 url_b="http://127.0.0.1:$b_port/img"
 url_d="http://127.0.0.1:$d_port/img"
@@ -95,7 +124,7 @@ conductor=$!
 
 nbdkit_cloop -U - -v -D cloop.stats=1 \
     --run '/usr/bin/python3 reads.py "$uri" exp' \
-    "$PLUGIN" url="$url_a" mirror="$url_b" mirror="$url_d" \
+    "$PLUGIN" url="$url_a" mirror="$url_b" mirror="$url_d" mirror="$url_e" \
     connections=2 memory-cache-size=1M cache-dir=none \
     > reads.out 2> nbdkit.err ||
     { cat reads.out conductor.out; grep -a 'mirror\|warning' nbdkit.err |
@@ -104,10 +133,16 @@ wait "$conductor" || true
 for m in b d; do cleanup_fn "_ws_stop $(cat $m.pid)"; done
 cat reads.out
 
-for u in "$url_b" "$url_d"; do
+for u in "$url_b" "$url_d" "$url_e"; do
     grep -aq "warning: mirror $u did not answer" nbdkit.err ||
         fail "$u was not said to be down at start"
 done
+grep -a "warning: mirror $url_e did not answer" nbdkit.err |
+    grep -aq "[Cc]onnect.* after 3[0-9][0-9][0-9] m" ||
+    { grep -a "$url_e" nbdkit.err | head -3
+      fail "E's probe at start did not give up connecting after 3 s"; }
+grep -aq "warning: mirror $url_e answers" nbdkit.err &&
+    fail "E, which never answered, was taken into use"
 grep -aq "warning: mirror $url_b answers with the same object: in use" \
     nbdkit.err || fail "B was not taken into use"
 
