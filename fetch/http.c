@@ -582,6 +582,44 @@ set_unverified (struct http_origin *o, const char *why)
                     "answers with the same object", o->id.url, why);
 }
 
+/* The open-time probe's replies xs (bodies in r) from the n origins,
+ * ref's pinning the object: pin each other origin that has the same
+ * copy; one with another copy, or no answer, is set aside (*check:
+ * some did not answer).  0, or -1 with err set (ENOMEM). */
+static int
+judge_probes (struct http_source *hs, struct http_xfer *xs,
+              const struct source_range *r, size_t n, size_t ref,
+              bool *check, struct cloop_err *err)
+{
+  for (size_t i = 0; i < n; i++) {
+    struct http_xfer *x = &xs[i];
+    struct http_xfer *rx = &xs[ref];
+    const char *other = NULL;
+
+    if (i == ref)
+      continue;
+    if (x->result != 0) {
+      set_unverified (hs->origins[i], x->why);
+      *check = true;
+      continue;
+    }
+    if (x->range_total != rx->range_total)
+      other = "its copy has another size";
+    else if (x->length != rx->length ||
+             memcmp (r[i].buf, r[ref].buf, x->length) != 0)
+      other = "its copy has other bytes";
+    else if (http_origin_pin (hs->origins[i], x->range_total, x->etag,
+                              x->last_modified, err) == -1)
+      return -1;
+    if (other) {
+      pthread_mutex_lock (&hs->probe_lock);
+      set_other_copy (hs, hs->origins[i], other);
+      pthread_mutex_unlock (&hs->probe_lock);
+    }
+  }
+  return 0;
+}
+
 /* The open-time probe: bytes=0-65535 from every origin at once.  The
  * first origin in order that answers pins the object (its size, its
  * first bytes); another that answers with another size or other bytes
@@ -597,6 +635,7 @@ probe (struct http_source *hs, struct cloop_err *err)
   struct http_xfer *xs = calloc (n, sizeof *xs);
   unsigned char *bufs = malloc (n * HTTP_HEAD_BYTES);
   size_t ref = n;
+  bool check = false;
   int ret = -1;
 
   if (xs == NULL || bufs == NULL) {
@@ -640,33 +679,8 @@ probe (struct http_source *hs, struct cloop_err *err)
                    n > 1 ? "; no mirror answered either" : "");
     goto out;
   }
-  bool check = false;
-  for (size_t i = 0; i < n; i++) {
-    struct http_xfer *x = &xs[i];
-    struct http_xfer *rx = &xs[ref];
-    const char *other = NULL;
-
-    if (i == ref)
-      continue;
-    if (x->result != 0) {
-      set_unverified (hs->origins[i], x->why);
-      check = true;
-      continue;
-    }
-    if (x->range_total != rx->range_total)
-      other = "its copy has another size";
-    else if (x->length != rx->length ||
-             memcmp (r[i].buf, r[ref].buf, x->length) != 0)
-      other = "its copy has other bytes";
-    else if (http_origin_pin (hs->origins[i], x->range_total, x->etag,
-                              x->last_modified, err) == -1)
-      goto out;
-    if (other) {
-      pthread_mutex_lock (&hs->probe_lock);
-      set_other_copy (hs, hs->origins[i], other);
-      pthread_mutex_unlock (&hs->probe_lock);
-    }
-  }
+  if (judge_probes (hs, xs, r, n, ref, &check, err) == -1)
+    goto out;
   hs->ref = hs->origins[ref];
   hs->head = malloc (xs[ref].length);
   if (check)
