@@ -822,7 +822,7 @@ http_xfer_choose (struct http_xfer *x,
   uint64_t now = http_now_ns ();
   bool retry_any = all_failed (x), busy = false;
   struct http_origin *best = NULL, *down = NULL;
-  double best_cost = 0;
+  double best_cost = 0, busy_cost = 0;
 
   for (size_t i = 0; i < x->n_origins; i++) {
     struct http_origin *o = x->origins[i];
@@ -838,6 +838,11 @@ http_xfer_choose (struct http_xfer *x,
       continue;
     }
     if (!has_slot (opaque, x, o)) {
+      /* Done there, at worst, after one of its transfers and then
+       * this one. */
+      cost = 2 * cost / (1 + o->active);
+      if (!busy || cost < busy_cost)
+        busy_cost = cost;
       busy = true;
       continue;
     }
@@ -846,6 +851,13 @@ http_xfer_choose (struct http_xfer *x,
       best_cost = cost;
     }
   }
+  /* A client's read waits for a slot on a busy origin expected to
+   * finish it sooner, the wait counted, rather than start at once on a
+   * much slower one (a hedge never waits; mirrors of about the same
+   * speed share reads). */
+  if (best && busy && busy_cost < best_cost &&
+      x->priority == FETCH_DEMAND && x->hedged == NULL)
+    return HTTP_WAIT;
   if (best) {
     x->origin = best;
     return admit (x) ? HTTP_CHOSEN : HTTP_NONE;
