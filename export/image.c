@@ -935,6 +935,10 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
 
   /* Blocks of local images are not copied into the disk cache. */
   rcfg.disk_cache = cfg->file ? NULL : dc;
+  /* A store's blocks are checked against the trusted index's hashes:
+   * mirrors with another revision of the index may serve them. */
+  if (map->objects_by_hash)
+    source_objects_verified (src);
   source_opened (src);
   r = reader_new (src, map, &rcfg, err);
   if (r == NULL) {

@@ -17,8 +17,10 @@ struct http_config {
   /* Mirrors: more URLs of the same object (for a block store, of the
    * same store: objects are fetched beside each).  Every one is
    * probed at open; one that serves another size or other first bytes
-   * than the first that answered, or does not answer, is dropped with
-   * a warning.  Each transfer goes to the origin with the shortest
+   * than the first that answered is dropped with a warning (for a
+   * store, source_objects_verified: it serves blocks only); one that
+   * does not answer is checked the same way once it does, and serves
+   * nothing before.  Each transfer goes to the origin with the shortest
    * expected time (moving averages of latency and rate, times its
    * transfers in flight) that has not failed it; a read fails only
    * when every origin has.  At most 63; none for a pinned open. */

@@ -265,14 +265,23 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   rc = setup_common (o, easy);
 #define SET(opt, val) \
   do { if (rc == CURLE_OK) rc = curl_easy_setopt (easy, opt, val); } while (0)
+  /* A redirector is asked once; its final URL is reused (x->probe: a
+   * check of the URL itself). */
+  x->via_resolved = false;
   if (x->path) {                /* libcurl copies the string */
     char *url;
-    if (asprintf (&url, "%s%s", o->base_url, x->path) == -1) {
+    x->via_resolved = o->resolved_base != NULL;
+    if (asprintf (&url, "%s%s", x->via_resolved ? o->resolved_base
+                  : o->base_url, x->path) == -1) {
       snprintf (x->why, sizeof x->why, "out of memory");
       return -1;
     }
     SET (CURLOPT_URL, url);
     free (url);
+  }
+  else if (o->resolved_url && !x->probe) {
+    x->via_resolved = true;
+    SET (CURLOPT_URL, o->resolved_url);
   }
   if (!x->whole)
     SET (CURLOPT_RANGE, range);
@@ -292,7 +301,7 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   SET (CURLOPT_FRESH_CONNECT, x->fresh ? 1L : 0L);
   /* A probe of a server that was unreachable gives up connecting soon:
    * with mirrors, the transfer goes on elsewhere. */
-  if (x->n_origins > 1 && !endpoint_is_up_locked (o))
+  if (x->quick_connect || (x->n_origins > 1 && !endpoint_is_up_locked (o)))
     SET (CURLOPT_CONNECTTIMEOUT_MS, (long) HTTP_PROBE_CONNECT_MS);
 #undef SET
   if (rc != CURLE_OK) {
@@ -401,21 +410,104 @@ origin_bit (const struct http_xfer *x)
   return 0;
 }
 
-/* Has every candidate that is still in use failed x? */
+bool
+http_origin_serves (const struct http_origin *o, const struct http_xfer *x)
+{
+  if (o->dropped)
+    return false;
+  if (o->unverified)
+    return x->probe;
+  return !o->other_copy || (x->whole && x->verified);
+}
+
+/* May o serve x (its lock not held)? */
+static bool
+serves_locked (struct http_origin *o, const struct http_xfer *x)
+{
+  bool serves;
+
+  pthread_mutex_lock (&o->lock);
+  serves = http_origin_serves (o, x);
+  pthread_mutex_unlock (&o->lock);
+  return serves;
+}
+
+/* Has every candidate that may serve x failed it? */
 static bool
 all_failed (const struct http_xfer *x)
 {
-  for (size_t i = 0; i < x->n_origins; i++) {
-    struct http_origin *o = x->origins[i];
-    bool dropped;
-
-    pthread_mutex_lock (&o->lock);
-    dropped = o->dropped;
-    pthread_mutex_unlock (&o->lock);
-    if (!dropped && !(x->failed_origins & UINT64_C (1) << i))
+  for (size_t i = 0; i < x->n_origins; i++)
+    if (!(x->failed_origins & UINT64_C (1) << i) &&
+        serves_locked (x->origins[i], x))
       return false;
-  }
   return true;
+}
+
+/* The last path component of url (before any query or fragment). */
+static const char *
+last_component (const char *url, size_t *len)
+{
+  size_t end = strcspn (url, "?#"), start = end;
+
+  while (start > 0 && url[start - 1] != '/')
+    start--;
+  *len = end - start;
+  return url + start;
+}
+
+/* *slot = s (owned), freeing what it held. */
+static void
+replace_string (char **slot, char *s)
+{
+  free (*slot);
+  *slot = s;
+}
+
+/* A good reply to a request of the URL itself (not of a resolved one)
+ * came after redirects: reuse its final URL from now on, and, if it
+ * names a file of the same name, its folder for the objects beside
+ * (a request of an object, its folder only). */
+static void
+learn_redirect (struct http_origin *o, const struct http_xfer *x, CURL *easy)
+{
+  long redirects = 0;
+  char *eff = NULL;
+  size_t la, lb, le, lp;
+  const char *a, *b;
+
+  if (curl_easy_getinfo (easy, CURLINFO_REDIRECT_COUNT, &redirects) !=
+      CURLE_OK || redirects == 0 ||
+      curl_easy_getinfo (easy, CURLINFO_EFFECTIVE_URL, &eff) != CURLE_OK ||
+      eff == NULL)
+    return;
+  if (x->path == NULL) {
+    replace_string (&o->resolved_url, strdup (eff));
+    a = last_component (eff, &la);
+    b = last_component (o->cfg.url, &lb);
+    if (la == lb && memcmp (a, b, la) == 0 && a[la] == '\0')
+      replace_string (&o->resolved_base, strndup (eff, a - eff));
+  }
+  else {
+    le = strlen (eff);
+    lp = strlen (x->path);
+    if (le > lp && strcmp (eff + le - lp, x->path) == 0 &&
+        eff[le - lp - 1] == '/')
+      replace_string (&o->resolved_base, strndup (eff, le - lp));
+  }
+  http_debug (o, "%s%s redirects to %s: asked there from now on",
+              x->path ? o->base_url : o->cfg.url, x->path ? x->path : "",
+              eff);
+}
+
+/* An attempt on a resolved URL failed: forget the resolution, so that
+ * the next attempt asks the URL itself again (and learns anew). */
+static void
+forget_redirect (struct http_origin *o, const struct http_xfer *x)
+{
+  http_debug (o, "%s: its redirect target failed (%s): asking it again",
+              o->cfg.url, x->why);
+  replace_string (&o->resolved_url, NULL);
+  replace_string (&o->resolved_base, NULL);
 }
 
 /* Fold a good attempt into o's moving averages (1/4 weight): time to
@@ -457,8 +549,22 @@ decide (struct http_xfer *x, CURL *easy, CURLcode rc)
   histogram_add (&o->stats.latency, now - x->started_ns);
   pthread_mutex_unlock (&o->lock);
   if (!x->faulted) {
+    if (!x->via_resolved)
+      learn_redirect (o, x, easy);
     x->result = 0;
     return HTTP_DONE;
+  }
+  x->result = EIO;
+  /* The target a redirector sent us to failed: go back to the
+   * redirector at once, once, on this same origin. */
+  if (x->via_resolved && !x->re_resolved) {
+    x->re_resolved = true;
+    forget_redirect (o, x);
+    if (now < x->deadline_ns) {
+      x->not_before_ns = now;
+      x->fresh = true;
+      return HTTP_RETRY;
+    }
   }
   x->failed_origins |= origin_bit (x);
   /* Every mirror gets its chance before a read fails. */
@@ -565,6 +671,8 @@ http_origin_destroy (struct http_origin *o)
   curl_slist_free_all (o->range_nocache_headers);
   curl_slist_free_all (o->nocache_headers);
   free (o->base_url);
+  free (o->resolved_url);
+  free (o->resolved_base);
   pthread_mutex_destroy (&o->lock);
   free ((char *) o->id.etag);
   free ((char *) o->id.last_modified);
@@ -685,7 +793,7 @@ usable (const struct http_xfer *x, struct http_origin *o, uint64_t now,
   double lat, rate;
 
   pthread_mutex_lock (&o->lock);
-  ok = !o->dropped && endpoint_would_admit (&o->health, now);
+  ok = http_origin_serves (o, x) && endpoint_would_admit (&o->health, now);
   down = !endpoint_is_up (&o->health);
   benched = now < o->benched_until_ns;
   lat = o->latency_s ? o->latency_s : 0.05;
@@ -714,7 +822,7 @@ http_xfer_choose (struct http_xfer *x,
   uint64_t now = http_now_ns ();
   bool retry_any = all_failed (x), busy = false;
   struct http_origin *best = NULL, *down = NULL;
-  double best_cost = 0;
+  double best_cost = 0, busy_cost = 0;
 
   for (size_t i = 0; i < x->n_origins; i++) {
     struct http_origin *o = x->origins[i];
@@ -722,12 +830,19 @@ http_xfer_choose (struct http_xfer *x,
 
     if (!retry_any && (x->failed_origins & UINT64_C (1) << i))
       continue;
+    if (!serves_locked (o, x))          /* not even as a probe */
+      continue;
     if (!usable (x, o, now, &cost)) {
       if (down == NULL)
         down = o;
       continue;
     }
     if (!has_slot (opaque, x, o)) {
+      /* Done there, at worst, after one of its transfers and then
+       * this one. */
+      cost = 2 * cost / (1 + o->active);
+      if (!busy || cost < busy_cost)
+        busy_cost = cost;
       busy = true;
       continue;
     }
@@ -736,6 +851,13 @@ http_xfer_choose (struct http_xfer *x,
       best_cost = cost;
     }
   }
+  /* A client's read waits for a slot on a busy origin expected to
+   * finish it sooner, the wait counted, rather than start at once on a
+   * much slower one (a hedge never waits; mirrors of about the same
+   * speed share reads). */
+  if (best && busy && busy_cost < best_cost &&
+      x->priority == FETCH_DEMAND && x->hedged == NULL)
+    return HTTP_WAIT;
   if (best) {
     x->origin = best;
     return admit (x) ? HTTP_CHOSEN : HTTP_NONE;
@@ -805,10 +927,15 @@ http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
 {
   struct http_origin *o = x->origin;
   bool down = origin_unreachable (easy, rc, reaped);
+  bool via_resolved = x->via_resolved && !x->re_resolved;
   enum http_next next = decide (x, easy, rc);
   uint64_t now = http_now_ns ();
   bool changed;
 
+  /* A redirect target that failed says nothing of the origin's own
+   * server: the origin is asked again (decide). */
+  if (via_resolved && x->re_resolved)
+    return next;
   pthread_mutex_lock (&o->lock);
   if (down) {
     changed = endpoint_report_down (&o->health, x, now);

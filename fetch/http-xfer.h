@@ -36,7 +36,8 @@
 /* Bytes fetched by the probe at open and kept for the first reads. */
 #define HTTP_HEAD_BYTES 65536
 
-/* A probe of an unreachable mirror gives up connecting after this. */
+/* A probe of an unreachable mirror, and every mirror's probe at open,
+ * give up connecting after this. */
 #define HTTP_PROBE_CONNECT_MS 3000
 
 /* A source can fetch from this many origins (its URL and mirrors). */
@@ -65,6 +66,22 @@ struct http_origin {
   double rate_bps;              /* [lock] moving average: body rate */
   bool dropped;                 /* [lock] serves another object: never
                                    used again */
+  bool unverified;              /* [lock] did not answer at open: used
+                                   for nothing but the probe that checks
+                                   its copy, once it answers */
+  bool other_copy;              /* [lock] its copy of the object differs
+                                   (e.g. another revision of a store's
+                                   index): it serves only objects the
+                                   caller verifies (http_xfer.verified) */
+  const char *other_why;        /* [lock] how it differs (static) */
+  uint64_t verify_after_ns;     /* [lock] (unverified) next check no
+                                   earlier than this */
+  unsigned verify_failures;     /* [lock] (unverified) checks failed */
+  /* Redirectors: where the URL, and the folder of objects beside it,
+   * were last seen to redirect to (the final URL of a good reply), or
+   * NULL to ask the URL itself. */
+  char *resolved_url;           /* [drive] */
+  char *resolved_base;          /* [drive] */
   uint64_t benched_until_ns;    /* [lock] avoided until then: it served
                                    a faulty copy */
   uint64_t last_fault_ns;       /* [lock] its last faulty copy */
@@ -99,10 +116,18 @@ struct http_xfer {
   size_t length;                /* bytes asked for (> 0) */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC */
   bool probe;                   /* the open-time probe: total unknown */
+  bool quick_connect;           /* give up connecting after
+                                   HTTP_PROBE_CONNECT_MS (a probe of a
+                                   source with mirrors: one that does not
+                                   answer is asked again later) */
   const char *path;             /* an object beside the origin's URL
                                    (relative), or NULL for the URL */
   bool whole;                   /* a whole immutable object: plain GET */
   bool exact;                   /* (whole) must be exactly length bytes */
+  bool verified;                /* (whole) the caller checks the object
+                                   against a hash it trusts: an origin
+                                   with another copy of the URL's object
+                                   (other_copy) may serve it */
   unsigned attempts;            /* attempts started (or faulty copies
                                    the caller already found) */
 
@@ -111,6 +136,8 @@ struct http_xfer {
   bool nocache;                 /* ask caches in between for a fresh copy */
   unsigned hard_faults;         /* 4xx replies seen (retried once) */
   bool fresh;                   /* next attempt on a new connection */
+  bool via_resolved;            /* the attempt went to a resolved URL */
+  bool re_resolved;             /* ... which failed: asked the URL again */
   uint64_t not_before_ns;       /* back-off: start no earlier */
   uint64_t started_ns;          /* when the attempt started */
   CURL *easy;                   /* during an attempt */
@@ -181,6 +208,11 @@ int http_origin_pin (struct http_origin *o, uint64_t size, const char *etag,
  * proxies (no-cache), after a back-off (*not_before, else 0).  Returns
  * false if x failed. */
 bool http_xfer_refetch_allowed (struct http_xfer *x, uint64_t *not_before);
+
+/* May o serve x at all (not dropped, checked, and holding the same
+ * copy unless x is verified by its caller)?  o->lock held. */
+bool http_origin_serves (const struct http_origin *o,
+                         const struct http_xfer *x);
 
 /* Where x's next attempt goes.  The engine passes each origin's free
  * slots through has_slot (called with the drive lock held). */

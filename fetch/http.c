@@ -46,20 +46,29 @@ struct http_source {
   struct http_engine *own_engine;
   unsigned char *head;          /* first head_len bytes of the object, */
   size_t head_len;              /* until source_opened */
+  /* The same bytes, kept while a mirror that did not answer at open
+   * has yet to be checked against them (NULL: none). */
+  unsigned char *check_head;
+  size_t check_len;
 
   /* Fail-back probes in flight (one per origin at most). */
   pthread_mutex_t probe_lock;
   pthread_cond_t probes_done;
   bool probing[HTTP_ORIGINS_MAX]; /* [probe_lock] */
   unsigned probes;              /* [probe_lock] in flight */
+  bool opened;                  /* [probe_lock] source_opened was called */
+  bool objects_verified;        /* [probe_lock] source_objects_verified */
 };
 
-/* A fail-back probe: one byte from an origin marked down. */
+/* A fail-back probe: one byte from an origin marked down, or the head
+ * of the object (check_len bytes, into buf) from an origin whose copy
+ * is still to be checked. */
 struct failback {
   struct http_xfer x;
   struct source_range r;
   struct source_range *part;
   unsigned char byte;
+  unsigned char *buf;           /* a check's, or NULL */
   struct http_source *hs;
 };
 
@@ -69,24 +78,148 @@ struct failback {
 
 /* ---- Fail-back --------------------------------------------------------- */
 
+static void drop_origin (struct http_origin *o, const char *why);
+
+/* Origin o's copy differs from the pinned one (why): for a source whose
+ * objects are verified by their caller (a block store), o serves those;
+ * else it is dropped, with one warning naming it.  Before
+ * source_opened, the verdict waits there.  Called with probe_lock
+ * held. */
+static void
+set_other_copy (struct http_source *hs, struct http_origin *o,
+                const char *why)
+{
+  pthread_mutex_lock (&o->lock);
+  o->other_copy = true;
+  o->other_why = why;
+  o->unverified = false;
+  pthread_mutex_unlock (&o->lock);
+  if (!hs->opened)
+    http_debug (o, "mirror %s: %s", o->id.url, why);
+  else if (hs->objects_verified)
+    http_debug (o, "mirror %s: %s: it serves only objects verified by "
+                "their hash", o->id.url, why);
+  else
+    drop_origin (o, why);
+}
+
+/* The check of origin o (unverified) ended: x->result, and its first
+ * bytes in buf.  The same size and bytes as the pinned object: o is
+ * pinned to it and comes into use.  Others: set_other_copy.  No
+ * answer: checked again after a back-off (that of its health, if it is
+ * down; else doubling like it). */
+static void
+check_done (struct http_source *hs, struct http_origin *o,
+            struct http_xfer *x, const unsigned char *buf)
+{
+  struct cloop_err err = { 0 };
+  const char *other = NULL;
+
+  if (x->result != 0) {
+    uint64_t ms = o->cfg.down_backoff_ms;
+
+    pthread_mutex_lock (&o->lock);
+    for (unsigned k = 0; k < o->verify_failures &&
+           ms < o->cfg.down_backoff_max_ms; k++)
+      ms *= 2;
+    if (ms > o->cfg.down_backoff_max_ms)
+      ms = o->cfg.down_backoff_max_ms;
+    o->verify_failures++;
+    o->verify_after_ns = http_now_ns () + ms * 1000000;
+    pthread_mutex_unlock (&o->lock);
+    http_debug (o, "mirror %s: still no answer (%s): asked again in %"
+                PRIu64 " ms", o->id.url, x->why, ms);
+    return;
+  }
+  if (x->range_total != hs->src.size)
+    other = "its copy has another size";
+  else if (x->length != hs->check_len ||
+           memcmp (buf, hs->check_head, hs->check_len) != 0)
+    other = "its copy has other bytes";
+  pthread_mutex_lock (&hs->probe_lock);
+  if (other)
+    set_other_copy (hs, o, other);
+  else if (http_origin_pin (o, x->range_total, x->etag, x->last_modified,
+                            &err) == -1)
+    drop_origin (o, err.msg);
+  else {
+    pthread_mutex_lock (&o->lock);
+    o->unverified = false;
+    pthread_mutex_unlock (&o->lock);
+    http_origin_warn (o, "mirror %s answers with the same object: in use",
+                      o->id.url);
+  }
+  pthread_mutex_unlock (&hs->probe_lock);
+}
+
 static void
 failback_done (struct http_xfer *x)
 {
   struct failback *f = x->opaque;
   struct http_source *hs = f->hs;
 
+  if (f->buf)
+    check_done (hs, x->origins[0], x, f->buf);
   pthread_mutex_lock (&hs->probe_lock);
   hs->probing[x->origins[0]->index] = false;
   if (--hs->probes == 0)
     pthread_cond_broadcast (&hs->probes_done);
   pthread_mutex_unlock (&hs->probe_lock);
+  free (f->buf);
   free (f);
+}
+
+/* Is a fail-back probe of o due now?  *check: it is the check of a
+ * copy never seen (the object's head), not a one-byte probe. */
+static bool
+failback_due (struct http_origin *o, uint64_t now, bool *check)
+{
+  bool due;
+
+  pthread_mutex_lock (&o->lock);
+  *check = o->unverified;
+  /* (One with another copy serves only objects: those probe it.) */
+  due = !o->dropped && !o->other_copy &&
+    endpoint_would_admit (&o->health, now) &&
+    (o->unverified ? now >= o->verify_after_ns
+                   : !endpoint_is_up (&o->health));
+  pthread_mutex_unlock (&o->lock);
+  return due;
+}
+
+/* A fail-back probe of origin i, or NULL (ENOMEM). */
+static struct failback *
+new_failback (struct http_source *hs, size_t i, bool check, uint64_t now)
+{
+  struct http_origin *o = hs->origins[i];
+  struct failback *f = calloc (1, sizeof *f);
+  size_t len = check ? hs->check_len : 1;
+
+  if (f == NULL)
+    return NULL;
+  if (check && (f->buf = malloc (len)) == NULL) {
+    free (f);
+    return NULL;
+  }
+  f->hs = hs;
+  f->r = (struct source_range) { .offset = 0, .length = len,
+                                 .buf = check ? f->buf : &f->byte };
+  f->part = &f->r;
+  f->x = (struct http_xfer) {
+    .origins = &hs->origins[i], .n_origins = 1,
+    .priority = FETCH_BACKGROUND, .done = failback_done, .opaque = f,
+    .parts = &f->part, .n_parts = 1, .first = 0, .length = len,
+    .probe = check, .quick_connect = true,
+    .deadline_ns = now + (uint64_t) o->cfg.timeout * 1000000000,
+  };
+  return f;
 }
 
 /* With mirrors, an origin marked down whose back-off is over is probed
  * in the background (one byte, checked against its pinned identity),
  * so that it comes back into use as soon as it answers, without a
- * client's read waiting on it. */
+ * client's read waiting on it.  One that did not answer at open is
+ * checked the same way, with the object's first bytes (check_done). */
 static void
 start_failback_probes (struct http_source *hs)
 {
@@ -98,19 +231,15 @@ start_failback_probes (struct http_source *hs)
   for (size_t i = 0; i < hs->n_origins; i++) {
     struct http_origin *o = hs->origins[i];
     struct failback *f;
-    bool due;
+    bool due, check;
 
-    pthread_mutex_lock (&o->lock);
-    due = !o->dropped && !endpoint_is_up (&o->health) &&
-      endpoint_would_admit (&o->health, now);
-    pthread_mutex_unlock (&o->lock);
-    if (!due)
+    if (!failback_due (o, now, &check))
       continue;
     pthread_mutex_lock (&hs->probe_lock);
     due = !hs->probing[i];
     hs->probing[i] = true;
     pthread_mutex_unlock (&hs->probe_lock);
-    if (!due || (f = calloc (1, sizeof *f)) == NULL) {
+    if (!due || (f = new_failback (hs, i, check, now)) == NULL) {
       if (due) {
         pthread_mutex_lock (&hs->probe_lock);
         hs->probing[i] = false;
@@ -118,19 +247,11 @@ start_failback_probes (struct http_source *hs)
       }
       continue;
     }
-    f->hs = hs;
-    f->r = (struct source_range) { .offset = 0, .length = 1, .buf = &f->byte };
-    f->part = &f->r;
-    f->x = (struct http_xfer) {
-      .origins = &hs->origins[i], .n_origins = 1,
-      .priority = FETCH_BACKGROUND, .done = failback_done, .opaque = f,
-      .parts = &f->part, .n_parts = 1, .first = 0, .length = 1,
-      .deadline_ns = now + (uint64_t) o->cfg.timeout * 1000000000,
-    };
     pthread_mutex_lock (&hs->probe_lock);
     hs->probes++;
     pthread_mutex_unlock (&hs->probe_lock);
-    http_debug (o, "%s: probing it in the background", o->id.url);
+    http_debug (o, "%s: %s in the background", o->id.url,
+                check ? "checking its copy" : "probing it");
     http_engine_submit (hs->engine, &f->x);
   }
 }
@@ -344,7 +465,11 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
   uint64_t deadline =
     http_now_ns () + (uint64_t) hs->ref->cfg.timeout * 1000000000;
   int ret = 0;
+  bool verified;
 
+  pthread_mutex_lock (&hs->probe_lock);
+  verified = hs->objects_verified;
+  pthread_mutex_unlock (&hs->probe_lock);
   if (xs == NULL || rs == NULL || parts == NULL) {
     ret = cloop_err_set (err, ENOMEM, "http: calloc: %m");
     goto out;
@@ -367,7 +492,7 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
       .deadline_ns = objs[i].deadline_ns && objs[i].deadline_ns < deadline
                      ? objs[i].deadline_ns : deadline,
       .path = objs[i].path, .whole = true, .exact = objs[i].exact,
-      .attempts = objs[i].refetch,
+      .verified = verified, .attempts = objs[i].refetch,
     };
   }
   http_engine_run (hs->engine, xs, n);
@@ -428,6 +553,7 @@ http_close (struct source *src)
     free (hs->origins[i]);
   }
   free (hs->head);
+  free (hs->check_head);
   free (hs->src.name);
   free (hs);
 }
@@ -442,11 +568,64 @@ drop_origin (struct http_origin *o, const char *why)
   http_origin_warn (o, "mirror %s not used: %s", o->id.url, why);
 }
 
+/* Origin o did not answer the probe (why): it serves nothing until a
+ * later check of its copy (check_done) finds the pinned object. */
+static void
+set_unverified (struct http_origin *o, const char *why)
+{
+  pthread_mutex_lock (&o->lock);
+  o->unverified = true;
+  o->verify_after_ns = http_now_ns () +
+    (uint64_t) o->cfg.down_backoff_ms * 1000000;
+  pthread_mutex_unlock (&o->lock);
+  http_origin_warn (o, "mirror %s did not answer (%s): not used until it "
+                    "answers with the same object", o->id.url, why);
+}
+
+/* The open-time probe's replies xs (bodies in r) from the n origins,
+ * ref's pinning the object: pin each other origin that has the same
+ * copy; one with another copy, or no answer, is set aside (*check:
+ * some did not answer).  0, or -1 with err set (ENOMEM). */
+static int
+judge_probes (struct http_source *hs, struct http_xfer *xs,
+              const struct source_range *r, size_t n, size_t ref,
+              bool *check, struct cloop_err *err)
+{
+  for (size_t i = 0; i < n; i++) {
+    struct http_xfer *x = &xs[i];
+    struct http_xfer *rx = &xs[ref];
+    const char *other = NULL;
+
+    if (i == ref)
+      continue;
+    if (x->result != 0) {
+      set_unverified (hs->origins[i], x->why);
+      *check = true;
+      continue;
+    }
+    if (x->range_total != rx->range_total)
+      other = "its copy has another size";
+    else if (x->length != rx->length ||
+             memcmp (r[i].buf, r[ref].buf, x->length) != 0)
+      other = "its copy has other bytes";
+    else if (http_origin_pin (hs->origins[i], x->range_total, x->etag,
+                              x->last_modified, err) == -1)
+      return -1;
+    if (other) {
+      pthread_mutex_lock (&hs->probe_lock);
+      set_other_copy (hs, hs->origins[i], other);
+      pthread_mutex_unlock (&hs->probe_lock);
+    }
+  }
+  return 0;
+}
+
 /* The open-time probe: bytes=0-65535 from every origin at once.  The
  * first origin in order that answers pins the object (its size, its
  * first bytes); another that answers with another size or other bytes
- * serves another object and is dropped, as is one that does not answer
- * (its object cannot be checked).  Fails only if none answers. */
+ * has another copy (set_other_copy: dropped, unless a store's); one
+ * that does not answer is kept aside until it does and its copy is
+ * checked (set_unverified).  Fails only if none answers. */
 static int
 probe (struct http_source *hs, struct cloop_err *err)
 {
@@ -456,6 +635,7 @@ probe (struct http_source *hs, struct cloop_err *err)
   struct http_xfer *xs = calloc (n, sizeof *xs);
   unsigned char *bufs = malloc (n * HTTP_HEAD_BYTES);
   size_t ref = n;
+  bool check = false;
   int ret = -1;
 
   if (xs == NULL || bufs == NULL) {
@@ -473,6 +653,7 @@ probe (struct http_source *hs, struct cloop_err *err)
       .origins = &hs->origins[i], .n_origins = 1,
       .priority = FETCH_DEMAND, .parts = &parts[i], .n_parts = 1,
       .first = 0, .length = HTTP_HEAD_BYTES, .probe = true,
+      .quick_connect = n > 1,
       .deadline_ns = http_now_ns () + (uint64_t) o->cfg.timeout * 1000000000,
     };
   }
@@ -498,31 +679,22 @@ probe (struct http_source *hs, struct cloop_err *err)
                    n > 1 ? "; no mirror answered either" : "");
     goto out;
   }
-  for (size_t i = 0; i < n; i++) {
-    struct http_xfer *x = &xs[i];
-    struct http_xfer *rx = &xs[ref];
-
-    if (i == ref)
-      continue;
-    if (x->result != 0)
-      drop_origin (hs->origins[i], x->why);
-    else if (x->range_total != rx->range_total)
-      drop_origin (hs->origins[i], "its copy has another size");
-    else if (x->length != rx->length ||
-             memcmp (r[i].buf, r[ref].buf, x->length) != 0)
-      drop_origin (hs->origins[i], "its copy has other bytes");
-    else if (http_origin_pin (hs->origins[i], x->range_total, x->etag,
-                              x->last_modified, err) == -1)
-      goto out;
-  }
+  if (judge_probes (hs, xs, r, n, ref, &check, err) == -1)
+    goto out;
   hs->ref = hs->origins[ref];
   hs->head = malloc (xs[ref].length);
-  if (hs->head == NULL) {
+  if (check)
+    hs->check_head = malloc (xs[ref].length);
+  if (hs->head == NULL || (check && hs->check_head == NULL)) {
     cloop_err_set (err, ENOMEM, "http: malloc: %m");
     goto out;
   }
   memcpy (hs->head, r[ref].buf, xs[ref].length);
   hs->head_len = xs[ref].length;
+  if (check) {
+    memcpy (hs->check_head, r[ref].buf, xs[ref].length);
+    hs->check_len = xs[ref].length;
+  }
   hs->src.size = xs[ref].range_total;
   http_debug (hs->ref, "%s: %zu head bytes kept", hs->ref->cfg.url,
               hs->head_len);
@@ -672,6 +844,35 @@ http_opened (struct source *src)
   free (hs->head);
   hs->head = NULL;
   hs->head_len = 0;
+  /* The verdict on mirrors with another copy, kept until now. */
+  pthread_mutex_lock (&hs->probe_lock);
+  hs->opened = true;
+  for (size_t i = 0; i < hs->n_origins; i++) {
+    struct http_origin *o = hs->origins[i];
+    bool other;
+
+    pthread_mutex_lock (&o->lock);
+    other = o->other_copy && !o->dropped;
+    pthread_mutex_unlock (&o->lock);
+    if (other && hs->objects_verified)
+      http_debug (o, "mirror %s: its copy differs: it serves only objects "
+                  "verified by their hash", o->id.url);
+    else if (other)
+      drop_origin (o, o->other_why);
+  }
+  pthread_mutex_unlock (&hs->probe_lock);
+}
+
+/* Every object fetched from now on is verified by its caller: mirrors
+ * with another copy of the URL's object may serve them. */
+static void
+http_objects_verified (struct source *src)
+{
+  struct http_source *hs = (struct http_source *) src;
+
+  pthread_mutex_lock (&hs->probe_lock);
+  hs->objects_verified = true;
+  pthread_mutex_unlock (&hs->probe_lock);
 }
 
 /* A validator no longer matched on the URL whose identity was pinned
@@ -738,7 +939,8 @@ http_available (struct source *src)
   for (size_t i = 0; i < hs->n_origins && !up; i++) {
     struct http_origin *o = hs->origins[i];
     pthread_mutex_lock (&o->lock);
-    up = !o->dropped && endpoint_is_up (&o->health);
+    up = !o->dropped && !o->unverified && !o->other_copy &&
+      endpoint_is_up (&o->health);
     pthread_mutex_unlock (&o->lock);
   }
   return up;
@@ -753,6 +955,7 @@ static const struct source_ops http_ops = {
   .endpoint_stats = http_endpoint_stats,
   .changed = http_changed,
   .opened = http_opened,
+  .objects_verified = http_objects_verified,
   .report_faulty = http_report_faulty,
   .close = http_close,
 };

@@ -98,6 +98,14 @@ source_opened (struct source *src)
 }
 
 void
+source_objects_verified (struct source *src)
+{
+  src = source_base (src);
+  if (src->ops->objects_verified)
+    src->ops->objects_verified (src);
+}
+
+void
 source_report_faulty (struct source *src, int endpoint)
 {
   src = source_base (src);

@@ -74,6 +74,7 @@ struct source_ops {
                          struct http_stats *stats);
   bool (*changed) (struct source *src);         /* or NULL: never */
   void (*opened) (struct source *src);          /* or NULL */
+  void (*objects_verified) (struct source *src); /* or NULL */
   void (*report_faulty) (struct source *src, int endpoint);  /* or NULL */
   /* The source this one reads from (a window's parent), or NULL. */
   struct source *(*parent) (struct source *src);
@@ -157,6 +158,13 @@ bool source_changed (struct source *src);
  * the source drops what it kept to serve those reads (an HTTP source's
  * probe bytes), so that from now on every read is a real fetch. */
 void source_opened (struct source *src);
+
+/* Every object fetched from now on (source_get_objects) is checked
+ * by the caller against a hash it already trusts (a block store's
+ * blocks): a mirror whose copy of the source's own object differs
+ * (another revision of a store's index) may serve them instead of
+ * being dropped at source_opened.  Call before source_opened. */
+void source_objects_verified (struct source *src);
 
 /* A copy that endpoint (a range's or object's endpoint field) served
  * did not decode or did not match its hash.  The source counts it

@@ -93,6 +93,10 @@ Fault line fields (all but "fault" optional):
                          mode "trailing": correct headers, then N extra
                          0xAA bytes after the body on the kept-alive
                          connection
+    redirect             {"to": "http://127.0.0.1:PORT"} (required),
+                         {"status": N} (default 302): a redirect whose
+                         Location is "to" followed by the request
+                         target (path and query)
 HEAD requests get the headers a GET would get (Range is ignored for
 HEAD, as RFC 9110 says); of the body faults, reset sends RST after the
 headers, truncate closes after them, long_body sends its extra bytes
@@ -447,6 +451,11 @@ class Handler(BaseHTTPRequestHandler):
             if "retry_after" in p:
                 extra.append(("Retry-After", str(p["retry_after"])))
             self.simple(status, "injected fault: status %d" % status, extra)
+            return
+
+        if kind == "redirect":
+            self.simple(int(p.get("status", 302)), "redirected",
+                        [("Location", p["to"] + self.path)])
             return
 
         if f is None:
