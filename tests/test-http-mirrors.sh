@@ -45,10 +45,14 @@ mirror_start d "$tmpdir/wwwd"
 url () { echo "http://127.0.0.1:$(cat "$1.port")/img"; }
 # B corrupts its first three replies after its probe, then is honest.
 # A and C refuse their first request after the probe, so that the first
-# transfer ends on B whichever mirror it starts on.
+# transfer ends on B whichever mirror it starts on, and then hold their
+# next 30 replies 300 ms, so that B, faster, takes the transfers that
+# start meanwhile (with read-ahead running beside the reads, which
+# mirror a transfer starts on is otherwise a matter of timing).
 echo '{"fault":"corrupt","after":1,"count":3}' > b.faults
 for m in a c; do
-    echo '{"fault":"status","status":503,"after":1,"count":1}' > $m.faults
+    printf '%s\n' '{"fault":"status","status":503,"after":1,"count":1}' \
+        '{"fault":"delay","ms":300,"after":1,"count":30}' > $m.faults
 done
 
 cat > reads.py <<'PY'
