@@ -80,7 +80,11 @@
  * caller fills); waits = block_cache_wait calls that had to sleep for
  * another thread's fill; evictions = valid entries dropped to respect
  * max_bytes (not those dropped by unregistering); fill_failures =
- * publish (ok=0).
+ * publish (ok=0).  Background fills (block_cache_acquire_prefetch)
+ * count apart: prefetched = their claims published ok; prefetch_used =
+ * those a demand lookup then found (a hit, or a wait on one still in
+ * flight: prefetch_waits); prefetch_wasted = those dropped before any
+ * demand lookup found them.
  */
 #include <config.h>
 
@@ -113,6 +117,8 @@ struct entry {
   struct entry *lru_next;       /* towards least recently used */
   unsigned refs;                /* pins: filler, readers, waiters */
   enum entry_state state;
+  bool background;              /* claimed by a background fill */
+  bool prefetch;                /* ... and not yet used by a client */
   unsigned char *data;          /* img->block_size bytes */
 };
 
@@ -132,7 +138,12 @@ struct entry {
 
 struct counters {
   uint64_t hits, misses, waits, evictions, fill_failures;
+  uint64_t prefetched, prefetch_used, prefetch_wasted, prefetch_waits;
 };
+
+/* Count one event in the image's counters and the cache's totals. */
+#define COUNT(img, field) \
+  do { (img)->count.field++; (img)->cache->count.field++; } while (0)
 
 /* The memory of one block size: an arena of max_bytes of address space
  * where entry headers hdrs[i] own data arena + i * bs.  Slots [0, used)
@@ -609,8 +620,9 @@ evict_oldest (struct block_cache *c)
 
   lru_unlink (c, e);
   drop_valid (e->img, e);
-  e->img->count.evictions++;
-  c->count.evictions++;
+  COUNT (e->img, evictions);
+  if (e->prefetch)
+    COUNT (e->img, prefetch_wasted);
   return e;
 }
 
@@ -684,8 +696,8 @@ make_room (struct block_cache *c, struct block_cache_image *img)
 /* Create an in-flight entry for block n of img, pinned by the
  * caller. */
 static int
-claim (struct block_cache_image *img, uint64_t n, struct block_ref *ref,
-       struct cloop_err *err)
+claim (struct block_cache_image *img, uint64_t n, bool prefetch,
+       struct block_ref *ref, struct cloop_err *err)
 {
   struct block_cache *c = img->cache;
   struct entry *e = make_room (c, img);
@@ -699,9 +711,10 @@ claim (struct block_cache_image *img, uint64_t n, struct block_ref *ref,
   e->lru_prev = e->lru_next = NULL;
   e->refs = 1;
   e->state = ENTRY_FILLING;
+  e->background = e->prefetch = prefetch;
   table_insert (img, e);
-  img->count.misses++;
-  c->count.misses++;
+  if (!prefetch)
+    COUNT (img, misses);
   fill_ref (ref, e);
   return 0;
 }
@@ -802,6 +815,8 @@ block_cache_unregister (struct block_cache_image *img)
 
     while ((e = img->buckets[i]) != NULL) {
       assert (e->refs == 0 && e->state == ENTRY_VALID);
+      if (e->prefetch)
+        COUNT (img, prefetch_wasted);
       lru_unlink (c, e);
       drop_valid (img, e);
       entry_free (c, e);
@@ -825,9 +840,10 @@ block_cache_image_id (const struct block_cache_image *img)
 
 /* With the lock held: claim block n if absent (CLAIMED; *r = -1 on
  * ENOMEM), pin it if valid (HIT), else BUSY.  Returns the entry found,
- * or NULL if none was. */
+ * or NULL if none was.  prefetch: a background lookup (not counted as
+ * a hit or miss, and not a use of a prefetched entry). */
 static struct entry *
-lookup_locked (struct block_cache_image *img, uint64_t n,
+lookup_locked (struct block_cache_image *img, uint64_t n, bool prefetch,
                struct block_ref *ref, enum block_cache_status *status,
                int *r, struct cloop_err *err)
 {
@@ -835,13 +851,18 @@ lookup_locked (struct block_cache_image *img, uint64_t n,
 
   *r = 0;
   if (e == NULL) {
-    *r = claim (img, n, ref, err);
+    *r = claim (img, n, prefetch, ref, err);
     *status = BLOCK_CLAIMED;
   }
   else if (e->state == ENTRY_VALID) {
     pin_valid (img->cache, e);
-    img->count.hits++;
-    img->cache->count.hits++;
+    if (!prefetch) {
+      COUNT (img, hits);
+      if (e->prefetch) {
+        e->prefetch = false;
+        COUNT (img, prefetch_used);
+      }
+    }
     fill_ref (ref, e);
     *status = BLOCK_HIT;
   }
@@ -859,7 +880,22 @@ block_cache_acquire (struct block_cache_image *img, uint64_t n,
   int r;
 
   pthread_mutex_lock (&c->lock);
-  lookup_locked (img, n, ref, status, &r, err);
+  lookup_locked (img, n, false, ref, status, &r, err);
+  pthread_mutex_unlock (&c->lock);
+  return r;
+}
+
+int
+block_cache_acquire_prefetch (struct block_cache_image *img, uint64_t n,
+                              struct block_ref *ref,
+                              enum block_cache_status *status,
+                              struct cloop_err *err)
+{
+  struct block_cache *c = img->cache;
+  int r;
+
+  pthread_mutex_lock (&c->lock);
+  lookup_locked (img, n, true, ref, status, &r, err);
   pthread_mutex_unlock (&c->lock);
   return r;
 }
@@ -877,12 +913,13 @@ block_cache_publish (struct block_cache_image *img, struct block_ref *ref,
     e->state = ENTRY_VALID;
     img->nr_valid++;
     c->valid_bytes += img->block_size;
+    if (e->background)
+      COUNT (img, prefetched);
   }
   else {
     e->state = ENTRY_FAILED;
     table_remove (img, e);
-    img->count.fill_failures++;
-    c->count.fill_failures++;
+    COUNT (img, fill_failures);
     unpin (c, e);
   }
   pthread_cond_broadcast (&c->filled);
@@ -906,11 +943,15 @@ block_cache_wait (struct block_cache_image *img, uint64_t n,
   int r = 0;
 
   pthread_mutex_lock (&c->lock);
-  e = lookup_locked (img, n, ref, status, &r, err);
+  e = lookup_locked (img, n, false, ref, status, &r, err);
   if (*status == BLOCK_BUSY) {
     /* In flight: pin it so that it outlives a failure, then sleep. */
-    img->count.waits++;
-    c->count.waits++;
+    COUNT (img, waits);
+    if (e->prefetch) {          /* a prefetch fills it: it is used now */
+      e->prefetch = false;
+      COUNT (img, prefetch_waits);
+      COUNT (img, prefetch_used);
+    }
     e->refs++;
     bool timed_out = false;
     while (e->state == ENTRY_FILLING && !timed_out) {
@@ -955,6 +996,10 @@ copy_counters (struct block_cache_stats *s, const struct counters *k)
   s->waits = k->waits;
   s->evictions = k->evictions;
   s->fill_failures = k->fill_failures;
+  s->prefetched = k->prefetched;
+  s->prefetch_used = k->prefetch_used;
+  s->prefetch_wasted = k->prefetch_wasted;
+  s->prefetch_waits = k->prefetch_waits;
 }
 
 void

@@ -75,6 +75,11 @@ enum block_cache_status {
  * registered; bytes_cached and entries: those held now). */
 struct block_cache_stats {
   uint64_t hits, misses, waits, evictions, fill_failures;
+  /* Background fills (block_cache_acquire_prefetch): blocks filled;
+   * of those, found by a client's lookup (used), or dropped before
+   * (wasted); and client waits on a block a background fill was
+   * filling (counted in waits and used too). */
+  uint64_t prefetched, prefetch_used, prefetch_wasted, prefetch_waits;
   uint64_t bytes_cached;        /* decoded bytes held now (valid) */
   uint64_t entries;             /* entries held now (any state) */
 };
@@ -109,6 +114,15 @@ int block_cache_acquire (struct block_cache_image *img, uint64_t n,
                          struct block_ref *ref,
                          enum block_cache_status *status,
                          struct cloop_err *err);
+
+/* block_cache_acquire for a background fill (read-ahead, prefetch):
+ * a claim marks the entry as prefetched (counted as prefetched once
+ * published, then as used or wasted); a lookup is not counted as a
+ * hit or miss and is not a use of a prefetched entry. */
+int block_cache_acquire_prefetch (struct block_cache_image *img, uint64_t n,
+                                  struct block_ref *ref,
+                                  enum block_cache_status *status,
+                                  struct cloop_err *err);
 
 /* Finish a claim: ok != 0 makes the data visible to everyone (and wakes
  * waiters); ok == 0 discards the entry (waiters get BLOCK_FAILED).  In

@@ -17,8 +17,10 @@
 #include "hashlist.h"
 #include "image.h"
 #include "iso9660.h"
+#include "profile.h"
 #include "store.h"
 #include "trust.h"
+#include "wholefile.h"
 
 /* The identity of a remote object as kept in the disk cache (a meta
  * blob named by the URL), so that the image can be served with the
@@ -685,6 +687,53 @@ attach_block_hashes (const struct image_config *cfg, struct disk_cache *dc,
   return r;
 }
 
+/* Attach cfg->profile (a standalone boot profile, index/profile.h) to
+ * the block map of a cloop file, after checking its pin.  A profile
+ * that cannot be fetched (EIO: its server is down) is only warned
+ * about: it is an optimisation, and the image is served without it.
+ * 0, or -1 with err set naming the profile. */
+static int
+attach_profile (const struct image_config *cfg, struct block_map *map,
+                struct cloop_err *err)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  unsigned char got[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  int r = -1;
+
+  if (map->objects_by_hash)
+    return cloop_err_set (err, EINVAL, "profile=%s: a block store's boot "
+                          "profile is in its signed index (cloop-store "
+                          "profile add); profile= is for cloop files "
+                          "(profile=none turns the replay off)",
+                          cfg->profile);
+  if (whole_file_load (cfg->profile, cfg->profile_http, PROFILE_FILE_MAX,
+                       "profile", &buf, &len, err) == -1) {
+    if (err->errnum != EIO || cfg->warn == NULL)
+      return -1;
+    cfg->warn ("%s; serving the image without its boot profile", err->msg);
+    *err = (struct cloop_err) { 0 };
+    return 0;
+  }
+  EVP_Digest (buf, len, got, &n, EVP_sha256 (), NULL);
+  if (cfg->have_profile_pinned &&
+      (n != 32 || memcmp (got, cfg->profile_pinned, 32) != 0)) {
+    char hex[65];
+    store_hex (hex, got);
+    cloop_err_set (err, EACCES, "profile=%s: its SHA-256 is %s, not the "
+                   "profile-sha256= given", cfg->profile, hex);
+  }
+  else if (profile_decode (buf, len, map->num_blocks, map->block_size,
+                           &map->profile, &map->profile_len, NULL, NULL,
+                           err) == 0)
+    r = 0;
+  else
+    cloop_err_prefix (err, "profile=%s", cfg->profile);
+  free (buf);
+  return r;
+}
+
 /* The cloop file served from an ISO9660 image without iso-file=. */
 #define ISO_DEFAULT_FILE "/KNOPPIX/KNOPPIX"
 
@@ -864,6 +913,12 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
     goto fail_prefix;
   if (cfg->block_hashes &&
       attach_block_hashes (cfg, dc, map, source_size (src), err) == -1) {
+    block_map_free (map);
+    goto fail;
+  }
+  if (!map->objects_by_hash)
+    base_name (iso_path[0] ? iso_path : name, map->name, sizeof map->name);
+  if (cfg->profile && attach_profile (cfg, map, err) == -1) {
     block_map_free (map);
     goto fail;
   }

@@ -50,6 +50,20 @@ struct image_config {
    * /KNOPPIX/KNOPPIX.  Given for an image that is not an ISO, an
    * error. */
   const char *iso_file;
+  /* A boot profile for a cloop file (profile=: a path, or a URL
+   * fetched with profile_http), pinned by profile_pinned if
+   * have_profile_pinned; NULL for none.  A block store's profile is
+   * in its signed index, and giving one here for a store is an
+   * error. */
+  const char *profile;
+  const struct http_config *profile_http;
+  bool have_profile_pinned;
+  unsigned char profile_pinned[32];
+  /* Used by the registry (registry.h), not by image_open: record the
+   * clients' first touches of blocks to this file (profile-record=),
+   * or NULL; replay the image's boot profile (false: profile=none). */
+  const char *profile_record;
+  bool profile_replay;
   /* Where warnings go (offline mode, cache faults); may be NULL. */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 };
@@ -58,7 +72,8 @@ struct image_config {
  * cloop file of any dialect or a block-store index (autodetected), or
  * an ISO9660 image (autodetected) with a cloop file inside it
  * (cfg->iso_file), served as a window of the image,
- * with cfg->block_hashes attached to a cloop file's block map.
+ * with cfg->block_hashes and cfg->profile attached to a cloop file's
+ * block map (whose name is then the file's name).
  * Returns a reader, or NULL with err set: the message names the image
  * (or the block-hash list) and the fault. */
 struct reader *image_open (const struct image_config *cfg,

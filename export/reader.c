@@ -23,6 +23,24 @@
  * read-ahead (32 blocks) malloc'd its slots, cache hits included. */
 #define STACK_BLOCKS 64
 
+/* A client starts reading sequentially when a read starts where its
+ * previous one ended.  Once a window runs, a read that starts up to
+ * this many blocks (or the window, if larger) before where the
+ * furthest one ended, or up to this many past the window, continues
+ * the stream: a client's concurrent requests reach us out of order
+ * (nbdcopy keeps 64 in flight on a connection, served by several
+ * threads). */
+#define SEQ_SLACK 64
+
+/* Background jobs fill this many bytes of decoded blocks each (at
+ * least one block): one batch of fetches, then decoding, on one of the
+ * pool's workers; the workers' number bounds what is in flight. */
+#define JOB_BYTES (1024 * 1024)
+#define JOB_BYTES_MAX (4 * 1024 * 1024)
+
+/* The first read-ahead window: this many bytes, and at least 4 blocks. */
+#define WINDOW_MIN_BYTES (1024 * 1024)
+
 /* A stack of pointers: the pools of idle decoders and scratch buffers,
  * most recently returned on top (callers hold the reader's pool_lock). */
 struct ptr_stack {
@@ -67,9 +85,9 @@ struct reader {
    * cache.  Guarded by pool_lock. */
   struct ptr_stack spare;
 
-  /* Read-ahead (cfg.readahead_blocks > 0): where a sequential reader
-   * would read next, and the current window in blocks. */
   uint32_t ra_max;              /* cfg.readahead in blocks */
+  uint32_t ra_min;              /* the first window, in blocks */
+  uint32_t ra_job;              /* blocks a read may fetch ahead itself */
 
   /* Pool of idle decoders (decoders are not thread-safe, and creating
    * one per block would cost an allocation on the hot path). */
@@ -172,8 +190,16 @@ reader_new (struct source *src, struct block_map *map,
   }
   pthread_mutex_init (&r->pool_lock, NULL);
   r->ra_max = cfg->readahead / map->block_size;
-  if (r->ra_max > 1024)
-    r->ra_max = 1024;
+  if (r->ra_max > 4096)
+    r->ra_max = 4096;
+  r->ra_min = WINDOW_MIN_BYTES / map->block_size;
+  if (r->ra_min < 4)
+    r->ra_min = 4;
+  if (r->ra_min > r->ra_max)
+    r->ra_min = r->ra_max;
+  r->ra_job = JOB_BYTES / map->block_size;
+  if (r->ra_job > r->ra_max)
+    r->ra_job = r->ra_max;
   r->src = src;
   r->map = map;
   r->cfg = *cfg;
@@ -187,6 +213,8 @@ reader_free (struct reader *r)
 
   if (r == NULL)
     return;
+  if (r->cfg.workpool)
+    workpool_cancel (r->cfg.workpool, r);
   while ((p = ptr_stack_pop (&r->pool)) != NULL)
     decoder_free (p);
   free (r->pool.items);
@@ -345,16 +373,16 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
 /* Fetch the compressed bytes of the blocks in slots[which[0..n)] into
  * bufs[k]: byte ranges of the container, or for a store each block's
  * own file, finishing by deadline (0 = the source's own timeout).
- * Slots from n_required on are read-ahead (fetched at its priority).
+ * Slots from n_required on are optional (fetched at priority ahead).
  * refetch: faulty copies of these blocks seen so far (source.h).
  * status[k] gets 0 or an errno value, endpoint[k] (if endpoint is not
  * NULL) the source's endpoint that served it.  Returns 0, or -1 with
  * err set from the first failure. */
 static int
 fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
-              size_t n, size_t n_required, unsigned char **bufs, int *status,
-              int *endpoint, uint64_t deadline, unsigned refetch,
-              struct cloop_err *err)
+              size_t n, size_t n_required, enum fetch_priority ahead,
+              unsigned char **bufs, int *status, int *endpoint,
+              uint64_t deadline, unsigned refetch, struct cloop_err *err)
 {
   struct source_range *ranges = NULL;
   struct source_object *objs = NULL;
@@ -378,8 +406,7 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
   for (size_t k = 0; k < n; k++) {
     uint64_t b = slots[which[k]].block;
     const struct block_entry *e = &r->map->entries[b];
-    enum fetch_priority prio = which[k] < n_required ? FETCH_DEMAND
-                                                     : FETCH_READAHEAD;
+    enum fetch_priority prio = which[k] < n_required ? FETCH_DEMAND : ahead;
     if (objs) {
       store_block_path (paths[k], r->map->hashes + b * r->map->hash_len);
       objs[k] = (struct source_object) {
@@ -446,8 +473,8 @@ fill_from_disk (struct reader *r, struct slot *s, unsigned char *cbuf)
  * the disk cache.  Returns 0, or -1 with err set. */
 static int
 finish_fetched (struct reader *r, struct slot *slots, size_t i,
-                unsigned char *cbuf, int endpoint, uint64_t deadline,
-                struct cloop_err *err)
+                enum fetch_priority prio, unsigned char *cbuf, int endpoint,
+                uint64_t deadline, struct cloop_err *err)
 {
   struct slot *s = &slots[i];
   const struct block_entry *e = &r->map->entries[s->block];
@@ -468,8 +495,9 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
     }
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
-    if (fetch_blocks (r, slots, &i, 1, SIZE_MAX, &cbuf, &status, &endpoint,
-                      deadline, faulty, err) == -1)
+    size_t required = prio == FETCH_DEMAND ? SIZE_MAX : 0;
+    if (fetch_blocks (r, slots, &i, 1, required, prio, &cbuf, &status,
+                      &endpoint, deadline, faulty, err) == -1)
       return -1;
   }
   if (r->cfg.disk_cache) {
@@ -492,11 +520,14 @@ publish_slot (struct reader *r, struct slot *s, bool ok)
 
 /* Fill the claimed slots: first from the disk cache, then read all the
  * remaining compressed bytes in one batch, decode and publish each.
- * Every claimed slot is published (ok or failed) before returning.
- * Returns 0, or -1 with err set from the first failure. */
+ * Slots from n_required on are optional: fetched at priority ahead,
+ * only while the source is available, and their failure does not fail
+ * the call.  Every claimed slot is published (ok or failed) before
+ * returning.  Returns 0, or -1 with err set from the first failure. */
 static int
 fill_claimed (struct reader *r, struct slot *slots, size_t n,
-              size_t n_required, uint64_t deadline, struct cloop_err *err)
+              size_t n_required, enum fetch_priority ahead,
+              uint64_t deadline, struct cloop_err *err)
 {
   size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
   unsigned char **bufs = malloc (n * sizeof *bufs), *cbuf = NULL;
@@ -542,8 +573,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     pos += r->map->entries[slots[i].block].length;
   }
   if (nf > 0)
-    fetch_blocks (r, slots, which, nf, n_required, bufs, status, endpoint,
-                  deadline, 0, &fetch_err);
+    fetch_blocks (r, slots, which, nf, n_required, ahead, bufs, status,
+                  endpoint, deadline, 0, &fetch_err);
 
   /* Only the blocks the read asked for (not read-ahead) can fail it. */
   for (size_t k = 0; k < nf; k++) {
@@ -554,8 +585,9 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
 
     if (!ok)
       e = fetch_err;
-    else if (finish_fetched (r, slots, which[k], bufs[k], endpoint[k],
-                             deadline, &e) == -1)
+    else if (finish_fetched (r, slots, which[k],
+                             required ? FETCH_DEMAND : ahead, bufs[k],
+                             endpoint[k], deadline, &e) == -1)
       ok = false;
     if (!ok && required && ret == 0) {
       if (err)
@@ -592,7 +624,7 @@ wait_busy (struct reader *r, struct slot *s, uint64_t deadline,
     return 0;
   case BLOCK_CLAIMED:           /* evicted meanwhile: fill it ourselves */
     s->pinned = true;
-    return fill_claimed (r, s, 1, 1, deadline, err);
+    return fill_claimed (r, s, 1, 1, FETCH_DEMAND, deadline, err);
   case BLOCK_TIMEDOUT:
     return cloop_err_set (err, EIO, "block %" PRIu64 ": deadline of %u s "
                           "reached waiting for another request to fetch it",
@@ -603,119 +635,45 @@ wait_busy (struct reader *r, struct slot *s, uint64_t deadline,
   }
 }
 
-/* Pin or claim blocks [first, first+n) into slots[0..n).  With
- * optional set, blocks other threads are filling are just skipped.
- * Returns the number claimed, or -1 with err set (ENOMEM). */
+/* Pin or claim blocks [first, first+n) into slots[0..n) (as a
+ * background fill if background: block_cache_acquire_prefetch).
+ * Returns the number claimed, or -1 with err set (ENOMEM: those slots
+ * are marked failed).  *hits gets the number already valid. */
 static ssize_t
 acquire_range (struct reader *r, struct slot *slots, uint64_t first,
-               size_t n, struct cloop_err *err)
+               size_t n, bool background, size_t *hits,
+               struct cloop_err *err)
 {
-  size_t nclaimed = 0;
+  size_t nclaimed = 0, nhit = 0;
   ssize_t ret = 0;
 
   for (size_t i = 0; i < n; i++) {
     struct slot *s = &slots[i];
+    int a;
+
     s->block = first + i;
     s->pinned = false;
     if (r->map->entries[s->block].codec == CODEC_ZERO) {
       s->status = BLOCK_FAILED;   /* never cached: served as zeroes */
+      nhit++;
       continue;
     }
-    if (block_cache_acquire (r->cache, s->block, &s->ref, &s->status,
-                             err) == -1) {
+    a = background
+      ? block_cache_acquire_prefetch (r->cache, s->block, &s->ref, &s->status,
+                                      err)
+      : block_cache_acquire (r->cache, s->block, &s->ref, &s->status, err);
+    if (a == -1) {
       s->status = BLOCK_FAILED;
       ret = -1;
       continue;
     }
     s->pinned = s->status != BLOCK_BUSY;
     nclaimed += s->status == BLOCK_CLAIMED;
+    nhit += s->status == BLOCK_HIT;
   }
+  if (hits)
+    *hits = nhit;
   return ret == -1 ? -1 : (ssize_t) nclaimed;
-}
-
-/* Read-ahead window for a read of blocks [first, last] that missed
- * (missed = some block had to be fetched), by the client whose detector
- * is st.  A read that starts where that client's previous one ended is
- * sequential: its misses fetch a window of
- * following blocks in the same batch, doubling from 4 blocks up to
- * cfg.readahead; any other read resets the window to nothing,
- * so random reads fetch only what they asked for. */
-void
-read_stream_init (struct read_stream *s)
-{
-  pthread_mutex_init (&s->lock, NULL);
-  s->next = 0;
-  s->window = 0;
-}
-
-void
-read_stream_destroy (struct read_stream *s)
-{
-  pthread_mutex_destroy (&s->lock);
-}
-
-static size_t
-readahead_window (struct reader *r, struct read_stream *st, uint64_t first,
-                  uint64_t last, bool missed)
-{
-  size_t w = 0;
-
-  if (r->ra_max == 0 || st == NULL)
-    return 0;
-  pthread_mutex_lock (&st->lock);
-  if (first == st->next || first + 1 == st->next) {
-    if (missed) {
-      uint32_t grow = st->window ? st->window * 2 : 4;
-      st->window = grow < r->ra_max ? grow : r->ra_max;
-      w = st->window;
-    }
-  }
-  else
-    st->window = 0;
-  st->next = last + 1;
-  pthread_mutex_unlock (&st->lock);
-  if (w > r->map->num_blocks - 1 - last)
-    w = r->map->num_blocks - 1 - last;
-  return w;
-}
-
-/* Bring blocks [first, first+n) into the cache, pinned in slots[0..n);
- * slots has room for n + ra_max.  wait_for_busy == false
- * skips blocks other threads are filling (for prefetch), and does no
- * read-ahead.  Returns 0, or -1 with err set; slots' pinned flags are
- * accurate in both cases.  *n_used is n plus the read-ahead slots. */
-static int
-acquire_blocks (struct reader *r, struct read_stream *st, struct slot *slots,
-                uint64_t first, size_t n, bool wait_for_busy,
-                uint64_t deadline, size_t *n_used, struct cloop_err *err)
-{
-  ssize_t nclaimed = acquire_range (r, slots, first, n, err);
-  size_t extra = 0;
-  bool any_claimed = false;
-  int ret = nclaimed == -1 ? -1 : 0;
-
-  if (wait_for_busy) {
-    extra = readahead_window (r, st, first, first + n - 1, nclaimed != 0);
-    /* A read-ahead slot that cannot be acquired (ENOMEM) is marked
-     * failed and simply not fetched. */
-    if (extra > 0)
-      acquire_range (r, slots + n, first + n, extra, NULL);
-  }
-  *n_used = n + extra;
-  for (size_t i = 0; i < n + extra; i++)
-    any_claimed |= slots[i].status == BLOCK_CLAIMED;
-
-  /* Publish our own claims before waiting for anyone else's. */
-  if (any_claimed &&
-      fill_claimed (r, slots, n + extra, n, deadline, err) == -1)
-    ret = -1;
-
-  if (wait_for_busy)
-    for (size_t i = 0; i < n; i++)
-      if (slots[i].status == BLOCK_BUSY &&
-          wait_busy (r, &slots[i], deadline, ret == 0 ? err : NULL) == -1)
-        ret = -1;
-  return ret;
 }
 
 static void
@@ -726,17 +684,238 @@ release_blocks (struct reader *r, struct slot *slots, size_t n)
       block_cache_release (r->cache, &slots[i].ref);
 }
 
-/* Bring the blocks covering [offset, offset+count) into the cache and,
- * if buf is not NULL, copy that range of the decoded image into buf. */
+/* ---- background fills (read-ahead, NBD_CMD_CACHE, profiles) -------- */
+
+
+/* A job's b: the block count, and the fetch priority above it. */
+#define JOB_COUNT_BITS 32
+
+/* Fill blocks with n slots, claimed by background acquires: fetch at
+ * priority prio.  Blocks other threads fill, or already valid, are
+ * left alone.  Failures are only counted (cache fill failures). */
+static void
+fill_background (struct reader *r, struct slot *slots, size_t n,
+                 enum fetch_priority prio)
+{
+  bool any = false;
+  struct cloop_err err;
+
+  for (size_t i = 0; i < n; i++)
+    any |= slots[i].status == BLOCK_CLAIMED;
+  if (any &&
+      fill_claimed (r, slots, n, 0, prio, read_deadline (r), &err) == -1 &&
+      r->cfg.debug)
+    r->cfg.debug ("background fill: %s", err.msg);
+  release_blocks (r, slots, n);
+}
+
+/* The workpool job: fill blocks [first, first+count). */
+static void
+fill_job (void *owner, uint64_t first, uint64_t b)
+{
+  struct reader *r = owner;
+  size_t count = b & ((UINT64_C (1) << JOB_COUNT_BITS) - 1);
+  enum fetch_priority prio = b >> JOB_COUNT_BITS;
+  struct slot stack_slots[STACK_BLOCKS], *slots = stack_slots;
+
+  if (count > STACK_BLOCKS &&
+      (slots = malloc (count * sizeof *slots)) == NULL)
+    return;
+  acquire_range (r, slots, first, count, true, NULL, NULL);
+  fill_background (r, slots, count, prio);
+  if (slots != stack_slots)
+    free (slots);
+}
+
+/* Queue background fills of blocks [first, first+count), a job per
+ * job_bytes (from JOB_BYTES to JOB_BYTES_MAX: larger jobs make larger
+ * transfers), fetched at prio.  Returns the number of blocks queued
+ * (from first on: the queue may fill up). */
+static uint64_t
+queue_fills (struct reader *r, uint64_t first, uint64_t count,
+             uint64_t job_bytes, enum fetch_priority prio)
+{
+  uint64_t per_job, done = 0;
+
+  if (r->cfg.workpool == NULL)
+    return 0;
+  if (job_bytes < JOB_BYTES)
+    job_bytes = JOB_BYTES;
+  if (job_bytes > JOB_BYTES_MAX)
+    job_bytes = JOB_BYTES_MAX;
+  per_job = job_bytes / r->map->block_size;
+  if (per_job == 0)
+    per_job = 1;
+  if (per_job > STACK_BLOCKS)
+    per_job = STACK_BLOCKS;
+  while (done < count) {
+    uint64_t n = count - done < per_job ? count - done : per_job;
+    struct workpool_job job = {
+      .run = fill_job, .owner = r, .a = first + done,
+      .b = n | ((uint64_t) prio << JOB_COUNT_BITS),
+      .priority = prio == FETCH_READAHEAD ? 0 : 1,
+    };
+    if (workpool_submit (r->cfg.workpool, &job) == -1)
+      break;
+    done += n;
+  }
+  return done;
+}
+
+int
+reader_fill_blocks (struct reader *r, const uint32_t *blocks, size_t n,
+                    enum fetch_priority prio, size_t *claimed)
+{
+  struct slot stack_slots[STACK_BLOCKS], *slots = stack_slots;
+  size_t k = 0;
+
+  if (n > STACK_BLOCKS && (slots = malloc (n * sizeof *slots)) == NULL)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    if (blocks[i] >= r->map->num_blocks)
+      continue;
+    if (acquire_range (r, &slots[k], blocks[i], 1, true, NULL, NULL) == -1)
+      continue;
+    if (slots[k].status == BLOCK_CLAIMED)
+      k++;
+    else if (slots[k].pinned)
+      block_cache_release (r->cache, &slots[k].ref);
+  }
+  if (claimed)
+    *claimed = k;
+  fill_background (r, slots, k, prio);
+  if (slots != stack_slots)
+    free (slots);
+  return 0;
+}
+
+/* ---- read-ahead ------------------------------------------------------ */
+
+void
+read_stream_init (struct read_stream *s)
+{
+  pthread_mutex_init (&s->lock, NULL);
+  s->next = 0;
+  s->ahead = 0;
+  s->window = 0;
+  atomic_init (&s->reading, 0);
+}
+
+void
+read_stream_destroy (struct read_stream *s)
+{
+  pthread_mutex_destroy (&s->lock);
+}
+
+/* After a client's read of blocks [first, last] (late: some block was
+ * not yet valid, so the client waited), decide what to read ahead:
+ * *count blocks from *from.  A read that starts near where the
+ * client's previous ones ended is sequential: the window is kept
+ * filled up to window blocks past it, starting at WINDOW_MIN and
+ * doubling (up to cfg.readahead) whenever a sequential read was late,
+ * i.e. while the window is smaller than what the link delivers in a
+ * round trip.  Any other read resets it, so random reads fetch only
+ * what they ask for.  The window is topped up once half of it has
+ * been consumed, so jobs stay large. */
+static void
+plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
+                uint64_t last, bool late, uint64_t *from, uint64_t *count)
+{
+  uint64_t end;
+
+  *count = 0;
+  pthread_mutex_lock (&st->lock);
+
+  uint64_t back = st->window > SEQ_SLACK ? st->window : SEQ_SLACK;
+  if (st->window == 0 ? first == st->next || first + 1 == st->next
+                      : first + back >= st->next &&
+                        first <= st->next + st->window + SEQ_SLACK) {
+    if (st->window == 0)
+      st->window = r->ra_min;
+    else if (late)
+      st->window = st->window * 2;
+    if (st->window > r->ra_max)
+      st->window = r->ra_max;
+    if (last + 1 > st->next)
+      st->next = last + 1;
+  }
+  else {
+    st->window = 0;
+    st->ahead = 0;
+    st->next = last + 1;
+  }
+  if (st->ahead < st->next)
+    st->ahead = st->next;
+  end = st->next + st->window;
+  if (end > r->map->num_blocks)
+    end = r->map->num_blocks;
+  if (st->window > 0 && end > st->ahead &&
+      ((end - st->ahead) * 2 >= st->window || end == r->map->num_blocks)) {
+    *from = st->ahead;
+    *count = end - st->ahead;
+    st->ahead = end;
+  }
+  pthread_mutex_unlock (&st->lock);
+}
+
+/* Start the read-ahead that a read of blocks [first, last] calls for
+ * (plan_readahead), unless the source cannot be reached now.  Returns
+ * the number of blocks after last that the client's read-ahead has
+ * queued (0 if it is not reading sequentially). */
+static uint64_t
+read_ahead (struct reader *r, struct read_stream *st, uint64_t first,
+            uint64_t last, bool late)
+{
+  uint64_t from, count, ahead;
+
+  if (r->ra_max == 0 || st == NULL || r->cfg.workpool == NULL)
+    return 0;
+  plan_readahead (r, st, first, last, late, &from, &count);
+  if (count > 0 && source_available (r->src))
+    queue_fills (r, from, count, count * r->map->block_size / 4,
+                 FETCH_READAHEAD);
+  pthread_mutex_lock (&st->lock);
+  ahead = st->window > 0 && st->ahead > last + 1 ? st->ahead - last - 1 : 0;
+  pthread_mutex_unlock (&st->lock);
+  return ahead;
+}
+
+/* ---- client reads ---------------------------------------------------- */
+
+/* Complete blocks acquired in slots[0..n) (nclaimed of them claimed,
+ * -1 if acquiring failed, with err set) and the optional ones in
+ * slots[n..n+extra): fill the claimed ones, then wait for those of
+ * [0, n) other threads are filling.  Returns 0, or -1 with err set;
+ * slots' pinned flags are accurate in both cases. */
 static int
-with_blocks (struct reader *r, struct read_stream *st, uint32_t count,
-             uint64_t offset, bool wait_for_busy, unsigned char *buf,
-             struct cloop_err *err)
+complete_blocks (struct reader *r, struct slot *slots, size_t n,
+                 size_t extra, ssize_t nclaimed, uint64_t deadline,
+                 struct cloop_err *err)
+{
+  int ret = nclaimed == -1 ? -1 : 0;
+
+  /* Publish our own claims before waiting for anyone else's. */
+  if (nclaimed != 0 &&
+      fill_claimed (r, slots, n + extra, n, FETCH_READAHEAD, deadline,
+                    err) == -1)
+    ret = -1;
+  for (size_t i = 0; i < n; i++)
+    if (slots[i].status == BLOCK_BUSY &&
+        wait_busy (r, &slots[i], deadline, ret == 0 ? err : NULL) == -1)
+      ret = -1;
+  return ret;
+}
+
+int
+reader_pread (struct reader *r, struct read_stream *st, void *buf,
+              uint32_t count, uint64_t offset, struct cloop_err *err)
 {
   const uint32_t bs = r->map->block_size;
   struct slot stack_slots[STACK_BLOCKS], *slots = stack_slots;
-  uint64_t first, last;
-  size_t n, n_used;
+  unsigned char *out = buf;
+  uint64_t first, last, ahead;
+  size_t n, hits = 0, extra = 0;
+  ssize_t nclaimed;
   int ret;
 
   if (count == 0)
@@ -746,16 +925,30 @@ with_blocks (struct reader *r, struct read_stream *st, uint32_t count,
   first = offset / bs;
   last = (offset + count - 1) / bs;
   n = last - first + 1;
-  if (n + r->ra_max > STACK_BLOCKS) {
-    slots = malloc ((n + r->ra_max) * sizeof *slots);
-    if (slots == NULL)
-      return cloop_err_set (err, ENOMEM, "out of memory");
+  if (n + r->ra_job > STACK_BLOCKS &&
+      (slots = malloc ((n + r->ra_job) * sizeof *slots)) == NULL)
+    return cloop_err_set (err, ENOMEM, "out of memory");
+
+  /* The read-ahead is queued before this read's own fetch, so that it
+   * is in flight while this read waits.  When the client has other
+   * reads in progress (so its requests, not the read-ahead, keep the
+   * link busy), a read that must fetch a block the read-ahead has
+   * queued but not started fetches the blocks after it (up to a job's
+   * worth) in the same batch, rather than make one small transfer now
+   * and another when the job runs.  A serial client's read does not:
+   * it would wait for them, and decode them in its own thread. */
+  if (st)
+    atomic_fetch_add (&st->reading, 1);
+  nclaimed = acquire_range (r, slots, first, n, false, &hits, err);
+  ahead = read_ahead (r, st, first, last, hits < n);
+  if (nclaimed > 0 && ahead > 0 && atomic_load (&st->reading) > 1) {
+    extra = ahead < r->ra_job ? ahead : r->ra_job;
+    acquire_range (r, slots + n, last + 1, extra, true, NULL, NULL);
   }
+  ret = complete_blocks (r, slots, n, extra, nclaimed, read_deadline (r),
+                         err);
 
-  ret = acquire_blocks (r, st, slots, first, n, wait_for_busy,
-                        read_deadline (r), &n_used, err);
-
-  if (ret == 0 && buf) {
+  if (ret == 0) {
     uint64_t pos = offset;
     for (size_t i = 0; i < n; i++) {
       uint32_t in_block = pos % bs;
@@ -763,30 +956,46 @@ with_blocks (struct reader *r, struct read_stream *st, uint32_t count,
       if (len > offset + count - pos)
         len = offset + count - pos;
       if (slots[i].pinned)
-        memcpy (buf, slots[i].ref.data + in_block, len);
+        memcpy (out, slots[i].ref.data + in_block, len);
       else        /* CODEC_ZERO */
-        memset (buf, 0, len);
-      buf += len;
+        memset (out, 0, len);
+      out += len;
       pos += len;
     }
   }
 
-  release_blocks (r, slots, n_used);
+  if (st)
+    atomic_fetch_sub (&st->reading, 1);
+  release_blocks (r, slots, n + extra);
   if (slots != stack_slots)
     free (slots);
   return ret;
 }
 
 int
-reader_pread (struct reader *r, struct read_stream *stream, void *buf,
-              uint32_t count, uint64_t offset, struct cloop_err *err)
-{
-  return with_blocks (r, stream, count, offset, true, buf, err);
-}
-
-int
 reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
                  struct cloop_err *err)
 {
-  return with_blocks (r, NULL, count, offset, false, NULL, err);
+  uint64_t first, last;
+
+  if (count == 0)
+    return 0;
+  if (offset > r->map->size || count > r->map->size - offset)
+    return cloop_err_set (err, EIO, "cache request beyond the end of the "
+                          "image");
+  first = offset / r->map->block_size;
+  last = (offset + count - 1) / r->map->block_size;
+  /* With a pool, the fills are queued (what does not fit in its queue
+   * is dropped: the request is advisory); without, done now. */
+  if (r->cfg.workpool) {
+    queue_fills (r, first, last - first + 1, JOB_BYTES, FETCH_BACKGROUND);
+    return 0;
+  }
+  while (first <= last) {
+    uint64_t n = last - first + 1 < STACK_BLOCKS ? last - first + 1
+                                                 : STACK_BLOCKS;
+    fill_job (r, first, n | ((uint64_t) FETCH_BACKGROUND << JOB_COUNT_BITS));
+    first += n;
+  }
+  return 0;
 }

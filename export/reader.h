@@ -13,6 +13,7 @@
 #define CLOOP_READER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,6 +22,7 @@
 #include "diskcache.h"
 #include "error.h"
 #include "source.h"
+#include "workpool.h"
 
 struct reader;
 
@@ -31,9 +33,13 @@ struct reader_config {
   struct block_cache *memory_cache;
   bool force_zlib;              /* zlib inflate instead of libdeflate */
   unsigned timeout;             /* seconds a read may take (0 = none) */
-  /* Sequential reads that miss also fetch up to this many bytes of
-   * following blocks in the same batch (0 = no read-ahead). */
+  /* The most a client's sequential read-ahead window may grow to, in
+   * bytes of decoded blocks (0 = no read-ahead). */
   uint64_t readahead;
+  /* Background threads for read-ahead and NBD_CMD_CACHE (borrowed: it
+   * must outlive the reader; NULL = no read-ahead, and
+   * reader_prefetch fills in the caller's thread). */
+  struct workpool *workpool;
   /* Optional persistent cache of compressed blocks (borrowed: it
    * must outlive the reader).  Blocks are keyed by object_id and their byte range, and are
    * written only after they decoded correctly. */
@@ -68,11 +74,22 @@ struct disk_cache *reader_disk_cache (const struct reader *r);
  * where it would read next and its read-ahead window.  Each client has
  * its own, so two clients reading sequentially do not reset each
  * other's read-ahead; one client's concurrent requests share it.
- * Initialise with read_stream_init, free with read_stream_destroy. */
+ * Initialise with read_stream_init, free with read_stream_destroy.
+ *
+ * Read-ahead runs in the background (cfg.workpool): a sequential read
+ * queues fills of the blocks after it, up to the window, and returns
+ * as soon as its own blocks are there.  The window starts small and
+ * doubles, up to cfg.readahead, whenever a sequential read still had
+ * to wait: it grows until the blocks arrive before the client asks,
+ * i.e. to the link's bandwidth-delay product as the client consumes
+ * it, so a client with one request at a time is served like one with
+ * many. */
 struct read_stream {
   pthread_mutex_t lock;
   uint64_t next;                /* block a sequential read starts at */
+  uint64_t ahead;               /* read-ahead queued up to this block */
   uint32_t window;              /* current read-ahead, in blocks */
+  atomic_uint reading;          /* the client's reads in progress */
 };
 
 void read_stream_init (struct read_stream *s);
@@ -88,11 +105,23 @@ int reader_pread (struct reader *r, struct read_stream *stream,
                   void *buf, uint32_t count,
                   uint64_t offset, struct cloop_err *err);
 
-/* Fetch and decode the blocks of a range into the memory cache without
- * copying them out (NBD_CMD_CACHE).  Blocks other threads are already
- * filling are skipped.  0 or -1 with err set. */
+/* Bring the blocks of a range into the caches without copying them
+ * out (NBD_CMD_CACHE): queued as background fills (fetched at
+ * FETCH_BACKGROUND) and returns at once; what the pool's queue cannot
+ * take is dropped (the request is advisory).  Without a pool the
+ * blocks are filled before it returns.  Blocks cached or being filled
+ * are skipped.  0, or -1 with err set (a range outside the image). */
 int reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
                      struct cloop_err *err);
+
+/* Fill the listed blocks (numbers past the image are ignored) into
+ * the caches now, in this thread, as background fills fetched at
+ * prio, for a caller that runs on a pool's worker (a profile's
+ * replay).  Blocks cached or being filled are skipped; *claimed (may
+ * be NULL) gets the number this call filled or tried to.  Failures
+ * are counted, not returned.  0, or -1 on ENOMEM. */
+int reader_fill_blocks (struct reader *r, const uint32_t *blocks, size_t n,
+                        enum fetch_priority prio, size_t *claimed);
 
 /* Memory cache counters of this reader's image. */
 void reader_get_cache_stats (struct reader *r, struct block_cache_stats *st);

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "recorder.h"
 #include "registry.h"
+#include "replay.h"
 
 /* The longest export name NBD allows. */
 #define EXPORT_NAME_MAX 4096
@@ -19,6 +21,8 @@
 struct revision {
   struct export *export;
   struct reader *reader;
+  struct recorder *recorder;    /* profile-record=, or NULL */
+  struct replay *replay;        /* the boot profile's replay, or NULL */
   unsigned refs;                /* [export->lock] holders + 1 if current */
 };
 
@@ -33,12 +37,17 @@ struct export {
   struct read_stats reads;      /* [stats_lock] over every revision */
 };
 
+/* Background fills queued at most (a job fills up to 1 MiB of blocks:
+ * NBD_CMD_CACHE of up to 16 GiB at once). */
+#define BACKGROUND_QUEUE_MAX 16384
+
 struct registry {
   struct registry_config cfg;
   struct block_cache *mc;
   struct disk_cache *dc;
   struct state_dir *sd;
   struct http_engine *engine;   /* or NULL: no remote export */
+  struct workpool *pool;        /* background fills, or NULL */
   struct export **exports;
   size_t n, cap;
   size_t default_export;
@@ -98,16 +107,66 @@ registry_new (const struct registry_config *cfg, struct cloop_err *err)
     registry_free (reg);
     return NULL;
   }
+  if (cfg->background_threads &&
+      (reg->pool = workpool_new (cfg->background_threads,
+                                 BACKGROUND_QUEUE_MAX, err)) == NULL) {
+    registry_free (reg);
+    return NULL;
+  }
   return reg;
+}
+
+/* Write the revision's recorded boot, if it records one (a failure is
+ * a warning: the export is served all the same). */
+static void
+write_recording (struct revision *rev)
+{
+  struct cloop_err err;
+  void (*warn) (const char *, ...) = rev->export->reg->cfg.warn;
+
+  if (rev->recorder && recorder_write (rev->recorder, &err) == -1 && warn)
+    warn ("%s", err.msg);
 }
 
 static void
 revision_free (struct revision *rev)
 {
   if (rev) {
+    replay_free (rev->replay);
+    write_recording (rev);
+    recorder_free (rev->recorder);
     reader_free (rev->reader);
     free (rev);
   }
+}
+
+/* Start what runs beside rev's reader: the recorder of profile-record=
+ * and the replay of the image's boot profile, which runs ahead of the
+ * clients by up to half the memory cache.  0, or -1 with err set. */
+static int
+start_profiles (struct revision *rev, const struct image_config *cfg,
+                struct cloop_err *err)
+{
+  struct registry *reg = rev->export->reg;
+  const struct block_map *map = reader_map (rev->reader);
+
+  if (cfg->profile_record &&
+      (rev->recorder = recorder_new (cfg->profile_record,
+                                     map->name[0] ? map->name
+                                                  : rev->export->name,
+                                     map->num_blocks, map->block_size,
+                                     err)) == NULL)
+    return -1;
+  if (cfg->profile_replay && map->profile_len > 0 && reg->pool) {
+    uint64_t ahead = reg->cfg.memory_cache_size / 2 / map->block_size;
+    if (ahead < 16)
+      ahead = 16;
+    rev->replay = replay_start (rev->reader, reg->pool, map->profile,
+                                map->profile_len, ahead, err);
+    if (rev->replay == NULL)
+      return -1;
+  }
+  return 0;
 }
 
 void
@@ -124,6 +183,7 @@ registry_free (struct registry *reg)
     free (e);
   }
   free (reg->exports);
+  workpool_free (reg->pool);    /* after the readers: they cancel theirs */
   http_engine_free (reg->engine);
   block_cache_free (reg->mc);
   disk_cache_close (reg->dc);
@@ -228,12 +288,20 @@ open_revision (struct export *e, bool fresh, struct cloop_err *err)
   cfg.state_dir = e->reg->sd;
   cfg.http_engine = e->reg->engine;
   cfg.reader.memory_cache = e->reg->mc;
+  cfg.reader.workpool = e->reg->pool;
   if (fresh)
     cfg.revalidate = 0;
   rev->export = e;
   rev->reader = image_open (&cfg, err);
   if (rev->reader == NULL) {
     free (rev);
+    return NULL;
+  }
+  if (start_profiles (rev, &cfg, err) == -1) {
+    cloop_err_prefix (err, "%s", e->name);
+    recorder_free (rev->recorder);
+    rev->recorder = NULL;
+    revision_free (rev);
     return NULL;
   }
   return rev;
@@ -261,9 +329,11 @@ export_open (struct export *e, struct cloop_err *err)
 int
 registry_start (struct registry *reg, struct cloop_err *err)
 {
-  if (reg->engine == NULL)
-    return 0;
-  return http_engine_start (reg->engine, err);
+  if (reg->engine && http_engine_start (reg->engine, err) == -1)
+    return -1;
+  if (reg->pool && workpool_start (reg->pool, err) == -1)
+    return -1;
+  return 0;
 }
 
 /* Is it time to look for a newer revision of e (e->lock held)?  Only
@@ -388,7 +458,17 @@ revision_pread (struct revision *rev, struct read_stream *stream, void *buf,
 {
   struct export *e = rev->export;
   uint64_t t0 = now_ns ();
-  int r = reader_pread (rev->reader, stream, buf, count, offset, err);
+  int r;
+
+  if ((rev->recorder || rev->replay) && count > 0) {
+    uint32_t bs = reader_map (rev->reader)->block_size;
+    uint64_t first = offset / bs, last = (offset + count - 1) / bs;
+    if (rev->recorder)
+      recorder_touch (rev->recorder, first, last);
+    if (rev->replay)
+      replay_follow (rev->replay, first, last);
+  }
+  r = reader_pread (rev->reader, stream, buf, count, offset, err);
   uint64_t t = now_ns () - t0;
 
   if (r == -1)
@@ -418,6 +498,14 @@ snapshot_export (struct export *e, struct export_snapshot *x,
     return 0;
   x->open = true;
   reader_get_cache_stats (rev->reader, &x->memory);
+  if (rev->replay) {
+    x->have_replay = true;
+    replay_get_stats (rev->replay, &x->replay);
+  }
+  if (rev->recorder) {
+    x->recording = true;
+    x->recorded = recorder_count (rev->recorder);
+  }
   struct source *src = reader_source (rev->reader);
   struct http_stats hs;
   const char *url;
@@ -440,6 +528,12 @@ snapshot_export (struct export *e, struct export_snapshot *x,
   if (rev)
     revision_release (rev);
   return cloop_err_set (err, ENOMEM, "out of memory");
+}
+
+void
+revision_write_recording (struct revision *rev)
+{
+  write_recording (rev);
 }
 
 int

@@ -42,6 +42,10 @@ struct registry_config {
   /* Transfers in flight over every remote export (the HTTP engine's
    * bound), or 0 when no export is remote: no engine is made. */
   unsigned http_max_connections;
+  /* Threads filling blocks in the background (read-ahead, NBD_CMD_CACHE,
+   * profiles), or 0 for none: then no read-ahead, and a cache request
+   * is served in the client's thread. */
+  unsigned background_threads;
   /* Where warnings and debug lines go (either may be NULL). */
   void (*warn) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
   void (*debug) (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
@@ -90,8 +94,9 @@ struct export *registry_find (struct registry *reg, const char *name);
 int export_open (struct export *e, struct cloop_err *err);
 
 /* Start the background work that may not run before nbdkit forks (the
- * HTTP engine's worker thread); until then, reads run in the caller's
- * thread.  Call after nbdkit forked.  0, or -1 with err set. */
+ * HTTP engine's worker thread, the background fill threads); until
+ * then, reads run in the caller's thread and background fills wait.
+ * Call after nbdkit forked.  0, or -1 with err set. */
 int registry_start (struct registry *reg, struct cloop_err *err);
 
 /* A reference to the export's current revision, opening the export if
@@ -123,6 +128,11 @@ const char *revision_export_name (const struct revision *rev);
 int revision_pread (struct revision *rev, struct read_stream *stream,
                     void *buf, uint32_t count, uint64_t offset,
                     struct cloop_err *err);
+
+/* Write the boot recorded so far by the revision's export, if it
+ * records one (profile-record=), atomically; a failure is warned
+ * about.  (It is also written when the revision is freed.) */
+void revision_write_recording (struct revision *rev);
 
 /* Every counter of the process now (stats.h).  0, or -1 with err set
  * (ENOMEM); free with stats_snapshot_free. */

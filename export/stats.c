@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include "atomicfile.h"
 #include "stats.h"
 
 void
@@ -65,6 +66,19 @@ format_export (const struct export_snapshot *x,
         " failed fills, %" PRIu64 " bytes in %" PRIu64 " blocks", x->name,
         m->hits, m->misses, m->waits, m->evictions, m->fill_failures,
         m->bytes_cached, m->entries);
+  emit (line, opaque, "export %s: prefetch: %" PRIu64 " blocks filled, %"
+        PRIu64 " used, %" PRIu64 " wasted, %" PRIu64 " reads waited on one",
+        x->name, m->prefetched, m->prefetch_used, m->prefetch_wasted,
+        m->prefetch_waits);
+  if (x->have_replay)
+    emit (line, opaque, "export %s: boot profile: %" PRIu64 " blocks, %"
+          PRIu64 " queued, %" PRIu64 " fetched, %" PRIu64 " skipped "
+          "(cached), %" PRIu64 " jumps, clients at entry %" PRIu64, x->name,
+          x->replay.profile_blocks, x->replay.queued, x->replay.fetched,
+          x->replay.skipped, x->replay.jumps, x->replay.client_position);
+  if (x->recording)
+    emit (line, opaque, "export %s: recording: %" PRIu64 " blocks touched",
+          x->name, x->recorded);
   for (size_t j = 0; j < x->n_endpoints; j++) {
     const struct http_stats *h = &x->endpoints[j].http;
     emit (line, opaque, "export %s: http: %" PRIu64 " requests, %" PRIu64
@@ -196,6 +210,35 @@ static const struct export_metric export_metrics[] = {
       "Decoded bytes held in the memory cache.", memory.bytes_cached),
   XM ("memory_cache_blocks", "gauge",
       "Blocks held in the memory cache.", memory.entries),
+  XM ("prefetch_blocks_total", "counter",
+      "Blocks filled in the background (read-ahead, NBD_CMD_CACHE, boot "
+      "profiles).", memory.prefetched),
+  XM ("prefetch_used_blocks_total", "counter",
+      "Background-filled blocks a client read before they were evicted.",
+      memory.prefetch_used),
+  XM ("prefetch_wasted_blocks_total", "counter",
+      "Background-filled blocks evicted before any client read them.",
+      memory.prefetch_wasted),
+  XM ("profile_blocks", "gauge",
+      "Entries of the boot profile being replayed (0: none).",
+      replay.profile_blocks),
+  XM ("profile_queued_blocks_total", "counter",
+      "Boot profile entries the replay has reached (queued or jumped "
+      "over).", replay.queued),
+  XM ("profile_fetched_blocks_total", "counter",
+      "Blocks the boot profile's replay filled (or tried to).",
+      replay.fetched),
+  XM ("profile_skipped_blocks_total", "counter",
+      "Boot profile blocks the replay found cached or in flight.",
+      replay.skipped),
+  XM ("profile_jumps_total", "counter",
+      "Times the clients ran ahead of the boot profile's replay.",
+      replay.jumps),
+  XM ("profile_recorded_blocks", "gauge",
+      "Blocks recorded so far by profile-record=.", recorded),
+  XM ("prefetch_waits_total", "counter",
+      "Client block lookups that waited for a background fill in flight.",
+      memory.prefetch_waits),
 };
 #undef XM
 
@@ -368,44 +411,20 @@ int
 stats_write_file (const struct stats_snapshot *snap, const char *path,
                   struct cloop_err *err)
 {
-  char *tmp = NULL;
-  FILE *f = NULL;
-  int fd = -1;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream (&text, &len);
+  int r;
 
-  if (asprintf (&tmp, "%s.XXXXXX", path) == -1)
-    return cloop_err_set (err, ENOMEM, "metrics-file %s: %m", path);
-  fd = mkostemp (tmp, O_CLOEXEC);
-  if (fd == -1 || fchmod (fd, 0644) == -1 ||
-      (f = fdopen (fd, "w")) == NULL) {
-    cloop_err_set (err, errno, "metrics-file %s: %s: %m", path, tmp);
-    goto fail;
+  if (f == NULL)
+    return cloop_err_set (err, errno, "metrics-file %s: %m", path);
+  r = stats_write_prometheus (snap, f);
+  if (fclose (f) == EOF || r == -1) {
+    free (text);
+    return cloop_err_set (err, errno ? errno : ENOMEM,
+                          "metrics-file %s: out of memory", path);
   }
-  fd = -1;
-  if (stats_write_prometheus (snap, f) == -1) {
-    cloop_err_set (err, errno, "metrics-file %s: write: %m", path);
-    goto fail;
-  }
-  if (fclose (f) == EOF) {
-    f = NULL;
-    cloop_err_set (err, errno, "metrics-file %s: close: %m", path);
-    goto fail;
-  }
-  f = NULL;
-  if (rename (tmp, path) == -1) {
-    cloop_err_set (err, errno, "metrics-file %s: rename: %m", path);
-    goto fail;
-  }
-  free (tmp);
-  return 0;
-
- fail:
-  if (f)
-    fclose (f);
-  if (fd >= 0)
-    close (fd);
-  if (tmp) {
-    unlink (tmp);
-    free (tmp);
-  }
-  return -1;
+  r = atomic_file_write (path, text, len, "metrics-file", err);
+  free (text);
+  return r;
 }

@@ -24,6 +24,7 @@
 #include "endpoint.h"
 #include "error.h"
 #include "histogram.h"
+#include "replay.h"
 
 /* Client reads of one export (NBD_CMD_READ), over all its revisions. */
 struct read_stats {
@@ -43,6 +44,10 @@ struct export_snapshot {
   bool open;                    /* an image is open (else zeroes below) */
   struct read_stats reads;
   struct block_cache_stats memory;      /* its share of the cache */
+  bool have_replay;             /* its boot profile is replayed */
+  struct replay_stats replay;
+  bool recording;               /* profile-record= */
+  uint64_t recorded;            /* blocks recorded so far */
   size_t n_endpoints;
   struct endpoint_snapshot *endpoints;
 };

@@ -220,24 +220,28 @@ cancelled (const struct http_xfer *x)
 }
 
 /* Transfers origin o may run at once for a transfer of x's priority:
- * all its connections, but one for background work.  (Read-ahead uses
- * them all: a sequential reader's throughput is the connections in
- * flight; queued behind it, a demand read waits for one transfer.) */
+ * all its connections for a client's read, all but one for read-ahead
+ * and background work, so that a client's read queued behind them
+ * waits for no transfer at all, even when they hang until their
+ * timeout. */
 static unsigned
 slot_limit (const struct http_xfer *x, const struct http_origin *o)
 {
   unsigned c = o->cfg.connections;
 
-  return x->priority != FETCH_BACKGROUND || c < 2 ? c : c - 1;
+  return x->priority == FETCH_DEMAND || c < 2 ? c : c - 1;
 }
 
-/* http_xfer_choose's question: may x start on o now? */
+/* http_xfer_choose's question: may x start on o now?  The engine's
+ * own bound keeps a slot free of optional work in the same way. */
 static bool
 has_slot (void *opaque, const struct http_xfer *x, struct http_origin *o)
 {
   struct http_engine *e = opaque;
+  unsigned total = x->priority == FETCH_DEMAND || e->max_total < 2
+                   ? e->max_total : e->max_total - 1;
 
-  return e->n_active < e->max_total && o->active < slot_limit (x, o);
+  return e->n_active < total && o->active < slot_limit (x, o);
 }
 
 static void

@@ -53,6 +53,10 @@ struct block_entry {
 
 struct block_map {
   char dialect[32];        /* e.g. "cloop V2.0", "cloop V4.0 (footer)" */
+  /* The image's name, for boot profiles (profile.h): a block store's
+   * name, else what its opener sets (the cloop file's name); "" if
+   * none. */
+  char name[256];
   uint32_t block_size;     /* decoded bytes per block, multiple of 512 */
   uint64_t num_blocks;
   uint64_t size;           /* exported size, <= num_blocks * block_size */

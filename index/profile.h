@@ -32,6 +32,9 @@
 #define PROFILE_MAGIC_LEN       8
 #define PROFILE_VERSION         1
 #define PROFILE_HEADER_LEN      32
+/* The largest binary profile: the header and 2^24 entries of at most
+ * 5 bytes. */
+#define PROFILE_FILE_MAX        (PROFILE_HEADER_LEN + 5 * PROFILE_ENTRIES_MAX)
 
 struct profile_touch {
   uint32_t block;               /* < the image's block count */

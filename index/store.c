@@ -608,6 +608,7 @@ store_index_to_map (const struct store_index *idx, struct cloop_err *err)
   snprintf (map->dialect, sizeof map->dialect, "block store v%d",
             idx->profile_len > 0 ? STORE_VERSION_SECTIONS : STORE_VERSION);
   map->size = idx->size;
+  snprintf (map->name, sizeof map->name, "%s", idx->name);
   map->hash_len = STORE_HASH_LEN;
   map->objects_by_hash = true;
   map->hashes = malloc (idx->num_blocks * STORE_HASH_LEN);

@@ -43,7 +43,8 @@
 #define DEFAULT_MEMORY_CACHE_SIZE (128 * 1024 * 1024)
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 #define DEFAULT_REVALIDATE 600
-#define DEFAULT_READAHEAD (2 * 1024 * 1024)   /* remote images only */
+#define DEFAULT_READAHEAD (32 * 1024 * 1024)  /* at most; see readahead */
+#define BACKGROUND_THREADS 8
 #define DEFAULT_METRICS_INTERVAL 10      /* seconds */
 #define MIRRORS_MAX 63                    /* mirror= per export */
 
@@ -81,6 +82,12 @@ struct export_settings {
   bool have_hashes_pinned;      /* block-hashes-sha256= or #sha256= */
   unsigned char hashes_pinned[32];
   const char *iso_file;         /* iso-file= (a path inside an ISO) */
+  char *profile;                /* profile= (absolute path or URL) */
+  bool profile_none;            /* profile=none */
+  struct http_config profile_http; /* the HTTP keys, url = profile's */
+  bool have_profile_pinned;     /* profile-sha256= */
+  unsigned char profile_pinned[32];
+  char *profile_record;         /* profile-record= (absolute path) */
   struct image_config image;    /* built from the above in get_ready */
 };
 
@@ -207,6 +214,8 @@ free_settings (struct export_settings *s)
   free (s->mirrors_location);
   mirror_list_free (&s->mirror_list);
   free (s->block_hashes);
+  free (s->profile);
+  free (s->profile_record);
   free (s->keys);
   free (s->url);
   free (s->file);
@@ -331,6 +340,42 @@ config_block_hashes (struct export_settings *s, const char *key,
   }
   else if ((s->block_hashes = nbdkit_absolute_path (value)) == NULL)
     return -1;
+  return 1;
+}
+
+static bool
+is_url (const char *value)
+{
+  return strncmp (value, "http://", 7) == 0 ||
+         strncmp (value, "https://", 8) == 0;
+}
+
+/* Boot profiles: profile=, profile-sha256=, profile-record=.  1 if key
+ * was one, 0 if not, -1 on error. */
+static int
+config_profile (struct export_settings *s, const char *key,
+                const char *value)
+{
+  if (strcmp (key, "profile-sha256") == 0)
+    return parse_pin (key, value, s->profile_pinned,
+                      &s->have_profile_pinned) ?: 1;
+  if (strcmp (key, "profile-record") == 0) {
+    free (s->profile_record);
+    s->profile_record = nbdkit_absolute_path (value);
+    return s->profile_record ? 1 : -1;
+  }
+  if (strcmp (key, "profile") != 0)
+    return 0;
+  free (s->profile);
+  s->profile = NULL;
+  s->profile_none = strcmp (value, "none") == 0;
+  if (s->profile_none)
+    return 1;
+  s->profile = is_url (value) ? strdup (value) : nbdkit_absolute_path (value);
+  if (s->profile == NULL) {
+    nbdkit_error ("profile=%s: %m", value);
+    return -1;
+  }
   return 1;
 }
 
@@ -481,7 +526,8 @@ config_export_key (struct export_settings *s, const char *key,
 
   if ((r = config_http (s, key, value)) != 0 ||
       (r = config_trust (s, key, value)) != 0 ||
-      (r = config_block_hashes (s, key, value)) != 0)
+      (r = config_block_hashes (s, key, value)) != 0 ||
+      (r = config_profile (s, key, value)) != 0)
     return r;
   if (strcmp (key, "iso-file") == 0) {
     if (value[0] != '/' || strlen (value) > 250) {
@@ -631,6 +677,9 @@ copy_settings (struct export_settings *dst, const struct export_settings *src)
   dst->keys = NULL;
   dst->block_hashes = NULL;     /* one image's: refused as a default */
   dst->have_hashes_pinned = false;
+  dst->profile = NULL;          /* likewise */
+  dst->have_profile_pinned = false;
+  dst->profile_record = NULL;
   dst->mirrors = NULL;          /* likewise */
   dst->n_mirrors = 0;
   dst->mirrors_location = NULL;
@@ -734,6 +783,16 @@ check_settings (const struct export_settings *s)
   }
   if (s->have_hashes_pinned && s->block_hashes == NULL) {
     nbdkit_error ("block-hashes-sha256 needs block-hashes=<FILE|URL>");
+    return -1;
+  }
+  if (s->have_profile_pinned && s->profile == NULL) {
+    nbdkit_error ("profile-sha256 needs profile=<FILE|URL>");
+    return -1;
+  }
+  if (s->profile && is_url (s->profile) && !s->have_profile_pinned) {
+    nbdkit_error ("profile=%s: a profile fetched over HTTP needs "
+                  "profile-sha256= (a cloop file has no signature to "
+                  "cover it)", s->profile);
     return -1;
   }
   if (s->n_mirrors > 0 && s->url == NULL) {
@@ -850,6 +909,15 @@ cloop_config_complete (void)
                   "exports=, give it on that export's catalogue line");
     return -1;
   }
+  if (!state.single && (state.defaults.profile ||
+                        state.defaults.have_profile_pinned ||
+                        state.defaults.profile_record)) {
+    nbdkit_error ("%s belongs to one image: with dir= or exports=, give it "
+                  "on that export's catalogue line",
+                  state.defaults.profile_record ? "profile-record="
+                                                : "profile=");
+    return -1;
+  }
   if (!state.single && load_catalogue () == -1)
     return -1;
   for (size_t i = 0; i < state.nexports; i++) {
@@ -884,7 +952,7 @@ cloop_config_complete (void)
   "                          (NAME LOCATION [KEY=VALUE...] per line).\n" \
   "default-export=<NAME>     The export of the empty name (default: first).\n" \
   "memory-cache-size=<SIZE>  Decoded blocks kept in memory (default 128M).\n" \
-  "readahead=<SIZE>          Sequential read-ahead (default 2M remote, 0 local).\n" \
+  "readahead=<SIZE>          Largest read-ahead window (default 32M).\n" \
   "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib.\n" \
   "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
   "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
@@ -909,6 +977,10 @@ cloop_config_complete (void)
   "block-hashes=<FILE|URL>   Check every block of a cloop file against this\n" \
   "                          list of SHA-256 (cloop-store hashes).\n" \
   "block-hashes-sha256=<HEX> Trust the block-hash list with this SHA-256.\n" \
+  "profile=<FILE|URL>|none   Boot profile of a cloop file to replay (none:\n" \
+  "                          do not replay a store's signed profile).\n" \
+  "profile-sha256=<HEX>      Trust the profile with this SHA-256.\n" \
+  "profile-record=<FILE>     Record the blocks clients touch, as a boot.\n" \
   "iso-file=<PATH>           The cloop file served from an ISO9660 image\n" \
   "                          (default /KNOPPIX/KNOPPIX).\n" \
   "metrics-file=<FILE>       Write the statistics there (Prometheus text).\n" \
@@ -987,6 +1059,17 @@ quit_signal_name (int sig)
 
 /* The image configuration of s.  (Its memory cache is the registry's:
  * memory-cache-size is one budget for all exports.) */
+/* readahead= by default: DEFAULT_READAHEAD, but at most a quarter of
+ * the memory cache, so that a window's blocks stay cached until the
+ * client reads them. */
+static uint64_t
+default_readahead (void)
+{
+  uint64_t quarter = state.memory_cache_size / 4;
+
+  return quarter < DEFAULT_READAHEAD ? quarter : DEFAULT_READAHEAD;
+}
+
 static void
 build_image_config (struct export_settings *s)
 {
@@ -1003,6 +1086,10 @@ build_image_config (struct export_settings *s)
   s->block_hashes_http.url = s->block_hashes;
   s->block_hashes_http.mirrors = NULL;
   s->block_hashes_http.n_mirrors = 0;
+  s->profile_http = s->http;
+  s->profile_http.url = s->profile;
+  s->profile_http.mirrors = NULL;
+  s->profile_http.n_mirrors = 0;
   s->image = (struct image_config) {
     .file = s->file,
     .http = remote ? &s->http : NULL,
@@ -1017,11 +1104,16 @@ build_image_config (struct export_settings *s)
                                                 : NULL,
     .have_hashes_pinned = s->have_hashes_pinned,
     .iso_file = s->iso_file,
+    .profile = s->profile,
+    .profile_http = &s->profile_http,
+    .have_profile_pinned = s->have_profile_pinned,
+    .profile_record = s->profile_record,
+    .profile_replay = !s->profile_none,
     .reader = {
       .force_zlib = s->force_zlib,
       .timeout = remote ? s->http.timeout : 0,
       .readahead = s->readahead >= 0 ? (uint64_t) s->readahead
-                   : remote ? DEFAULT_READAHEAD : 0,
+                   : default_readahead (),
       .debug = debug_printf,
       .debug_blocks = cloop_debug_blocks,
     },
@@ -1029,6 +1121,8 @@ build_image_config (struct export_settings *s)
   memcpy (s->image.pinned, s->pinned, sizeof s->image.pinned);
   memcpy (s->image.hashes_pinned, s->hashes_pinned,
           sizeof s->image.hashes_pinned);
+  memcpy (s->image.profile_pinned, s->profile_pinned,
+          sizeof s->image.profile_pinned);
 }
 
 /* The name of the single export: the last component of its path. */
@@ -1107,6 +1201,7 @@ cloop_get_ready (void)
     .memory_cache_size = state.memory_cache_size,
     .cache_dir = state.cache_dir, .cache_max_size = state.cache_max_size,
     .state_dir = state.state_dir,
+    .background_threads = BACKGROUND_THREADS,
     .warn = warn_printf, .debug = debug_printf,
   };
   bool any_remote = false;
@@ -1264,13 +1359,14 @@ log_stats (const char *only)
   stats_snapshot_free (&snap);
 }
 
-/* Counters at every disconnection. */
+/* Counters, and the boot recorded so far, at every disconnection. */
 static void
 cloop_close_connection (void *handle)
 {
   struct handle *h = handle;
 
   log_stats (revision_export_name (h->rev));
+  revision_write_recording (h->rev);
   revision_release (h->rev);
   read_stream_destroy (&h->stream);
   free (h);

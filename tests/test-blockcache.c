@@ -478,6 +478,86 @@ test_waiters (void)
   free_cache (c);
 }
 
+/* ---- background fills --------------------------------------------------- */
+
+/* Fill block n (absent) as a background fill, leaving it unpinned. */
+static void
+prefetch_block (struct block_cache_image *c, uint32_t bs, uint64_t n)
+{
+  struct cloop_err err;
+  struct block_ref ref;
+  enum block_cache_status st;
+
+  CHECK (block_cache_acquire_prefetch (c, n, &ref, &st, &err) == 0);
+  CHECK (st == BLOCK_CLAIMED);
+  fill_pattern (ref.data, bs, n);
+  block_cache_publish (c, &ref, 1);
+  block_cache_release (c, &ref);
+}
+
+static void
+test_prefetch_counters (void)
+{
+  const uint32_t bs = 64;
+  struct block_cache_image *c = new_cache (bs, 4 * bs);
+  struct block_cache_stats s;
+  struct block_ref fill, ref;
+  enum block_cache_status st;
+  struct cloop_err err;
+  struct waiter w[1];
+  pthread_t t[1];
+
+  say ("prefetch: background fills count as prefetched, not as misses");
+  prefetch_block (c, bs, 1);
+  prefetch_block (c, bs, 2);
+  /* A background lookup of a cached block is neither a hit nor a use. */
+  CHECK (block_cache_acquire_prefetch (c, 1, &ref, &st, &err) == 0);
+  CHECK (st == BLOCK_HIT);
+  block_cache_release (c, &ref);
+  s = stats_of (c);
+  CHECK (s.prefetched == 2 && s.misses == 0 && s.hits == 0);
+  CHECK (s.prefetch_used == 0 && s.prefetch_wasted == 0);
+
+  say ("prefetch: a client's hit uses a prefetched block once");
+  CHECK (probe (c, bs, 1));
+  CHECK (probe (c, bs, 1));
+  s = stats_of (c);
+  CHECK (s.hits == 2 && s.prefetch_used == 1);
+
+  say ("prefetch: a prefetched block evicted unused is wasted");
+  add_block (c, bs, 10);
+  add_block (c, bs, 11);
+  add_block (c, bs, 12);        /* evicts 2, never used */
+  s = stats_of (c);
+  CHECK (s.evictions == 1 && s.prefetch_wasted == 1);
+
+  say ("prefetch: a client waiting on a background fill counts");
+  CHECK (block_cache_acquire_prefetch (c, 5, &fill, &st, &err) == 0);
+  CHECK (st == BLOCK_CLAIMED);
+  start_waiters (c, w, t, 1, 5);
+  fill_pattern (fill.data, bs, 5);
+  block_cache_publish (c, &fill, 1);
+  block_cache_release (c, &fill);
+  CHECK (pthread_join (t[0], NULL) == 0);
+  CHECK (w[0].status == BLOCK_HIT && pattern_ok (w[0].ref.data, bs, 5));
+  block_cache_release (c, &w[0].ref);
+  s = stats_of (c);
+  CHECK (s.prefetch_waits == 1 && s.prefetch_used == 2 && s.waits == 1);
+  CHECK (s.prefetched == 3);
+
+  say ("prefetch: dropping the image counts unused prefetches as wasted");
+  prefetch_block (c, bs, 6);
+  struct block_cache *cache = cache_of (c);
+  struct block_cache_stats tot;
+  block_cache_unregister (c);
+  block_cache_get_totals (cache, &tot);
+  CHECK (tot.prefetch_wasted == 2 && tot.prefetched == 4);
+  for (int i = 0; i < MAX_CACHES; i++)
+    if (caches[i].img == c)
+      caches[i].img = NULL;
+  block_cache_free (cache);
+}
+
 /* ---- concurrency: single flight --------------------------------------- */
 
 #define NTHREADS 16
@@ -1219,6 +1299,7 @@ main (void)
   test_overflow_leaves_malloc_alone ();
   test_waiters ();
   test_wait_deadline ();
+  test_prefetch_counters ();
   test_single_flight (2, 0);
   test_single_flight (24, 0);
   test_single_flight (3, 5);

@@ -4,7 +4,8 @@
 # Prometheus text format, every metrics-interval= seconds and at exit.
 # Two exports (a local cloop file and a remote one from nginx) get a
 # known workload; the file passes `promtool check metrics` and its
-# counters match the workload: 10 reads of 4 KiB on one export, the
+# counters match the workload: 10 reads of 4 KiB on one export (with
+# readahead=0, so that each read misses), the
 # whole image on the other, and as many HTTP requests as nginx logged.
 # A metrics-file= that cannot be written stops nbdkit with an error
 # naming it; metrics-interval= alone is refused.
@@ -25,7 +26,7 @@ pad_to_block in.raw 65536 exp
     fail "mkcloop failed"
 start_nginx "$tmpdir/www"
 cat > cat/exports <<CAT
-local   local.cloop
+local   local.cloop                readahead=0
 remote  $NGINX_URL/remote.cloop
 CAT
 

@@ -7,6 +7,8 @@
  * bytes with every -k key and replaces the signature file and then the
  * index, each atomically (the order of create).  "remove" writes the
  * index back without a profile (version 1 again); "show" prints it.
+ * "build" writes the merged profile as a standalone file, for a cloop
+ * file (the plugin's profile= with profile-sha256=).
  */
 #include <config.h>
 
@@ -20,6 +22,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
+#include "atomicfile.h"
 #include "commands.h"
 #include "profile.h"
 #include "signature.h"
@@ -32,6 +37,7 @@ struct profile_opts {
   bool revision_set;
   uint64_t revision;
   bool list_blocks;             /* show --blocks */
+  const char *output;           /* build -o */
 };
 
 static void
@@ -42,16 +48,19 @@ profile_usage (FILE *f)
 "                               STORE BOOT...\n"
 "       cloop-store profile remove [-k PRIVATE.pem ...] [-r REVISION] STORE\n"
 "       cloop-store profile show [--blocks] STORE\n"
+"       cloop-store profile build -o PROFILE BOOT...\n"
 "Embed in STORE's index (STOREDIR, or STOREDIR/INDEX) the boot profile\n"
 "merged from recorded boots (files written by the plugin's\n"
 "profile-record=), remove it, or show it.  add and remove raise the\n"
 "revision and re-sign the index with every -k key; a signed index needs\n"
-"at least one -k.\n"
+"at least one -k.  build writes the merged profile of a cloop file's\n"
+"boots to PROFILE (for the plugin's profile=) and prints its SHA-256.\n"
 "\n"
 "  -k, --key=PRIVATE.pem   sign the new index (repeatable)\n"
 "  -r, --revision=N        revision (default: the time, or one more than\n"
 "                          the index's if that is not smaller)\n"
 "      --blocks            show: list every block of the profile\n"
+"  -o, --output=PROFILE    build: the profile file to write\n"
 "  -h, --help              this help\n");
 }
 
@@ -64,13 +73,14 @@ parse_profile_args (int argc, char **argv, struct profile_opts *o)
     { "key", required_argument, NULL, 'k' },
     { "revision", required_argument, NULL, 'r' },
     { "blocks", no_argument, NULL, 'b' },
+    { "output", required_argument, NULL, 'o' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 }
   };
   const char **k;
   int c;
 
-  while ((c = getopt_long (argc, argv, "k:r:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long (argc, argv, "k:r:o:h", longopts, NULL)) != -1) {
     switch (c) {
     case 'k':
       if ((k = realloc (o->keys, (o->nkeys + 1) * sizeof *k)) == NULL)
@@ -85,6 +95,7 @@ parse_profile_args (int argc, char **argv, struct profile_opts *o)
       o->revision_set = true;
       break;
     case 'b': o->list_blocks = true; break;
+    case 'o': o->output = optarg; break;
     case 'h': profile_usage (stdout); return -1;
     default: return tool_usage_error ("profile", "bad option");
     }
@@ -111,8 +122,9 @@ index_path_of (const char *store)
   return strdup (store);
 }
 
-/* Read, parse and check one recorded boot against the index.  Returns
- * the record or NULL with err set (naming the file). */
+/* Read, parse and check one recorded boot against the index (if idx
+ * is not NULL).  Returns the record or NULL with err set (naming the
+ * file). */
 static struct profile_record *
 load_record (const char *file, const struct store_index *idx,
              struct cloop_err *err)
@@ -125,8 +137,8 @@ load_record (const char *file, const struct store_index *idx,
     return NULL;
   rec = profile_record_parse (buf, len, file, err);
   free (buf);
-  if (rec == NULL)
-    return NULL;
+  if (rec == NULL || idx == NULL)
+    return rec;
   if (strcmp (rec->identity, idx->name) != 0 ||
       rec->num_blocks != idx->num_blocks ||
       rec->block_size != idx->block_size) {
@@ -141,10 +153,12 @@ load_record (const char *file, const struct store_index *idx,
   return rec;
 }
 
-/* Merge the recorded boots files[0..n) into *blocks, *count. */
+/* Merge the recorded boots files[0..n) into *blocks, *count (of an
+ * image of *num_blocks blocks of *block_size, if not NULL). */
 static int
 merge_files (char **files, size_t n, const struct store_index *idx,
-             uint32_t **blocks, size_t *count, struct cloop_err *err)
+             uint32_t **blocks, size_t *count, uint64_t *num_blocks,
+             uint32_t *block_size, struct cloop_err *err)
 {
   struct profile_record **recs = calloc (n, sizeof *recs);
   size_t i;
@@ -157,6 +171,10 @@ merge_files (char **files, size_t n, const struct store_index *idx,
       goto out;
   r = profile_merge ((const struct profile_record *const *) recs, n, blocks,
                      count, err);
+  if (r == 0 && num_blocks)
+    *num_blocks = recs[0]->num_blocks;
+  if (r == 0 && block_size)
+    *block_size = recs[0]->block_size;
  out:
   for (i = 0; i < n; i++)
     profile_record_free (recs[i]);
@@ -265,7 +283,8 @@ profile_change (const struct profile_opts *o, const char *store,
   }
   if (loaded_index_open (path, &li, &err) == -1)
     goto out;
-  if (n > 0 && merge_files (files, n, li.idx, &blocks, &count, &err) == -1)
+  if (n > 0 && merge_files (files, n, li.idx, &blocks, &count, NULL, NULL,
+                            &err) == -1)
     goto out;
   if (n == 0 && li.idx->profile_len == 0) {
     cloop_err_set (&err, EINVAL, "%s has no profile", path);
@@ -351,6 +370,40 @@ profile_show (const struct profile_opts *o, const char *store)
   return EXIT_OK;
 }
 
+/* build: merge the boots into a standalone profile file. */
+static int
+profile_build (const struct profile_opts *o, char **files, size_t n)
+{
+  struct cloop_err err = { 0 };
+  uint32_t *blocks = NULL;
+  size_t count = 0, len = 0;
+  uint64_t num_blocks = 0;
+  uint32_t block_size = 0;
+  unsigned char *buf = NULL, md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+  int r = EXIT_FAIL;
+
+  if (merge_files (files, n, NULL, &blocks, &count, &num_blocks, &block_size,
+                   &err) == -1 ||
+      profile_encode (blocks, count, num_blocks, block_size, &buf, &len,
+                      &err) == -1 ||
+      atomic_file_write (o->output, buf, len, "profile", &err) == -1)
+    tool_error ("profile build: %s", err.msg);
+  else {
+    EVP_Digest (buf, len, md, &mdlen, EVP_sha256 (), NULL);
+    for (unsigned int i = 0; i < mdlen; i++)
+      printf ("%02x", md[i]);
+    printf ("  %s\n", o->output);
+    fprintf (stderr, "cloop-store profile build: %zu blocks of %" PRIu64
+             " (%" PRIu32 "-byte blocks) from %zu boot%s\n", count,
+             num_blocks, block_size, n, n == 1 ? "" : "s");
+    r = EXIT_OK;
+  }
+  free (blocks);
+  free (buf);
+  return r;
+}
+
 int
 cmd_profile (int argc, char **argv)
 {
@@ -370,9 +423,12 @@ cmd_profile (int argc, char **argv)
     r = profile_change (&o, argv[optind + 1], NULL, 0);
   else if (strcmp (action, "show") == 0 && argc - optind == 2)
     r = profile_show (&o, argv[optind + 1]);
+  else if (strcmp (action, "build") == 0 && argc - optind >= 2 && o.output)
+    r = profile_build (&o, argv + optind + 1, (size_t) (argc - optind - 1));
   else
     r = tool_usage_error ("profile", "expected 'add STORE BOOT...', "
-                          "'remove STORE' or 'show STORE'");
+                          "'remove STORE', 'show STORE' or "
+                          "'build -o PROFILE BOOT...'");
   free (o.keys);
   return r;
 }

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* nbdkit-cloop: replaying a boot profile ahead of the clients.
+ *
+ * A replay fetches the blocks of an image's boot profile (index/
+ * profile.h) in the profile's order, in the background: jobs of up to
+ * 1 MiB of blocks on a work pool, a few at a time (bounding the bytes
+ * in flight), fetched at the lowest priority (FETCH_BACKGROUND), so a
+ * client's read never waits behind it.  Blocks already cached are
+ * skipped.  It follows the clients (replay_follow): it runs at most
+ * `ahead` profile entries past the furthest profile entry a client has
+ * read, so when the clients leave the profile it stops after a bounded
+ * overshoot, and when they run ahead of it, it jumps forward to them.
+ * Thread-safe.  Knows nothing of nbdkit.
+ */
+#ifndef CLOOP_REPLAY_H
+#define CLOOP_REPLAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "reader.h"
+#include "workpool.h"
+
+struct replay;
+
+struct replay_stats {
+  uint64_t profile_blocks;      /* entries in the profile */
+  uint64_t queued;              /* entries handed to jobs (or skipped by
+                                   a jump) so far: the replay's cursor */
+  uint64_t fetched;             /* blocks its jobs filled or tried to */
+  uint64_t skipped;             /* blocks its jobs found cached or in
+                                   flight */
+  uint64_t jumps;               /* times clients ran ahead of it */
+  uint64_t client_position;     /* furthest entry a client read, + 1 */
+};
+
+/* Start replaying profile[0..n) (block numbers of r's image; borrowed:
+ * they must outlive the replay) on pool, running at most ahead
+ * entries (>= 1) past the clients.  Jobs start when the pool does.
+ * NULL with err set (ENOMEM). */
+struct replay *replay_start (struct reader *r, struct workpool *pool,
+                             const uint32_t *profile, size_t n, size_t ahead,
+                             struct cloop_err *err);
+
+/* Stop: drop the queued jobs, wait for the running ones, and free
+ * (NULL allowed).  Before the reader is freed. */
+void replay_free (struct replay *rp);
+
+/* A client read blocks [first, last]: move the clients' position and
+ * let the replay run on (or jump) accordingly. */
+void replay_follow (struct replay *rp, uint64_t first, uint64_t last);
+
+void replay_get_stats (struct replay *rp, struct replay_stats *st);
+
+#endif /* CLOOP_REPLAY_H */
