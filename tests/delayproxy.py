@@ -5,6 +5,7 @@
 #
 #   delayproxy.py --listen-port-file FILE --target HOST:PORT
 #                 --delay-ms D [--rate BYTES_PER_S] [--handshake]
+#                 [--total-rate BYTES_PER_S [--queue-ms Q]]
 #                 [--listen-port N]
 #
 # Listens on 127.0.0.1 (port N, default 0 = any) and writes the port to
@@ -16,6 +17,16 @@
 #
 # --rate limits each direction of each connection to BYTES_PER_S
 # (serialisation at that rate, then the D/2 propagation delay).
+# --total-rate limits each direction of ALL connections together to
+# BYTES_PER_S: one shared link per direction (a bottleneck such as an
+# access line), on which the connections' data is serialised in the
+# order it arrives.  Its buffer holds at most Q ms of data (default:
+# D, at least 5 ms; a buffer of one bandwidth-delay product): while it
+# is full the proxy reads no more from any connection in that
+# direction, so the senders' TCP flow control slows them down and a
+# newly arriving request waits behind at most Q ms of other traffic,
+# not behind everything another connection has sent.  With --rate as
+# well, each connection is also held to its own rate.
 # --handshake also holds back the first client->server bytes by one
 # extra D, as the TCP handshake over a real WAN link would.
 #
@@ -51,18 +62,42 @@ def abort_with_rst(writer):
     writer.transport.abort()
 
 
+class SharedLink:
+    """One direction of the link all connections share (--total-rate):
+    a FIFO serialiser at RATE bytes/s with a buffer of QUEUE seconds."""
+
+    def __init__(self, loop, rate, queue):
+        self.loop = loop
+        self.rate = rate
+        self.queue = queue
+        self.link_free = 0.0
+
+    async def book(self, nbytes, not_before):
+        """Waits until the buffer has room, then books NBYTES arriving
+        at NOT_BEFORE; returns when their last byte leaves the link."""
+        while True:
+            backlog = self.link_free - self.loop.time()
+            if backlog <= self.queue:
+                break
+            await asyncio.sleep(backlog - self.queue)
+        start = max(not_before, self.loop.time(), self.link_free)
+        self.link_free = start + nbytes / self.rate
+        return self.link_free
+
+
 class Link:
     """One direction of one connection."""
 
-    def __init__(self, loop, delay, rate, extra_first=0.0):
+    def __init__(self, loop, delay, rate, extra_first=0.0, shared=None):
         self.loop = loop
         self.delay = delay
         self.rate = rate
+        self.shared = shared
         self.link_free = 0.0
         self.extra_first = extra_first
         self.q = asyncio.Queue(QUEUE_CHUNKS)
 
-    def due(self, nbytes):
+    async def due(self, nbytes):
         now = self.loop.time()
         if self.extra_first:
             now += self.extra_first
@@ -70,24 +105,29 @@ class Link:
         if self.rate:
             start = max(now, self.link_free)
             self.link_free = start + nbytes / self.rate
-            return self.link_free + self.delay
+            now = self.link_free
+        if self.shared is not None and nbytes:
+            now = await self.shared.book(nbytes, now)
         return now + self.delay
 
     async def pump_in(self, reader):
         slice_ = READ_SIZE
         if self.rate:
             slice_ = max(1024, min(READ_SIZE, int(self.rate / 50)))
+        if self.shared is not None:
+            # Finer slices: connections interleave on the shared link.
+            slice_ = max(1024, min(slice_, int(self.shared.rate / 200)))
         try:
             while True:
                 data = await reader.read(READ_SIZE)
                 if not data:
-                    await self.q.put((self.due(0), EOF))
+                    await self.q.put((await self.due(0), EOF))
                     return
                 for i in range(0, len(data), slice_):
                     piece = data[i:i + slice_]
-                    await self.q.put((self.due(len(piece)), piece))
+                    await self.q.put((await self.due(len(piece)), piece))
         except (ConnectionError, OSError):
-            await self.q.put((self.due(0), RESET))
+            await self.q.put((await self.due(0), RESET))
 
     async def pump_out(self, writer):
         """Returns "eof" or "reset"."""
@@ -119,13 +159,25 @@ class Link:
 
 
 class Proxy:
-    def __init__(self, host, port, delay_ms, rate, handshake):
+    def __init__(self, host, port, delay_ms, rate, handshake,
+                 total_rate=0, queue_ms=None):
         self.host = host
         self.port = port
         self.delay = delay_ms / 2000.0
         self.rate = rate
         self.handshake = handshake
+        self.total_rate = total_rate
+        if queue_ms is None:
+            queue_ms = max(5.0, delay_ms)
+        self.queue = queue_ms / 1000.0
+        self.shared = None      # (up, down), made in the event loop
         self.active = 0
+
+    def shared_links(self, loop):
+        if self.total_rate and self.shared is None:
+            self.shared = (SharedLink(loop, self.total_rate, self.queue),
+                           SharedLink(loop, self.total_rate, self.queue))
+        return self.shared or (None, None)
 
     async def handle(self, creader, cwriter):
         loop = asyncio.get_running_loop()
@@ -139,9 +191,10 @@ class Proxy:
                                  % (self.host, self.port, e))
                 abort_with_rst(cwriter)
                 return
+            sup, sdown = self.shared_links(loop)
             up = Link(loop, self.delay, self.rate,
-                      2 * self.delay if self.handshake else 0.0)
-            down = Link(loop, self.delay, self.rate)
+                      2 * self.delay if self.handshake else 0.0, sup)
+            down = Link(loop, self.delay, self.rate, shared=sdown)
             tasks = [asyncio.ensure_future(up.pump_in(creader)),
                      asyncio.ensure_future(down.pump_in(sreader))]
             outs = {asyncio.ensure_future(up.pump_out(swriter)): cwriter,
@@ -177,6 +230,12 @@ def main():
     ap.add_argument("--delay-ms", type=float, required=True)
     ap.add_argument("--rate", type=float, default=0,
                     help="bytes/s per direction per connection (0 = no limit)")
+    ap.add_argument("--total-rate", type=float, default=0,
+                    help="bytes/s per direction shared by all connections "
+                    "(0 = no limit)")
+    ap.add_argument("--queue-ms", type=float, default=None,
+                    help="buffer of the shared link in ms (default: the "
+                    "delay, at least 5)")
     ap.add_argument("--handshake", action="store_true",
                     help="add one extra round trip before the first request")
     args = ap.parse_args()
@@ -190,7 +249,11 @@ def main():
     except (ValueError, OSError):
         pass
 
-    proxy = Proxy(host, int(port), args.delay_ms, args.rate, args.handshake)
+    if args.total_rate < 0 or args.rate < 0 or (
+            args.queue_ms is not None and args.queue_ms <= 0):
+        ap.error("--rate, --total-rate and --queue-ms must be positive")
+    proxy = Proxy(host, int(port), args.delay_ms, args.rate, args.handshake,
+                  args.total_rate, args.queue_ms)
 
     async def run():
         loop = asyncio.get_running_loop()

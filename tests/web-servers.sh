@@ -28,6 +28,7 @@
 #   fault_fired_count [KIND]   of those, how many had a fault injected
 #   port_closed PORT           true if nothing listens on 127.0.0.1:PORT
 #   start_delayproxy TARGET_PORT DELAY_MS [--rate B/S] [--handshake]
+#                    [--total-rate B/S [--queue-ms MS]]
 #                              PROXY_PORT PROXY_URL PROXY_PID
 #
 # Access log line formats:
