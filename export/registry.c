@@ -165,6 +165,9 @@ start_profiles (struct revision *rev, const struct image_config *cfg,
                                 map->profile_len, ahead, err);
     if (rev->replay == NULL)
       return -1;
+    /* The profile says what the clients will read: read-ahead stays at
+     * its first window while the replay is at work (revision_pread). */
+    reader_cap_readahead (rev->reader, true);
   }
   return 0;
 }
@@ -471,8 +474,10 @@ revision_pread (struct revision *rev, struct read_stream *stream, void *buf,
     uint64_t first = offset / bs, last = (offset + count - 1) / bs;
     if (rev->recorder)
       recorder_touch (rev->recorder, first, last);
-    if (rev->replay)
+    if (rev->replay) {
       replay_follow (rev->replay, first, last);
+      reader_cap_readahead (rev->reader, replay_busy (rev->replay));
+    }
   }
   r = reader_pread (rev->reader, stream, buf, count, offset, err);
   uint64_t t = now_ns () - t0;

@@ -17,12 +17,17 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "replay.h"
 
 /* Jobs running or queued at once, and bytes of blocks a job fills. */
 #define DEPTH 4
 #define JOB_BYTES (1024 * 1024)
+
+/* A replay that queued, finished or followed nothing for this long is
+ * idle (the clients left the profile). */
+#define IDLE_NS (5 * UINT64_C (1000000000))
 
 struct replay {
   struct reader *reader;
@@ -36,10 +41,21 @@ struct replay {
   size_t client;                /* [lock] */
   unsigned in_flight;           /* [lock] jobs queued or running */
   atomic_bool finished;         /* the cursor reached the end */
+  atomic_uint_fast64_t last_ns; /* when a job was queued or ended, or a
+                                   client moved in the profile */
   uint64_t fetched, skipped, jumps;     /* [lock] */
 };
 
 static void pump (struct replay *rp);
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static void
 replay_job (void *owner, uint64_t a, uint64_t b)
@@ -53,6 +69,7 @@ replay_job (void *owner, uint64_t a, uint64_t b)
   rp->fetched += claimed;
   rp->skipped += b - claimed;
   rp->in_flight--;
+  atomic_store (&rp->last_ns, now_ns ());
   pump (rp);
   pthread_mutex_unlock (&rp->lock);
 }
@@ -78,8 +95,9 @@ pump (struct replay *rp)
       break;                    /* queue full: the next follow retries */
     rp->cursor += k;
     rp->in_flight++;
+    atomic_store (&rp->last_ns, now_ns ());
   }
-  if (rp->cursor >= rp->n)
+  if (rp->cursor >= rp->n && rp->in_flight == 0)
     atomic_store (&rp->finished, true);
 }
 
@@ -142,6 +160,7 @@ replay_follow (struct replay *rp, uint64_t first, uint64_t last)
   pthread_mutex_lock (&rp->lock);
   if (furthest > rp->client) {
     rp->client = furthest;
+    atomic_store (&rp->last_ns, now_ns ());
     if (rp->cursor < rp->client) {      /* the clients ran ahead */
       rp->cursor = rp->client;
       rp->jumps++;
@@ -149,6 +168,13 @@ replay_follow (struct replay *rp, uint64_t first, uint64_t last)
     pump (rp);
   }
   pthread_mutex_unlock (&rp->lock);
+}
+
+bool
+replay_busy (struct replay *rp)
+{
+  return !atomic_load (&rp->finished) &&
+         now_ns () - atomic_load (&rp->last_ns) < IDLE_NS;
 }
 
 void

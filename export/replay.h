@@ -15,6 +15,7 @@
 #ifndef CLOOP_REPLAY_H
 #define CLOOP_REPLAY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,11 @@ void replay_free (struct replay *rp);
 /* A client read blocks [first, last]: move the clients' position and
  * let the replay run on (or jump) accordingly. */
 void replay_follow (struct replay *rp, uint64_t first, uint64_t last);
+
+/* Is the replay still at work: entries left to fetch, and a job queued
+ * or finished, or a client moving in the profile, within the last 5 s
+ * (else the clients left the profile)?  Cheap (no lock). */
+bool replay_busy (struct replay *rp);
 
 void replay_get_stats (struct replay *rp, struct replay_stats *st);
 
