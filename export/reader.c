@@ -98,7 +98,7 @@ struct reader {
   uint32_t ra_job;              /* blocks a read may fetch ahead itself */
   uint32_t ra_max_parallel;     /* window of a client with reads in
                                    parallel, in blocks */
-  atomic_bool ra_capped;        /* windows stay at ra_min */
+  atomic_bool ra_off;           /* no read-ahead for now */
 
   /* Pool of idle decoders (decoders are not thread-safe, and creating
    * one per block would cost an allocation on the hot path). */
@@ -263,10 +263,10 @@ reader_disk_cache (const struct reader *r)
 }
 
 void
-reader_cap_readahead (struct reader *r, bool cap)
+reader_pause_readahead (struct reader *r, bool pause)
 {
-  if (atomic_load_explicit (&r->ra_capped, memory_order_relaxed) != cap)
-    atomic_store (&r->ra_capped, cap);
+  if (atomic_load_explicit (&r->ra_off, memory_order_relaxed) != pause)
+    atomic_store (&r->ra_off, pause);
 }
 
 void
@@ -852,9 +852,8 @@ plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
   if (st->window == 0 ? first == st->next || first + 1 == st->next
                       : first + back >= st->next &&
                         first <= st->next + st->window + SEQ_SLACK) {
-    uint32_t max = atomic_load (&r->ra_capped) ? r->ra_min
-                   : atomic_load (&st->reading) > 1 ? r->ra_max_parallel
-                   : r->ra_max;
+    uint32_t max = atomic_load (&st->reading) > 1 ? r->ra_max_parallel
+                                                  : r->ra_max;
     if (st->window == 0)
       st->window = r->ra_min;
     else if (late && st->window < max)
@@ -893,7 +892,8 @@ read_ahead (struct reader *r, struct read_stream *st, uint64_t first,
 {
   uint64_t from, count, ahead;
 
-  if (r->ra_max == 0 || st == NULL || r->cfg.workpool == NULL)
+  if (r->ra_max == 0 || st == NULL || r->cfg.workpool == NULL ||
+      atomic_load_explicit (&r->ra_off, memory_order_relaxed))
     return 0;
   plan_readahead (r, st, first, last, late, &from, &count);
   if (count > 0 && source_available (r->src))

@@ -123,10 +123,10 @@ int reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
 int reader_fill_blocks (struct reader *r, const uint32_t *blocks, size_t n,
                         enum fetch_priority prio, size_t *claimed);
 
-/* Hold every client's read-ahead window at its first size (cap), or
- * let windows grow again: while a boot profile is replayed, it, not
- * read-ahead, says what to fetch.  Cheap; thread-safe. */
-void reader_cap_readahead (struct reader *r, bool cap);
+/* Pause read-ahead (pause) or let it run again: while a boot profile
+ * is replayed, it, not read-ahead, says what to fetch.  Cheap;
+ * thread-safe. */
+void reader_pause_readahead (struct reader *r, bool pause);
 
 /* Memory cache counters of this reader's image. */
 void reader_get_cache_stats (struct reader *r, struct block_cache_stats *st);

@@ -165,9 +165,9 @@ start_profiles (struct revision *rev, const struct image_config *cfg,
                                 map->profile_len, ahead, err);
     if (rev->replay == NULL)
       return -1;
-    /* The profile says what the clients will read: read-ahead stays at
-     * its first window while the replay is at work (revision_pread). */
-    reader_cap_readahead (rev->reader, true);
+    /* The profile says what the clients will read: no read-ahead
+     * while the replay is at work (revision_pread). */
+    reader_pause_readahead (rev->reader, true);
   }
   return 0;
 }
@@ -476,7 +476,7 @@ revision_pread (struct revision *rev, struct read_stream *stream, void *buf,
       recorder_touch (rev->recorder, first, last);
     if (rev->replay) {
       replay_follow (rev->replay, first, last);
-      reader_cap_readahead (rev->reader, replay_busy (rev->replay));
+      reader_pause_readahead (rev->reader, replay_busy (rev->replay));
     }
   }
   r = reader_pread (rev->reader, stream, buf, count, offset, err);

@@ -12,6 +12,9 @@
 #     most 16 entries (half the memory cache) past the client: an idle
 #     client gets exactly the first 16 entries; a read of entry 40's
 #     block makes it jump there and run 16 past it.
+#   no read-ahead beside it: a client reading blocks 0-7 in order while
+#     the replay is at work makes nothing but those and profile blocks
+#     filled.
 #   demand first: a read of a block outside the profile, issued while
 #     the replay of 192 blocks has them queued, is answered within a
 #     generous 1.2 s (about 6 round trips; queued behind the replay it
@@ -171,6 +174,32 @@ nbdkit_cloop -U - -v -D cloop.stats=1 \
     { grep -v debug: demand.err; cat demand.out; fail "demand read was delayed"; }
 cat demand.out
 grep 'boot profile:' demand.err | tail -n 1
+
+# --- no read-ahead while the replay is at work -----------------------------
+# A client reads blocks 0-7 in order (read-ahead would fetch 8-11 and
+# on); with the replay at work (memory-cache-size=2M keeps it waiting
+# 16 entries ahead of the client, rather than done within a second),
+# only those and profile blocks are filled.
+cat > seqread.py <<PY
+import time
+exp = open("$tmpdir/raw.img", "rb").read()
+for b in range(8):
+    off = b * $BS
+    assert h.pread($BS, off) == exp[off:off + $BS]
+time.sleep(2)
+PY
+nbdkit_cloop -U - -v -D cloop.blocks=1 \
+    --run "nbdsh -u \"\$uri\" -c \"exec(open('$tmpdir/seqread.py').read())\"" \
+    "$PLUGIN" url="$STORE_URL" pubkey=k.pub cache-dir=none \
+    memory-cache-size=2M 2> seq.err ||
+    { grep -v debug: seq.err; fail "sequential read during the replay failed"; }
+{ cat boot.order; seq 0 7; } | sort -u > allowed
+blocks_filled seq.err | sort -u > seq.filled
+extra=$(comm -23 seq.filled allowed | tr '\n' ' ')
+[ -z "$extra" ] || fail "read-ahead ran beside the replay: filled $extra"
+ahead=$(seq 8 11 | sort | comm -23 - allowed | wc -l)
+echo "ok: no read-ahead beside the replay ($ahead of blocks 8-11 are outside the profile)"
+[ "$ahead" -gt 0 ] || echo "(the check above proved little: 8-11 are all in the profile)"
 
 # --- a cloop file -----------------------------------------------------------
 sed "s/^image $NB $BS bootimg\$/image $NB $BS img.cloop/" boot1.txt > boot1c.txt
