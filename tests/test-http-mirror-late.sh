@@ -28,20 +28,7 @@ cp www/img wwwd/img
 printf '\001' | dd of=wwwd/img bs=1 seek=140 conv=notrunc status=none
 cmp -s www/img wwwd/img && fail "D's copy did not change"
 
-# mirror_start NAME ROOT [PORT]: a fault server of its own (NAME.port,
-# NAME.log, NAME.faults, NAME.pid).
-mirror_start ()
-{
-    rm -f "$1.port"
-    : >> "$1.log"
-    _ws_spawn "$1.err" "$_ws_python" "$FAULTSERVER" --root "$2" \
-        --port-file "$1.port" --faults "$1.faults" --log "$1.log" \
-        ${3:+--port "$3"}
-    echo "$_ws_pid" > "$1.pid"
-    _ws_wait_file "$1.port" "$_ws_pid" ||
-        { cat "$1.err"; fail "fault server $1 did not start"; }
-}
-mirror_start a "$tmpdir/www"
+start_named_faultserver a "$tmpdir/www"
 b_port=$(_ws_free_port)
 d_port=$(_ws_free_port)
 port_closed "$b_port" && port_closed "$d_port" ||
@@ -111,8 +98,8 @@ PY
 # and D has been asked for its check.
 (
     while [ ! -e start-bd ]; do sleep 0.1; done
-    mirror_start b "$tmpdir/www" "$b_port"
-    mirror_start d "$tmpdir/wwwd" "$d_port"
+    start_named_faultserver b "$tmpdir/www" "$b_port"
+    start_named_faultserver d "$tmpdir/wwwd" "$d_port"
     echo '{"fault":"delay","ms":100}' > a.faults
     while ! grep -q '"range":"bytes=[1-9]' b.log ||
           [ "$(wc -l < d.log)" -lt 1 ]; do

@@ -27,21 +27,8 @@ cp www/img wwwd/img
 printf '\001' | dd of=wwwd/img bs=1 seek=140 conv=notrunc status=none
 cmp -s www/img wwwd/img && fail "D's copy did not change"
 
-# mirror_start NAME ROOT [PORT]: a fault server of its own; its port is
-# in NAME.port, its log NAME.log, its faults NAME.faults, its pid NAME.pid.
-mirror_start ()
-{
-    rm -f "$1.port"
-    : >> "$1.log"
-    _ws_spawn "$1.err" "$_ws_python" "$FAULTSERVER" --root "$2" \
-        --port-file "$1.port" --faults "$1.faults" --log "$1.log" \
-        ${3:+--port "$3"}
-    echo "$_ws_pid" > "$1.pid"
-    _ws_wait_file "$1.port" "$_ws_pid" ||
-        { cat "$1.err"; fail "fault server $1 did not start"; }
-}
-for m in a b c; do mirror_start "$m" "$tmpdir/www"; done
-mirror_start d "$tmpdir/wwwd"
+for m in a b c; do start_named_faultserver "$m" "$tmpdir/www"; done
+start_named_faultserver d "$tmpdir/wwwd"
 url () { echo "http://127.0.0.1:$(cat "$1.port")/img"; }
 # B corrupts its first three replies after its probe, then is honest.
 # A and C refuse their first request after the probe, so that the first
@@ -104,7 +91,7 @@ c_port=$(cat c.port)
     touch c-dead
     while [ ! -e restart-c ]; do sleep 0.1; done
     n0=$(wc -l < c.log)
-    mirror_start c "$tmpdir/www" "$c_port"
+    start_named_faultserver c "$tmpdir/www" "$c_port"
     touch c-back
     while [ "$(wc -l < c.log)" -le "$n0" ]; do sleep 0.2; done
     touch c-served

@@ -22,17 +22,7 @@ pad_to_block in.raw 65536 exp
 ln t1/img t2/img
 ln t1/img t3/img
 
-# server NAME ROOT: a fault server of its own (NAME.port, NAME.log,
-# NAME.faults, NAME.pid).
-server ()
-{
-    _ws_spawn "$1.err" "$_ws_python" "$FAULTSERVER" --root "$2" \
-        --port-file "$1.port" --faults "$1.faults" --log "$1.log"
-    echo "$_ws_pid" > "$1.pid"
-    _ws_wait_file "$1.port" "$_ws_pid" ||
-        { cat "$1.err"; fail "fault server $1 did not start"; }
-}
-for s in r t1 t2 t3; do server $s "$tmpdir/$s"; done
+for s in r t1 t2 t3; do start_named_faultserver $s "$tmpdir/$s"; done
 to () { echo "{\"fault\":\"redirect\",\"to\":\"http://127.0.0.1:$(cat "$1.port")\"}"; }
 to t1 > r.faults
 to t2 > r-t2.faults

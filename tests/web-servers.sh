@@ -21,6 +21,10 @@
 #   start_faultserver ROOT     FAULT_PORT FAULT_URL FAULT_PID
 #                              FAULT_FAULTS FAULT_LOG FAULT_STDERR
 #                              (on port FAULTSERVER_PORT if set)
+#   start_named_faultserver NAME ROOT [PORT]
+#                              another fault server, its files NAME.port,
+#                              NAME.log, NAME.faults, NAME.pid, NAME.err
+#                              in the current directory (one per mirror)
 #   set_fault JSON...          replace the faults file (one line per arg)
 #   add_fault JSON...          append lines to the faults file
 #   clear_faults               remove the faults file (no faults)
@@ -353,6 +357,18 @@ PY
 # set_fault JSON...: the faults file becomes exactly these lines
 # (replaced atomically, which also resets the server's after/count
 # counters).
+start_named_faultserver ()
+{
+    rm -f "$1.port"
+    : >> "$1.log"
+    _ws_spawn "$1.err" "$_ws_python" "$FAULTSERVER" --root "$2" \
+        --port-file "$1.port" --faults "$1.faults" --log "$1.log" \
+        ${3:+--port "$3"}
+    echo "$_ws_pid" > "$1.pid"
+    _ws_wait_file "$1.port" "$_ws_pid" ||
+        { cat "$1.err"; fail "fault server $1 did not start"; }
+}
+
 set_fault ()
 {
     _ws_check_faults "$@"
