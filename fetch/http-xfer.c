@@ -443,6 +443,23 @@ all_failed (const struct http_xfer *x)
   return true;
 }
 
+/* Is every candidate that may serve x marked unreachable? */
+static bool
+all_down (const struct http_xfer *x)
+{
+  for (size_t i = 0; i < x->n_origins; i++) {
+    struct http_origin *o = x->origins[i];
+    bool up;
+
+    pthread_mutex_lock (&o->lock);
+    up = http_origin_serves (o, x) && endpoint_is_up (&o->health);
+    pthread_mutex_unlock (&o->lock);
+    if (up)
+      return false;
+  }
+  return true;
+}
+
 /* The last path component of url (before any query or fragment). */
 static const char *
 last_component (const char *url, size_t *len)
@@ -957,8 +974,10 @@ http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
   else if (changed)
     http_origin_warn (o, "%s: server reachable again", o->id.url);
   /* An unreachable server is retried by the probe, after its back-off;
-   * the transfer goes on only to mirrors that have not failed it. */
-  if (down && next == HTTP_RETRY && all_failed (x)) {
+   * the transfer goes on to mirrors that have not failed it, or that
+   * failed it only in a way worth retrying (they are still up): it
+   * fails at once when every mirror is unreachable. */
+  if (down && next == HTTP_RETRY && all_failed (x) && all_down (x)) {
     x->result = EIO;
     next = HTTP_FAILED;
   }
