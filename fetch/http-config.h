@@ -79,6 +79,10 @@ struct http_identity {
   const char *etag;             /* as sent, quotes included */
   bool etag_weak;               /* W/"..." (not usable in If-Range) */
   const char *last_modified;
+  bool settled;                 /* the validators name one version
+                                 * (http_validators_settled); if not, a
+                                 * copy made under them may be of an
+                                 * earlier version of the same second */
 };
 
 /* Fill cfg with the defaults shown above; url is set to NULL. */

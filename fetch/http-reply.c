@@ -128,6 +128,8 @@ http_reply_header (struct http_reply *r, const char *buf, size_t len)
     snprintf (r->etag, sizeof r->etag, "%s", value);
   else if (name_len == 13 && strncasecmp (line, "Last-Modified", 13) == 0)
     snprintf (r->last_modified, sizeof r->last_modified, "%s", value);
+  else if (name_len == 4 && strncasecmp (line, "Date", 4) == 0)
+    snprintf (r->date, sizeof r->date, "%s", value);
 }
 
 /* ---- Judging ------------------------------------------------------------ */

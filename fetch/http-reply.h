@@ -51,6 +51,7 @@ struct http_reply {
   int64_t content_length;       /* -1 if absent or malformed */
   char etag[256];               /* as sent, quotes included */
   char last_modified[64];
+  char date[64];                /* when the server sent the reply */
 };
 
 /* Forget everything (a new status line begins a new reply). */
@@ -58,8 +59,8 @@ void http_reply_reset (struct http_reply *r);
 
 /* Feed one header line of len bytes as received (trailing CR/LF and
  * blanks are stripped; need not be NUL-terminated).  A status line
- * ("HTTP/...") resets r first; Content-Range, Content-Length, ETag and
- * Last-Modified are recorded (the last one of each wins); everything
+ * ("HTTP/...") resets r first; Content-Range, Content-Length, ETag,
+ * Last-Modified and Date are recorded (the last one of each wins); everything
  * else, and any line of HTTP_REPLY_LINE_MAX bytes or more, is ignored. */
 void http_reply_header (struct http_reply *r, const char *line, size_t len);
 

@@ -120,6 +120,7 @@ check_head (struct http_xfer *x)
     memcpy (x->etag, x->reply.etag, sizeof x->etag);
     memcpy (x->last_modified, x->reply.last_modified,
             sizeof x->last_modified);
+    memcpy (x->date, x->reply.date, sizeof x->date);
   }
   return 0;
 }
@@ -699,6 +700,20 @@ http_origin_destroy (struct http_origin *o)
   free ((char *) o->cfg.proxy);
   free ((char *) o->cfg.user_agent);
   free ((char *) o->cfg.unix_socket_path);
+}
+
+bool
+http_validators_settled (const char *date, const char *last_modified,
+                         const char *etag)
+{
+  bool have_lm = last_modified && last_modified[0];
+
+  if (have_lm && date && date[0]) {
+    time_t d = curl_getdate (date, NULL), lm = curl_getdate (last_modified,
+                                                             NULL);
+    return d != -1 && lm != -1 && d >= lm + 1;
+  }
+  return !have_lm && etag && etag[0] && strncmp (etag, "W/", 2) != 0;
 }
 
 int

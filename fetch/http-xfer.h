@@ -155,6 +155,7 @@ struct http_xfer {
   uint64_t range_total;
   char etag[sizeof ((struct http_reply *) 0)->etag];
   char last_modified[sizeof ((struct http_reply *) 0)->last_modified];
+  char date[sizeof ((struct http_reply *) 0)->date];
 
   /* Outcome. */
   enum http_fault fault;        /* of the last failed attempt */
@@ -195,6 +196,15 @@ void http_debug (const struct http_origin *o, const char *fmt, ...)
 int http_origin_init (struct http_origin *o, const struct http_config *cfg,
                       struct cloop_err *err);
 void http_origin_destroy (struct http_origin *o);
+
+/* Whether a reply's validators name one version of the object: its
+ * Last-Modified is at least a second before its Date (RFC 9110
+ * 8.8.2.2: an object changed twice within one second keeps its
+ * Last-Modified, and servers such as nginx derive the ETag from it and
+ * the size), or it has a strong ETag and no Last-Modified.  Any
+ * argument may be NULL or empty (absent). */
+bool http_validators_settled (const char *date, const char *last_modified,
+                              const char *etag);
 
 /* Pin the object's identity on o and build the If-Range header (a
  * strong ETag, else Last-Modified).  etag/last_modified may be NULL or

@@ -700,6 +700,9 @@ probe (struct http_source *hs, struct cloop_err *err)
               hs->head_len);
   ret = http_origin_pin (hs->ref, xs[ref].range_total, xs[ref].etag,
                          xs[ref].last_modified, err);
+  hs->ref->id.settled = http_validators_settled (xs[ref].date,
+                                                 xs[ref].last_modified,
+                                                 xs[ref].etag);
  out:
   free (bufs);
   free (xs);
@@ -796,6 +799,7 @@ source_open_http_pinned (const struct http_config *cfg,
     http_close (&hs->src);
     return NULL;
   }
+  hs->ref->id.settled = id->settled;
   return &hs->src;
 }
 

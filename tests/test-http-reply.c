@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit-cloop: unit test of HTTP reply checking (fetch/http-reply.c):
  * which replies are accepted, and for the others the fault kind and
- * who is to blame.  Exit status 0 = pass, 1 = fail.
+ * who is to blame; and when a reply's validators are settled
+ * (fetch/http-xfer.c).  Exit status 0 = pass, 1 = fail.
  */
 #include <config.h>
 
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "http-reply.h"
+#include "http-xfer.h"
 
 #define CHECK_COUNT_FAILURES
 #include "check.h"
@@ -182,6 +184,36 @@ test_long_line (void)
   BAD (&req, head, RANGE, SERVER);
 }
 
+/* The Date and Last-Modified headers are recorded; validators are
+ * settled a second after Last-Modified (RFC 9110 8.8.2.2). */
+static void
+test_settled (void)
+{
+  struct http_reply r;
+  const char *lm = "Sun, 06 Dec 2026 02:00:00 GMT";
+
+  feed (&r, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Dec 2026 02:00:01 GMT\r\n"
+        "Last-Modified: Sun, 06 Dec 2026 02:00:00 GMT\r\n");
+  CHECK (strcmp (r.date, "Sun, 06 Dec 2026 02:00:01 GMT") == 0);
+  CHECK (http_validators_settled (r.date, r.last_modified, NULL));
+  CHECK (!http_validators_settled (lm, lm, "\"6b1-20\""));
+  CHECK (!http_validators_settled ("Sun, 06 Dec 2026 01:59:00 GMT", lm,
+                                   NULL));
+  CHECK (!http_validators_settled (NULL, lm, "\"strong\""));
+  CHECK (!http_validators_settled ("garbage", lm, NULL));
+  CHECK (!http_validators_settled ("Sun, 06 Dec 2026 02:00:05 GMT",
+                                   "garbage", NULL));
+  /* No Last-Modified: a strong ETag alone names the version. */
+  CHECK (http_validators_settled (lm, NULL, "\"abc\""));
+  CHECK (http_validators_settled (NULL, "", "\"abc\""));
+  CHECK (!http_validators_settled (lm, NULL, "W/\"abc\""));
+  CHECK (!http_validators_settled (lm, NULL, NULL));
+  /* The obsolete date forms every recipient must accept. */
+  CHECK (http_validators_settled ("Sunday, 06-Dec-26 02:00:01 GMT", lm,
+                                  NULL));
+  CHECK (http_validators_settled ("Sun Dec  6 02:00:01 2026", lm, NULL));
+}
+
 int
 main (void)
 {
@@ -190,6 +222,7 @@ main (void)
   test_probe ();
   test_whole ();
   test_long_line ();
+  test_settled ();
   if (check_failures) {
     fprintf (stderr, "%d checks failed\n", check_failures);
     return 1;
