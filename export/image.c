@@ -30,6 +30,8 @@ struct identity {
   char etag[256];
   char last_modified[128];
   int64_t checked;              /* when the server last confirmed it */
+  bool settled;                 /* its validators named one version then
+                                 * (http_validators_settled) */
 };
 
 #define IDENTITY_MAGIC "nbdkit-cloop identity 1\n"
@@ -38,8 +40,9 @@ static void
 identity_format (const struct identity *id, char *buf, size_t len)
 {
   snprintf (buf, len, IDENTITY_MAGIC "size=%" PRIu64 "\nchecked=%" PRId64
-            "\netag=%s\nlast-modified=%s\n",
-            id->size, id->checked, id->etag, id->last_modified);
+            "\netag=%s\nlast-modified=%s\nsettled=%d\n",
+            id->size, id->checked, id->etag, id->last_modified,
+            id->settled ? 1 : 0);
 }
 
 /* Parse what identity_format wrote.  0, or -1 if it is not one. */
@@ -58,6 +61,7 @@ identity_parse (const char *text, struct identity *id)
     sscanf (p + 6, "%255[^\n]", id->etag);
   if ((p = strstr (text, "\nlast-modified=")) != NULL)
     sscanf (p + 15, "%127[^\n]", id->last_modified);
+  id->settled = strstr (text, "\nsettled=1\n") != NULL;
   return 0;
 }
 
@@ -191,15 +195,17 @@ compare_pieces (const void *a, const void *b)
   return x->len < y->len ? -1 : x->len > y->len;
 }
 
-/* The content identity of a remote cloop file: the hex SHA-256 of its
- * size and of every header and index byte its parser read (offset,
- * length and bytes of each read, in offset order).  The same file
- * reached through two URLs has one identity, so its blocks are cached
- * once; a file whose index changed gets another.  Reads of an ISO
- * image around the file do not count (a cloop file inside an ISO has
- * the identity of the same file served bare: its blocks are keyed by
- * their offsets in the file).  0, or -1 (ENOMEM: then the caller keeps
- * the URL's identity). */
+/* The cache namespace of a remote cloop file's blocks: the hex SHA-256
+ * of its object identity (URL and settled validators: object_id) and of
+ * every header and index byte its parser read (offset, length and bytes
+ * of each read, in offset order), so that a server that changed the
+ * file without changing its validators cannot get its blocks mixed with
+ * the old ones.  The header and index alone do not name the data (every
+ * file of one size stored uncompressed, or of incompressible data, has
+ * the same index), nor does a date (reproducible builds share one): a
+ * file is not shared across URLs.  Reads of an ISO image around the
+ * file do not count (its blocks are keyed by their offsets in the
+ * file).  Replaces out (object_id); 0, or -1 (ENOMEM: out unchanged). */
 static int
 meta_content_id (struct meta_reader *m, uint64_t size, char out[65])
 {
@@ -222,8 +228,9 @@ meta_content_id (struct meta_reader *m, uint64_t size, char out[65])
       v[k++] = p;
   qsort (v, n, sizeof *v, compare_pieces);
   EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL);
-  EVP_DigestUpdate (ctx, "nbdkit-cloop content 1", 22);
+  EVP_DigestUpdate (ctx, "nbdkit-cloop content 2", 22);
   EVP_DigestUpdate (ctx, &size, sizeof size);
+  EVP_DigestUpdate (ctx, out, strlen (out) + 1);
   for (k = 0; k < n; k++) {
     uint64_t hdr[2] = { v[k]->offset, v[k]->len };
     EVP_DigestUpdate (ctx, hdr, sizeof hdr);
@@ -274,15 +281,22 @@ on_engine (const struct image_config *cfg, const struct http_config *http,
 
 /* Open the remote source:
  * - pinned to the cached identity without asking the server, if the
- *   server confirmed it less than cfg->revalidate seconds ago;
+ *   server confirmed it less than cfg->revalidate seconds ago and its
+ *   validators were settled then;
  * - else by probing the server, recording what it says;
  * - else, if the server cannot be reached, an offline source that
  *   serves only what the cache holds (not if the probe was cancelled:
  *   ECANCELED, http.h).
- * Sets object_id (the cache namespace of this version of the object). */
+ * Sets object_id (the cache namespace of this version of the object),
+ * and *fresh when what is cached under it may be of another version
+ * (the validators, now or when it was cached, were not settled: the
+ * object may have changed within the second they name), so that the
+ * header and index are fetched again; and *used to the identity in
+ * force (cached or as the server gave it). */
 static struct source *
 open_remote (const struct image_config *cfg, struct disk_cache *dc,
-             char object_id[65], struct cloop_err *err)
+             char object_id[65], bool *fresh, struct identity *used,
+             struct cloop_err *err)
 {
   const char *url = cfg->http->url;
   struct http_config hc;
@@ -295,11 +309,12 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
 
   /* With mirrors, every start asks them all: each must be seen to serve
    * the same object before any of its bytes is used. */
-  if (have_cached && now >= id.checked && now - id.checked < cfg->revalidate &&
-      cfg->http->n_mirrors == 0) {
+  *fresh = false;
+  if (have_cached && id.settled && now >= id.checked &&
+      now - id.checked < cfg->revalidate && cfg->http->n_mirrors == 0) {
     struct http_identity hid = {
       .url = url, .size = id.size, .etag = id.etag,
-      .last_modified = id.last_modified,
+      .last_modified = id.last_modified, .settled = true,
     };
     src = source_open_http_pinned (on_engine (cfg, cfg->http, &hc), &hid,
                                    err);
@@ -307,9 +322,15 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
   else if ((src = source_open_http (on_engine (cfg, cfg->http, &hc),
                                     err)) != NULL) {
     const struct http_identity *hid = source_http_identity (src);
+    *fresh = !(have_cached && id.settled && hid->settled &&
+               id.size == hid->size &&
+               strcmp (id.etag, hid->etag ? hid->etag : "") == 0 &&
+               strcmp (id.last_modified,
+                       hid->last_modified ? hid->last_modified : "") == 0);
     memset (&id, 0, sizeof id);
     id.size = hid->size;
     id.checked = now;
+    id.settled = hid->settled;
     snprintf (id.etag, sizeof id.etag, "%s", hid->etag ? hid->etag : "");
     snprintf (id.last_modified, sizeof id.last_modified, "%s",
               hid->last_modified ? hid->last_modified : "");
@@ -328,6 +349,7 @@ open_remote (const struct image_config *cfg, struct disk_cache *dc,
   if (src == NULL)
     return NULL;
   disk_cache_object_id (object_id, url, id.etag, id.last_modified, id.size);
+  *used = id;
   return src;
 }
 
@@ -389,7 +411,7 @@ read_signature (struct source *src, struct disk_cache *mdc,
 static int
 check_store_trust (const struct image_config *cfg, struct source *src,
                    struct disk_cache *dc, struct disk_cache *mdc,
-                   const char *name, const char *object_id,
+                   const char *name, const char *object_id, bool fresh,
                    const struct store_index *idx,
                    const unsigned char *buf, size_t size,
                    struct cloop_err *err)
@@ -409,7 +431,7 @@ check_store_trust (const struct image_config *cfg, struct source *src,
   for (int attempt = 0; attempt < 2; attempt++) {
     if (need_sig) {
       struct cloop_err why = { 0 };
-      sig = read_signature (src, mdc, name, object_id, attempt > 0,
+      sig = read_signature (src, mdc, name, object_id, fresh || attempt > 0,
                             &sig_len, &from_cache, &why);
       if (sig == NULL)
         return cloop_err_set (err, EACCES, "index is not signed: cannot "
@@ -432,7 +454,7 @@ static struct block_map *
 open_store (const struct image_config *cfg, struct source *src,
             struct disk_cache *dc, struct disk_cache *mdc,
             const struct byte_reader *br, const char *name,
-            const char *object_id, struct cloop_err *err)
+            const char *object_id, bool fresh, struct cloop_err *err)
 {
   uint64_t size = source_size (src);
   unsigned char *buf = NULL;
@@ -451,8 +473,8 @@ open_store (const struct image_config *cfg, struct source *src,
   }
   if (br->pread (br->opaque, buf, size, 0, err) == 0 &&
       (idx = store_index_parse (buf, size, err)) != NULL &&
-      check_store_trust (cfg, src, dc, mdc, name, object_id, idx, buf, size,
-                         err) == 0)
+      check_store_trust (cfg, src, dc, mdc, name, object_id, fresh, idx, buf,
+                         size, err) == 0)
     map = store_index_to_map (idx, err);
   store_index_free (idx);
   free (buf);
@@ -830,7 +852,8 @@ read_map (const struct image_config *cfg, struct source *src,
     return NULL;
   if (source_size (src) >= STORE_MAGIC_LEN &&
       store_probe_head (head, sizeof head))
-    return open_store (cfg, src, dc, m->dc, br, name, object_id, err);
+    return open_store (cfg, src, dc, m->dc, br, name, object_id, m->bypass,
+                       err);
   return cloop_open (br, err);
 }
 
@@ -863,11 +886,13 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   struct block_map *map;
   struct reader *r;
   const char *name = cfg->file ? cfg->file : cfg->http->url;
+  bool fresh = false, keep_blocks = !cfg->file;
+  struct identity used = { .settled = true };
 
   if (cfg->file)
     src = source_open_file (cfg->file, err);
   else
-    src = open_remote (cfg, dc, rcfg.object_id, err);
+    src = open_remote (cfg, dc, rcfg.object_id, &fresh, &used, err);
   if (src == NULL)
     return NULL;
 
@@ -875,6 +900,7 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
    * cache (object_id namespace), so they are there for offline starts. */
   struct meta_reader m = {
     .src = src, .dc = cfg->file ? NULL : dc, .object_id = rcfg.object_id,
+    .bypass = fresh,
   };
   struct byte_reader br = {
     .opaque = &m, .size = source_size (src), .pread = meta_pread,
@@ -898,9 +924,23 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   }
   if (map && m.dc)
     meta_commit (&m);
-  /* Blocks of a remote cloop file are cached under its content, not
-   * its URL (a store's are named by their hashes anyway). */
-  if (map && m.dc && !map->objects_by_hash)
+  /* Blocks of a remote cloop file are cached under its identity and
+   * index (a store's are named by their hashes anyway), and only if
+   * its validators tell its versions apart. */
+  if (map && m.dc && !map->objects_by_hash && !used.settled) {
+    keep_blocks = false;
+    if (cfg->warn && !used.last_modified[0] &&
+        (!used.etag[0] || strncmp (used.etag, "W/", 2) == 0))
+      cfg->warn ("%s: the server gives no Last-Modified or strong ETag, so "
+                 "nothing tells a new version of it from this one: its "
+                 "blocks are not kept in the disk cache", name);
+    else if (cfg->warn)
+      cfg->warn ("%s: its Last-Modified (%s) is not a second older than the "
+                 "server's reply, so it may be changing within that second: "
+                 "its blocks are not kept in the disk cache this time", name,
+                 used.last_modified);
+  }
+  else if (map && m.dc && !map->objects_by_hash)
     meta_content_id (&m, source_size (src), rcfg.object_id);
   meta_forget (&m);
   if (map == NULL && iso_failed)
@@ -934,7 +974,7 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   }
 
   /* Blocks of local images are not copied into the disk cache. */
-  rcfg.disk_cache = cfg->file ? NULL : dc;
+  rcfg.disk_cache = keep_blocks ? dc : NULL;
   /* A store's blocks are checked against the trusted index's hashes:
    * mirrors with another revision of the index may serve them. */
   if (map->objects_by_hash)

@@ -92,6 +92,7 @@ echo "$0: ok: a cached index that does not parse is dropped and refetched"
 sys.stdout.buffer.write(random.Random(7).randbytes(8 * 1024 * 1024))' \
     > "$tmpdir/in2"
 "$MKCLOOP" -d v2 -B 65536 "$tmpdir/in2" "$www/img2" || fail "mkcloop failed"
+touch -d '-1 hour' "$www/img2"          # settled validators: blocks kept
 url=$FAULT_URL/img2
 cp "$tmpdir/in2" "$tmpdir/expected"
 cache=$tmpdir/cache2

@@ -49,7 +49,7 @@ refused ()
     shift
     if nbdkit_cloop -U - --run true "$PLUGIN" url="$NGINX_URL/s/index" \
         pubkey=k.pub state-dir="$state" revalidate=0 "$@" 2> "$name.err"
-    then fail "$name: revision 10 was served after 20"; fi
+    then cat "$name.err"; fail "$name: nbdkit started, not refusing revision 10 after 20"; fi
     grep -q "rollback refused" "$name.err" ||
         { cat "$name.err"; fail "$name: not refused as a rollback"; }
     echo "$0: ok: $name"
