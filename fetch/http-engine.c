@@ -303,6 +303,12 @@ start_attempt (struct http_engine *e, struct http_xfer *x)
 static void
 start_ready (struct http_engine *e, uint64_t now)
 {
+  /* Count afresh, in this pass, the client reads that wait for each
+   * busy origin (http_xfer_choose weighs them). */
+  for (int p = 0; p < FETCH_PRIORITIES; p++)
+    for (struct http_xfer *x = e->ready[p].head; x; x = x->next)
+      for (size_t i = 0; i < x->n_origins; i++)
+        x->origins[i]->waiters = 0;
   for (int p = 0; p < FETCH_PRIORITIES; p++) {
     struct http_xfer *x, *next;
 
@@ -325,6 +331,8 @@ start_ready (struct http_engine *e, uint64_t now)
         complete (x);
         break;
       case HTTP_WAIT:
+        if (x->wait_for)
+          x->wait_for->waiters++;
         break;
       }
     }

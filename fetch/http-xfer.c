@@ -853,8 +853,10 @@ http_xfer_choose (struct http_xfer *x,
 {
   uint64_t now = http_now_ns ();
   bool retry_any = all_failed (x), busy = false;
-  struct http_origin *best = NULL, *down = NULL;
+  struct http_origin *best = NULL, *down = NULL, *busy_best = NULL;
   double best_cost = 0, busy_cost = 0;
+
+  x->wait_for = NULL;
 
   for (size_t i = 0; i < x->n_origins; i++) {
     struct http_origin *o = x->origins[i];
@@ -871,10 +873,17 @@ http_xfer_choose (struct http_xfer *x,
     }
     if (!has_slot (opaque, x, o)) {
       /* Done there, at worst, after one of its transfers and then
-       * this one. */
-      cost = 2 * cost / (1 + o->active);
-      if (!busy || cost < busy_cost)
+       * this one; and after the client reads queued ahead of it for
+       * that origin, which its connections take in turn.  (Without
+       * them, a deep queue of reads would all wait for the fastest
+       * mirror and leave the others idle.) */
+      cost = 2 * cost / (1 + o->active) *
+             (1 + (double) o->waiters / (o->cfg.connections
+                                         ? o->cfg.connections : 1));
+      if (!busy || cost < busy_cost) {
         busy_cost = cost;
+        busy_best = o;
+      }
       busy = true;
       continue;
     }
@@ -888,8 +897,10 @@ http_xfer_choose (struct http_xfer *x,
    * much slower one (a hedge never waits; mirrors of about the same
    * speed share reads). */
   if (best && busy && busy_cost < best_cost &&
-      x->priority == FETCH_DEMAND && x->hedged == NULL)
+      x->priority == FETCH_DEMAND && x->hedged == NULL) {
+    x->wait_for = busy_best;
     return HTTP_WAIT;
+  }
   if (best) {
     x->origin = best;
     return admit (x) ? HTTP_CHOSEN : HTTP_NONE;

@@ -89,6 +89,9 @@ struct http_origin {
                                    or less */
 
   unsigned active;              /* [drive] transfers holding a slot */
+  unsigned waiters;             /* [drive] client reads ahead in the
+                                   engine's current pass over its queue
+                                   that chose to wait for a slot here */
 };
 
 struct http_xfer;
@@ -170,6 +173,8 @@ struct http_xfer {
    * good answer wins, the other is cancelled. */
   struct http_xfer *hedge;      /* [drive] its copy in flight, or NULL */
   struct http_xfer *hedged;     /* [drive] (a copy) the transfer it hedges */
+  struct http_origin *wait_for; /* [drive] after HTTP_WAIT: the busy
+                                   origin it waits for, or NULL */
   int where;                    /* [drive] which engine list holds it */
 
   struct http_xfer *prev, *next; /* engine list links */
@@ -228,7 +233,11 @@ bool http_origin_serves (const struct http_origin *o,
  * slots through has_slot (called with the drive lock held). */
 enum http_choice {
   HTTP_CHOSEN,                  /* x->origin set and admitted: start it */
-  HTTP_WAIT,                    /* every usable origin is busy: later */
+  HTTP_WAIT,                    /* every usable origin is busy, or (a
+                                   client's read) a busy one, with the
+                                   reads already waiting for it, is
+                                   expected to finish it sooner than a
+                                   free one (x->wait_for): later */
   HTTP_NONE,                    /* none is usable (down, dropped, all
                                    failed and out of retries): x failed
                                    (x->result = EIO, x->why set) */

@@ -11,6 +11,10 @@
 # to one far slower: with A fast and B slowed by 1 s a reply, the same
 # two reads both go to A, one after the other (B serves nothing but its
 # probe at open).
+# But not when many reads queue for it: with A slowed by 400 ms a reply
+# and B by 1000 ms, twelve reads of distinct blocks sent at once (one
+# connection each) would take 12 x 0.4 s on A alone; B takes some of
+# them, and all are byte-exact.
 
 . "${srcdir:-$(dirname "$0")}/functions.sh"
 . "$srcdir/web-servers.sh"
@@ -95,3 +99,39 @@ tail -n +$((b0 + 1)) b.log > b2.log
     { cat b2.log; fail "a read went to the slow mirror B"; }
 grep -q '"range":"bytes=0-65535"' b2.log || fail "B's request was no probe"
 echo "$0: ok: both reads waited for the fast mirror"
+
+cat > many.py <<'PY'
+import nbd, sys, time
+uri, exp_path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+exp = open(exp_path, "rb").read()
+h = nbd.NBD()
+h.connect_uri(uri)
+offs = [i * 65536 for i in range(1, n + 1)]
+bufs = [nbd.Buffer(4096) for _ in offs]
+pending = set(h.aio_pread(b, o) for b, o in zip(bufs, offs))
+deadline = time.monotonic() + 120
+while pending:
+    assert time.monotonic() < deadline, "the reads took over 120 s"
+    h.poll(1000)
+    pending = set(c for c in pending if not h.aio_command_completed(c))
+for b, o in zip(bufs, offs):
+    assert b.to_bytearray() == exp[o:o + 4096], "wrong bytes at %d" % o
+print("%d reads: exact" % n)
+PY
+echo '{"fault":"delay","ms":400}' > a.faults
+echo '{"fault":"delay","ms":1000}' > b.faults
+a0=$(wc -l < a.log) b0=$(wc -l < b.log)
+nbdkit_cloop -U - -v --run '/usr/bin/python3 many.py "$uri" exp 12' \
+    "$PLUGIN" url="http://127.0.0.1:$(cat a.port)/img" \
+    mirror="http://127.0.0.1:$(cat b.port)/img" \
+    connections=1 cache-dir=none readahead=0 timeout=60 \
+    > many.out 2> nbdkit3.err ||
+    { cat many.out; grep -a 'warning\|error' nbdkit3.err | tail
+      fail "twelve reads with a slower mirror failed"; }
+cat many.out
+na=$(tail -n +$((a0 + 1)) a.log | grep -vc '"range":"bytes=0-65535"')
+nb=$(tail -n +$((b0 + 1)) b.log | grep -vc '"range":"bytes=0-65535"')
+echo "$0: twelve reads: $na on A, $nb on B"
+[ "$nb" -ge 1 ] || fail "the slower mirror B took none of twelve queued reads"
+[ "$na" -ge "$nb" ] || fail "the faster mirror A took fewer reads than B"
+echo "$0: ok: a queue of reads spread over both mirrors"
