@@ -287,6 +287,7 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   if (!x->whole)
     SET (CURLOPT_RANGE, range);
   SET (CURLOPT_TIMEOUT_MS, (long) left_ms);
+  x->connect_ms = (long) left_ms;
   /* If-Range pins the object on ranged GETs; a refetch after a content
    * fault asks caching proxies for a fresh copy, so a poisoned cache
    * cannot hand back the same bad bytes. */
@@ -302,8 +303,11 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   SET (CURLOPT_FRESH_CONNECT, x->fresh ? 1L : 0L);
   /* A probe of a server that was unreachable gives up connecting soon:
    * with mirrors, the transfer goes on elsewhere. */
-  if (x->quick_connect || (x->n_origins > 1 && !endpoint_is_up_locked (o)))
+  if (x->quick_connect || (x->n_origins > 1 && !endpoint_is_up_locked (o))) {
     SET (CURLOPT_CONNECTTIMEOUT_MS, (long) HTTP_PROBE_CONNECT_MS);
+    if (x->connect_ms > HTTP_PROBE_CONNECT_MS)
+      x->connect_ms = HTTP_PROBE_CONNECT_MS;
+  }
 #undef SET
   if (rc != CURLE_OK) {
     snprintf (x->why, sizeof x->why, "cannot set up libcurl: %s",
@@ -930,16 +934,21 @@ http_xfer_unadmit (struct http_xfer *x)
   pthread_mutex_unlock (&o->lock);
 }
 
-/* Did the attempt on easy that ended with rc find nobody there?
+/* Did the attempt of x on easy that ended with rc find nobody there?
  * Refused, unresolved, or timed out while still connecting: libcurl
  * had resolved the name, but made no connection and sent no request
  * (a reused connection also has no connect time, but sends one).  A
  * reaped attempt may have been waiting for a connection of libcurl's
- * own: not the server's fault.  Any other fault (a status, a reset, a
- * wrong reply) means it was reached. */
+ * own, and one whose transfer's deadline left it too little time to
+ * connect (less than HTTP_PROBE_CONNECT_MS, or half the origin's
+ * timeout) was cut short by that: neither is the server's fault.  Any
+ * other fault (a status, a reset, a wrong reply) means it was
+ * reached. */
 static bool
-origin_unreachable (CURL *easy, CURLcode rc, bool reaped)
+origin_unreachable (const struct http_xfer *x, CURL *easy, CURLcode rc,
+                    bool reaped)
 {
+  long fair_ms = (long) x->origin->cfg.timeout * 500;
   curl_off_t resolved = 0, connected = 0;
   long sent = 0, heard = 0;
 
@@ -949,7 +958,9 @@ origin_unreachable (CURL *easy, CURLcode rc, bool reaped)
   case CURLE_COULDNT_CONNECT:
     return true;
   case CURLE_OPERATION_TIMEDOUT:
-    if (reaped ||
+    if (fair_ms > HTTP_PROBE_CONNECT_MS)
+      fair_ms = HTTP_PROBE_CONNECT_MS;
+    if (reaped || x->connect_ms < fair_ms ||
         curl_easy_getinfo (easy, CURLINFO_NAMELOOKUP_TIME_T,
                            &resolved) != CURLE_OK ||
         curl_easy_getinfo (easy, CURLINFO_CONNECT_TIME_T,
@@ -969,7 +980,7 @@ enum http_next
 http_xfer_finish (struct http_xfer *x, CURL *easy, CURLcode rc, bool reaped)
 {
   struct http_origin *o = x->origin;
-  bool down = origin_unreachable (easy, rc, reaped);
+  bool down = origin_unreachable (x, easy, rc, reaped);
   bool via_resolved = x->via_resolved && !x->re_resolved;
   enum http_next next = decide (x, easy, rc);
   uint64_t now = http_now_ns ();

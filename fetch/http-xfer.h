@@ -137,6 +137,7 @@ struct http_xfer {
   /* State of the current attempt. */
   uint64_t failed_origins;      /* bit i: origins[i] failed this transfer */
   bool nocache;                 /* ask caches in between for a fresh copy */
+  long connect_ms;              /* the time the attempt had to connect */
   unsigned hard_faults;         /* 4xx replies seen (retried once) */
   bool fresh;                   /* next attempt on a new connection */
   bool via_resolved;            /* the attempt went to a resolved URL */
