@@ -12,6 +12,7 @@
 #    it.  Run 2, within revalidate=: the cached identity was not settled,
 #    so the server is asked and the header and index are fetched again;
 #    the whole export reads as B, never as A's index over B's bytes.
+#  - cloop-store warm of it fails: the plugin would keep no block.
 #  - The same for a signed block store: revision 2 (other data, an
 #    index and signature of the same sizes and mtime) replaces revision
 #    1; the next start serves revision 2, with its own signature.
@@ -76,6 +77,14 @@ cmp "$tmpdir/out" "$tmpdir/b.in" ||
 [ "$(nginx_request_count)" -gt "$before" ] ||
     fail "run 2 did not ask the server"
 echo "$0: ok: B served after a change within one second"
+
+# cloop-store warm keeps nothing either: it fails, saying so.
+if "$CLOOP_STORE" warm -q "$url" "$tmpdir/wcache" 2> "$tmpdir/warm.err"; then
+    fail "warm of a file with unsettled validators succeeded"
+fi
+grep -q 'nothing to warm' "$tmpdir/warm.err" ||
+    { cat "$tmpdir/warm.err"; fail "warm did not say why it failed"; }
+echo "$0: ok: warm refused: $(grep -m1 'nothing to warm' "$tmpdir/warm.err")"
 
 # A store: revision 1 of A's data, then revision 2 of B's.
 "$CLOOP_STORE" keygen "$tmpdir/k.pem" "$tmpdir/k.pub" > /dev/null ||

@@ -283,8 +283,17 @@ run_warm (struct warm_opts *o, struct cloop_err *err)
   if (reg == NULL || registry_add (reg, "warm", &cfg, err) == -1 ||
       export_open (registry_find (reg, ""), err) == -1 ||
       registry_start (reg, err) == -1 ||
-      (rev = export_acquire (registry_find (reg, ""), err)) == NULL ||
-      warm_all (revision_reader (rev), show, err) == -1)
+      (rev = export_acquire (registry_find (reg, ""), err)) == NULL)
+    goto out;
+  /* The plugin keeps no block of a cloop file whose validators do not
+   * tell its versions apart (image_open warned why): nothing to warm. */
+  if (reader_disk_cache (revision_reader (rev)) == NULL) {
+    cloop_err_set (err, EAGAIN, "%s: the plugin would not keep its blocks "
+                   "in the disk cache (see the warning above), so there is "
+                   "nothing to warm", o->url);
+    goto out;
+  }
+  if (warm_all (revision_reader (rev), show, err) == -1)
     goto out;
   disk_cache_get_stats (registry_disk_cache (reg), &st);
   if (st.evictions > 0 || st.puts_skipped > 0 || st.put_failures > 0) {
