@@ -21,13 +21,7 @@ requires_plugin_tools
 requires /usr/bin/python3 -c 'import nbd'
 
 cd "$tmpdir"
-mkdir -p www wwwd
-make_sample in.raw 3000000
-pad_to_block in.raw 65536 exp
-"$MKCLOOP" -d v2 -B 65536 in.raw www/img || fail "mkcloop failed"
-cp www/img wwwd/img
-printf '\001' | dd of=wwwd/img bs=1 seek=140 conv=notrunc status=none
-cmp -s www/img wwwd/img && fail "D's copy did not change"
+make_mirror_images
 
 start_named_faultserver a "$tmpdir/www"
 b_port=$(_ws_free_port)

@@ -18,15 +18,8 @@ requires_plugin_tools
 requires /usr/bin/python3 -c 'import nbd'
 
 cd "$tmpdir"
-mkdir -p www wwwd
-make_sample in.raw 3000000
-pad_to_block in.raw 65536 exp
-"$MKCLOOP" -d v2 -B 65536 in.raw www/img || fail "mkcloop failed"
-cp www/img wwwd/img
-# Another object with the same size: one byte of the first block's
-# index entry is different.
-printf '\001' | dd of=wwwd/img bs=1 seek=140 conv=notrunc status=none
-cmp -s www/img wwwd/img && fail "D's copy did not change"
+# wwwd/img: another object with the same size.
+make_mirror_images
 
 for m in a b c; do start_named_faultserver "$m" "$tmpdir/www"; done
 start_named_faultserver d "$tmpdir/wwwd"

@@ -468,6 +468,20 @@ make_served_image ()
     pad_to_block "$tmpdir/in" 65536 "$tmpdir/expected"
 }
 
+# make_mirror_images: in the current directory, a cloop file www/img of
+# a 3 MB sample (exp: its export) and, in wwwd/img, another object of
+# the same size: one byte of the first block's index entry differs.
+make_mirror_images ()
+{
+    mkdir -p www wwwd
+    make_sample in.raw 3000000
+    pad_to_block in.raw 65536 exp
+    "$MKCLOOP" -d v2 -B 65536 in.raw www/img || fail "mkcloop failed"
+    cp www/img wwwd/img
+    printf '\001' | dd of=wwwd/img bs=1 seek=140 conv=notrunc status=none
+    if cmp -s www/img wwwd/img; then fail "wwwd/img did not change"; fi
+}
+
 # meta_entries CACHE-DIR KIND: the disk cache's metadata entries (url/,
 # relative to CACHE-DIR) of one remote image opened once, by KIND:
 # identity (the identity blob), meta (every header/index entry), head
