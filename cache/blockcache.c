@@ -183,9 +183,17 @@ struct block_cache_image {
   struct counters count;
 };
 
+/* Readers waiting for an entry being filled sleep on one of these
+ * condition variables, chosen by the entry's address (filled_cv): a
+ * publish wakes the waiters of its queue only, not every waiting
+ * reader (a parallel client keeps hundreds of reads waiting, and
+ * waking them all on every block made the futex storm that one core
+ * spent its time in). */
+#define FILL_QUEUES 64
+
 struct block_cache {
   pthread_mutex_t lock;
-  pthread_cond_t filled;        /* broadcast on every publish */
+  pthread_cond_t filled[FILL_QUEUES]; /* broadcast on a publish */
   uint64_t max_bytes;
 
   struct block_cache_image *images;  /* registered, newest first */
@@ -739,7 +747,8 @@ block_cache_new (uint64_t max_bytes, struct cloop_err *err)
     pthread_condattr_t attr;
     pthread_condattr_init (&attr);
     pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-    pthread_cond_init (&c->filled, &attr);
+    for (size_t i = 0; i < FILL_QUEUES; i++)
+      pthread_cond_init (&c->filled[i], &attr);
     pthread_condattr_destroy (&attr);
   }
   return c;
@@ -753,7 +762,8 @@ block_cache_free (struct block_cache *c)
   while (c->images != NULL)
     block_cache_unregister (c->images);
   assert (c->pools == NULL);
-  pthread_cond_destroy (&c->filled);
+  for (size_t i = 0; i < FILL_QUEUES; i++)
+    pthread_cond_destroy (&c->filled[i]);
   pthread_mutex_destroy (&c->lock);
   free (c);
 }
@@ -900,6 +910,15 @@ block_cache_acquire_prefetch (struct block_cache_image *img, uint64_t n,
   return r;
 }
 
+/* The condition variable the waiters for entry e sleep on. */
+static pthread_cond_t *
+filled_cv (struct block_cache *c, const struct entry *e)
+{
+  uint64_t h = (uint64_t) (uintptr_t) e * UINT64_C (0x9E3779B97F4A7C15);
+
+  return &c->filled[h >> 58];   /* the top 6 bits: FILL_QUEUES = 64 */
+}
+
 void
 block_cache_publish (struct block_cache_image *img, struct block_ref *ref,
                      int ok)
@@ -922,7 +941,7 @@ block_cache_publish (struct block_cache_image *img, struct block_ref *ref,
     COUNT (img, fill_failures);
     unpin (c, e);
   }
-  pthread_cond_broadcast (&c->filled);
+  pthread_cond_broadcast (filled_cv (c, e));
   pthread_mutex_unlock (&c->lock);
   if (!ok) {
     ref->entry = NULL;
@@ -960,9 +979,9 @@ block_cache_wait (struct block_cache_image *img, uint64_t n,
     bool timed_out = false;
     while (e->state == ENTRY_FILLING && !timed_out) {
       if (deadline_ns == 0)
-        pthread_cond_wait (&c->filled, &c->lock);
+        pthread_cond_wait (filled_cv (c, e), &c->lock);
       else
-        timed_out = pthread_cond_timedwait (&c->filled, &c->lock,
+        timed_out = pthread_cond_timedwait (filled_cv (c, e), &c->lock,
                                             &until) == ETIMEDOUT;
     }
     if (e->state == ENTRY_VALID) {
