@@ -963,6 +963,101 @@ test_faults (const char *url, const struct reference *ref)
   test_hedging (url, ref);
 }
 
+/* ---- Trains: queued transfers for contiguous bytes ride in one GET ----- */
+
+struct train_arg {
+  struct source *src;
+  const struct reference *ref;
+  pthread_barrier_t *go;
+  uint64_t offset;
+  int failed;
+};
+
+/* One 64 KiB read at a->offset, started with the other threads'. */
+static void *
+train_thread (void *opaque)
+{
+  struct train_arg *a = opaque;
+  unsigned char *buf = malloc (65536);
+  struct cloop_err err = { 0 };
+
+  CHECK (buf != NULL);
+  pthread_barrier_wait (a->go);
+  if (source_pread (a->src, buf, 65536, a->offset, &err) == -1) {
+    fprintf (stderr, PROG ": FAIL: pread at %" PRIu64 ": %s\n", a->offset,
+             err.msg);
+    a->failed = 1;
+  }
+  else if (!same_as_file (a->ref, buf, 65536, a->offset)) {
+    fprintf (stderr, PROG ": FAIL: wrong bytes at %" PRIu64 "\n", a->offset);
+    a->failed = 1;
+  }
+  free (buf);
+  return NULL;
+}
+
+/* Through a link of 50 ms and 2 MB/s (its bandwidth-delay product about
+ * 100 KB), with one connection: once the origin's speed is measured,
+ * 24 reads of contiguous 64 KiB ranges from 24 threads at once go out
+ * in a few GETs, each read is byte-exact.  With faults set (a reset
+ * after 100000 bytes of each of the first two replies: the first is
+ * one read alone, as the others have yet to queue, or already a
+ * train; the second is a train), the cars delivered before it stay
+ * delivered and the rest are fetched again. */
+static void
+test_trains (const char *url, const struct reference *ref,
+             const char *faults)
+{
+  enum { N = 24 };
+  struct http_config cfg = base_config (url);
+  struct source *src;
+  struct train_arg args[N];
+  pthread_t tid[N];
+  pthread_barrier_t go;
+  struct http_stats a, b;
+  uint64_t base = 4 * 1024 * 1024;
+  int failed = 0;
+
+  CHECK (ref->size >= base + N * 65536);
+  say ("trains: %d reads of contiguous 64 KiB from %d threads, one "
+       "connection, 50 ms link%s", N, N,
+       faults ? ", a train's reply reset midway" : "");
+  cfg.connections = 1;
+  src = must_open (&cfg);
+  must_start (&cfg);
+  check_random_preads (src, ref, 4, 0x7a1);    /* measure the link */
+  if (faults)
+    set_faults (faults);
+  a = stats_of (src);
+  CHECK (pthread_barrier_init (&go, NULL, N) == 0);
+  for (unsigned i = 0; i < N; i++) {
+    args[i] = (struct train_arg) {
+      .src = src, .ref = ref, .go = &go, .offset = base + i * 65536,
+    };
+    CHECK (pthread_create (&tid[i], NULL, train_thread, &args[i]) == 0);
+  }
+  for (unsigned i = 0; i < N; i++) {
+    pthread_join (tid[i], NULL);
+    failed += args[i].failed;
+  }
+  pthread_barrier_destroy (&go);
+  b = stats_of (src);
+  if (faults)
+    set_faults ("");
+  say ("  requests %" PRIu64 ", coalesced ranges %" PRIu64 ", retries %"
+       PRIu64 ", failed ranges %" PRIu64, b.requests - a.requests,
+       b.coalesced - a.coalesced, b.retries - a.retries,
+       b.failures - a.failures);
+  CHECK (failed == 0);
+  CHECK (b.failures == a.failures);
+  /* Alone, every read is a GET; in trains, at most half of them. */
+  CHECK (b.requests - a.requests <= N / 2);
+  CHECK (b.coalesced - a.coalesced >= N / 2);
+  if (faults)
+    CHECK (b.retries > a.retries);
+  source_close (src);
+}
+
 /* ---- A server that is gone; content-fault refetches ------------------- */
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (refuses). */
@@ -1202,6 +1297,19 @@ main (int argc, char *argv[])
     say ("fault server: %s (%" PRIu64 " bytes)", fault_url, ref.size);
     test_faults (fault_url, &ref);
     test_cancel (fault_url, &ref);
+  }
+
+  /* The same servers behind tests/delayproxy.py. */
+  if (getenv ("SLOW_HTTP_URL") && http_file) {
+    struct reference ref = open_reference (http_file);
+
+    test_trains (getenv ("SLOW_HTTP_URL"), &ref, NULL);
+  }
+  if (getenv ("SLOW_FAULT_URL") && fault_file && fault_control) {
+    struct reference ref = open_reference (fault_file);
+
+    test_trains (getenv ("SLOW_FAULT_URL"), &ref,
+                 "{\"fault\":\"reset\",\"bytes\":100000,\"count\":2}\n");
   }
 
   for (size_t i = 0; i < n_engines; i++)

@@ -20,14 +20,22 @@ make_sample "$www/data" $((32 * 1024 * 1024))
 ln "$www/data" "$www/mirror"
 start_nginx "$www"
 start_faultserver "$www"
+# Both behind a 50 ms, 2 MB/s link (the trains test).
+start_delayproxy "$NGINX_PORT" 50 --rate 2000000
+slow_http=$PROXY_URL/data
+start_delayproxy "$FAULT_PORT" 50 --rate 2000000
+slow_fault=$PROXY_URL/data
 
 rc=0
 HTTP_URL=$NGINX_URL/data HTTP_FILE=$www/data \
 FAULT_URL=$FAULT_URL/data FAULT_FILE=$www/data FAULT_CONTROL=$FAULT_FAULTS \
+SLOW_HTTP_URL=$slow_http SLOW_FAULT_URL=$slow_fault \
     timeout 300 "$prog" > "$tmpdir/out" 2>&1 || rc=$?
 cat "$tmpdir/out"
 [ "$rc" -eq 0 ] || fail "test-http-source failed (exit $rc)"
 grep -q 'fault server:' "$tmpdir/out" || fail "the fault tests did not run"
+[ "$(grep -c '^.*trains: ' "$tmpdir/out")" -eq 2 ] ||
+    fail "the trains tests did not run"
 grep -q 'PASS' "$tmpdir/out" || fail "no PASS line"
 echo "$0: ok (nginx $(nginx_request_count) requests," \
      "fault server $(fault_request_count) requests)"
