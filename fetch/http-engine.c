@@ -126,6 +126,7 @@ struct http_engine {
   struct http_xfer *waiting;    /* backing off before an attempt */
   unsigned n_active;
   uint64_t demand_attempts;     /* demand attempts started (not hedges) */
+  uint64_t last_demand_ns;      /* a client's read last came in */
   uint64_t hedges;              /* hedges started */
   uint64_t last_reap_ns;
   CURL **pool;                  /* idle easy handles */
@@ -273,22 +274,27 @@ slot_limit (const struct http_xfer *x, const struct http_origin *o)
 
 /* The engine keeps one slot free of read-ahead and background work
  * when it has at least this many (with fewer, that slot would cost a
- * sequential reader too large a share of its throughput). */
+ * sequential reader too large a share of its throughput), while
+ * clients' reads have been fetched in the last RESERVE_HOLD_NS. */
 #define RESERVE_FROM 4
+#define RESERVE_HOLD_NS 1000000000ULL
 
-/* http_xfer_choose's question: may x start on o now?  Read-ahead and
- * background work do not take the engine's last free slot (once it has
- * RESERVE_FROM), so that a client's read queued behind them waits for
- * no transfer at all, even when they hang until their timeout; with
- * one origin, that is its last connection, and with mirrors read-ahead
- * may use all of every mirror's connections but one in all (striping a
- * window over them). */
+/* http_xfer_choose's question: may x start on o now?  While clients
+ * send reads that need fetching, read-ahead and background work do not
+ * take the engine's last free slot (once it has RESERVE_FROM), so that
+ * such a read queued behind them waits for no transfer at all, even
+ * when they hang until their timeout; with one origin, that is its last
+ * connection, and with mirrors read-ahead may use all of every mirror's
+ * connections but one in all.  A client that reads only what the
+ * read-ahead has fetched (a sequential copy) has every slot. */
 static bool
 has_slot (void *opaque, const struct http_xfer *x, struct http_origin *o)
 {
   struct http_engine *e = opaque;
-  unsigned total = x->priority == FETCH_DEMAND || e->max_total < RESERVE_FROM
-                   ? e->max_total : e->max_total - 1;
+  bool reserve = x->priority != FETCH_DEMAND &&
+    e->max_total >= RESERVE_FROM &&
+    http_now_ns () - e->last_demand_ns < RESERVE_HOLD_NS;
+  unsigned total = reserve ? e->max_total - 1 : e->max_total;
 
   return e->n_active < total && o->active < slot_limit (x, o);
 }
@@ -850,6 +856,8 @@ take_incoming (struct http_engine *e)
     uint64_t not_before;
 
     want = x->next;
+    if (x->priority == FETCH_DEMAND)
+      e->last_demand_ns = http_now_ns ();
     if (stopping)
       fail_now (x, "the HTTP engine is stopping");
     else if (cancelled (x))

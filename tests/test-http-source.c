@@ -869,6 +869,81 @@ test_priorities (const char *url, const struct reference *ref)
   set_faults ("");
 }
 
+/* Four read-ahead ranges far apart (one GET each), held 1 s each by
+ * the server. */
+struct readahead_batch {
+  struct source *src;
+  const struct reference *ref;
+  int result;
+};
+
+static void *
+readahead_thread (void *opaque)
+{
+  struct readahead_batch *rb = opaque;
+  static unsigned char bufs[4][4096];
+  struct source_range r[4];
+  struct cloop_err err = { 0 };
+
+  for (unsigned i = 0; i < 4; i++)
+    r[i] = (struct source_range) {
+      .offset = rb->ref->size / 8 * (i + 1), .length = sizeof bufs[i],
+      .buf = bufs[i], .priority = FETCH_READAHEAD,
+    };
+  rb->result = source_pread_many (rb->src, r, 4, &err);
+  for (unsigned i = 0; i < 4 && rb->result == 0; i++)
+    if (!same_as_file (rb->ref, bufs[i], sizeof bufs[i], r[i].offset))
+      rb->result = -1;
+  return NULL;
+}
+
+/* With connections=4 and no client read fetched in the last second,
+ * read-ahead takes all four connections: four read-ahead GETs are out
+ * at once, before any has ended (the engine used to keep one for
+ * client reads at all times, so the fourth waited for the first).
+ * Asserted by order: the fourth request starts while no reply has
+ * come (each is held 1 s). */
+static void
+test_reserve (const char *url, const struct reference *ref)
+{
+  struct http_config cfg = base_config (url);
+  struct readahead_batch rb = { .ref = ref };
+  struct http_stats a, st;
+  pthread_t tid;
+  bool four_at_once = false;
+
+  say ("reserve: with no client read fetched lately, read-ahead takes "
+       "all 4 connections");
+  /* As the plugin sizes it: connections x origins in all. */
+  {
+    struct cloop_err err = { 0 };
+
+    CHECK (n_engines < sizeof engines / sizeof engines[0]);
+    cfg.engine = engines[n_engines++] = http_engine_new (4, &err);
+    CHECK (cfg.engine != NULL);
+  }
+  cfg.connections = 4;
+  cfg.timeout = 60;
+  rb.src = must_open (&cfg);
+  must_start (&cfg);
+  set_faults ("{\"fault\":\"delay\",\"ms\":1000,\"ranged\":true}\n");
+  usleep (1200000);             /* the probe at open was a client read */
+  a = stats_of (rb.src);
+  CHECK (pthread_create (&tid, NULL, readahead_thread, &rb) == 0);
+  do {
+    usleep (10000);
+    st = stats_of (rb.src);
+    if (st.requests - a.requests >= 4 && st.bytes_fetched == a.bytes_fetched)
+      four_at_once = true;
+  } while (!four_at_once && st.bytes_fetched == a.bytes_fetched);
+  pthread_join (tid, NULL);
+  set_faults ("");
+  say ("  four GETs out before any reply: %s", four_at_once ? "yes" : "no");
+  CHECK (rb.result == 0);
+  CHECK (four_at_once);
+  source_close (rb.src);
+}
+
 /* ---- Hedged reads -------------------------------------------------- */
 
 struct hedge_reader {
@@ -960,6 +1035,7 @@ test_faults (const char *url, const struct reference *ref)
     run_fault_case (url, ref, &fault_cases[i]);
   test_fault_storm (url, ref);
   test_priorities (url, ref);
+  test_reserve (url, ref);
   test_hedging (url, ref);
 }
 
