@@ -47,7 +47,7 @@
  * at most: its own requests keep the link busy, and each of its
  * connections has a window (nbdcopy: 4), which would otherwise fill
  * the memory cache with blocks evicted before they are read. */
-#define WINDOW_PARALLEL_BYTES (8 * 1024 * 1024)
+#define WINDOW_PARALLEL_BYTES (16 * 1024 * 1024)
 
 /* A stack of pointers: the pools of idle decoders and scratch buffers,
  * most recently returned on top (callers hold the reader's pool_lock). */

@@ -44,7 +44,7 @@
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 #define DEFAULT_REVALIDATE 600
 #define DEFAULT_READAHEAD (32 * 1024 * 1024)  /* remote; see readahead */
-#define BACKGROUND_THREADS 8
+#define BACKGROUND_THREADS 16
 #define DEFAULT_METRICS_INTERVAL 10      /* seconds */
 #define MIRRORS_MAX 63                    /* mirror= per export */
 
