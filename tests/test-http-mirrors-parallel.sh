@@ -12,7 +12,7 @@
 # two reads both go to A, one after the other (B serves nothing but its
 # probe at open).
 # But not when many reads queue for it: with A slowed by 400 ms a reply
-# and B by 1000 ms, twelve reads of distinct blocks sent at once (one
+# and B by 1000 ms, twelve reads of distant blocks sent at once (one
 # connection each) would take 12 x 0.4 s on A alone; B takes some of
 # them, and all are byte-exact.
 
@@ -24,7 +24,7 @@ requires /usr/bin/python3 -c 'import nbd'
 
 cd "$tmpdir"
 mkdir -p www
-make_sample in.raw 1000000
+make_sample in.raw 2000000
 pad_to_block in.raw 65536 exp
 "$MKCLOOP" -d v2 -B 65536 in.raw www/img || fail "mkcloop failed"
 
@@ -39,7 +39,8 @@ server a
 server b
 
 # reads.py URI EXPECTED [N]: 4 KiB reads sent at once, checked: of
-# two distant blocks, or of blocks 1 to N.
+# two distant blocks, or of blocks 2, 4, ... 2N (none next to another:
+# reads of neighbouring blocks queued at once would ride in one GET).
 cat > reads.py <<'PY'
 import nbd, sys, time
 uri, exp_path = sys.argv[1], sys.argv[2]
@@ -47,7 +48,7 @@ exp = open(exp_path, "rb").read()
 h = nbd.NBD()
 h.connect_uri(uri)
 if len(sys.argv) > 3:
-    offs = [i * 65536 for i in range(1, int(sys.argv[3]) + 1)]
+    offs = [2 * i * 65536 for i in range(1, int(sys.argv[3]) + 1)]
 else:
     offs = [65536, len(exp) - 2 * 65536]
 bufs = [nbd.Buffer(4096) for _ in offs]
