@@ -88,10 +88,39 @@ struct meta_reader {
   struct disk_cache *dc;        /* may be NULL */
   const char *object_id;
   bool bypass;                  /* read from the source only */
+  bool remember;                /* without dc: keep the pieces too (a
+                                   remote source checks its mirrors
+                                   against them) */
   struct meta_piece *pieces;    /* what this open read, newest first */
   uint64_t base;                /* src is a window at base (ISO file) */
   bool outer;                   /* reading the ISO image around it */
 };
+
+/* Tell the source what the image was parsed from (every piece, read
+ * from it or from the cache): a source with mirrors checks each one's
+ * copy of it.  0, or -1 with err set. */
+static int
+meta_tell_source (struct meta_reader *m, struct source *src,
+                  struct cloop_err *err)
+{
+  struct source_range *r;
+  size_t n = 0;
+  int ret;
+
+  for (struct meta_piece *p = m->pieces; p; p = p->next)
+    n++;
+  r = calloc (n ? n : 1, sizeof *r);
+  if (r == NULL)
+    return cloop_err_set (err, ENOMEM, "out of memory");
+  n = 0;
+  for (struct meta_piece *p = m->pieces; p; p = p->next)
+    r[n++] = (struct source_range) {
+      .offset = p->base + p->offset, .length = p->len, .buf = p->data,
+    };
+  ret = source_metadata (src, r, n, err);
+  free (r);
+  return ret;
+}
 
 /* The metadata name of bytes [offset, offset+len) of the object. */
 static void
@@ -131,8 +160,11 @@ meta_pread (void *opaque, void *buf, size_t len, uint64_t offset,
   size_t got;
   struct cloop_err ignored;
 
-  if (m->dc == NULL)
-    return source_pread (m->src, buf, len, offset, err);
+  if (m->dc == NULL) {
+    if (source_pread (m->src, buf, len, offset, err) == -1)
+      return -1;
+    return m->remember ? meta_remember (m, buf, len, offset, false, err) : 0;
+  }
   /* Bytes read twice in one open (ISO probing, then the format) are
    * fetched once. */
   for (struct meta_piece *p = m->pieces; p; p = p->next)
@@ -900,7 +932,7 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
    * cache (object_id namespace), so they are there for offline starts. */
   struct meta_reader m = {
     .src = src, .dc = cfg->file ? NULL : dc, .object_id = rcfg.object_id,
-    .bypass = fresh,
+    .bypass = fresh, .remember = !cfg->file,
   };
   struct byte_reader br = {
     .opaque = &m, .size = source_size (src), .pread = meta_pread,
@@ -942,6 +974,11 @@ image_open (const struct image_config *cfg, struct cloop_err *err)
   }
   else if (map && m.dc && !map->objects_by_hash)
     meta_content_id (&m, source_size (src), rcfg.object_id);
+  if (map && meta_tell_source (&m, src, err) == -1) {
+    block_map_free (map);
+    meta_forget (&m);
+    goto fail;
+  }
   meta_forget (&m);
   if (map == NULL && iso_failed)
     goto fail;

@@ -19,6 +19,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "http.h"
 
 static const struct source_ops http_ops;
@@ -50,6 +52,14 @@ struct http_source {
    * has yet to be checked against them (NULL: none). */
   unsigned char *check_head;
   size_t check_len;
+  /* The other ranges the image was parsed from (source_metadata: its
+   * index, a trailer...; fetched before source_opened from the
+   * reference origin only, or read from a cache): with the head, they
+   * are what the image is.  Every other origin's copy of them is
+   * checked against their hashes before it serves anything.
+   * [probe_lock] */
+  struct meta_range *meta;
+  size_t n_meta;
 
   /* Fail-back probes in flight (one per origin at most). */
   pthread_mutex_t probe_lock;
@@ -60,9 +70,17 @@ struct http_source {
   bool objects_verified;        /* [probe_lock] source_objects_verified */
 };
 
-/* A fail-back probe: one byte from an origin marked down, or the head
- * of the object (check_len bytes, into buf) from an origin whose copy
- * is still to be checked. */
+/* A range of the object's metadata, by its hash. */
+struct meta_range {
+  uint64_t offset;
+  size_t length;
+  unsigned char sha256[32];
+};
+
+/* A fail-back probe: one byte from an origin marked down, or a check of
+ * an origin's copy: the head of the object (check_len bytes, into buf)
+ * and, once the image was opened, its metadata ranges (n_meta more
+ * transfers, into mbuf). */
 struct failback {
   struct http_xfer x;
   struct source_range r;
@@ -70,6 +88,12 @@ struct failback {
   unsigned char byte;
   unsigned char *buf;           /* a check's, or NULL */
   struct http_source *hs;
+  size_t n_meta;                /* a check's metadata ranges */
+  struct http_xfer *mx;
+  struct source_range *mr;
+  struct source_range **mp;
+  unsigned char *mbuf;
+  size_t pending;               /* [hs->probe_lock] transfers not done */
 };
 
 /* Source-wide counters (ranges asked for, failures...) are kept on the
@@ -103,19 +127,60 @@ set_other_copy (struct http_source *hs, struct http_origin *o,
     drop_origin (o, why);
 }
 
-/* The check of origin o (unverified) ended: x->result, and its first
- * bytes in buf.  The same size and bytes as the pinned object: o is
- * pinned to it and comes into use.  Others: set_other_copy.  No
+/* Does the copy of the metadata fetched by check f match?  Returns
+ * NULL, or how it differs (static); *failed: some range was not
+ * fetched (no answer), *why its reason. */
+static const char *
+meta_differs (struct http_source *hs, struct failback *f, bool *failed,
+              const char **why)
+{
+  for (size_t k = 0; k < f->n_meta; k++) {
+    struct http_xfer *x = &f->mx[k];
+    const struct meta_range *m = &hs->meta[k];
+    unsigned char md[32];
+    unsigned int md_len = 0;
+
+    if (x->result != 0) {
+      *failed = true;
+      *why = x->why;
+      return NULL;
+    }
+    if (x->range_total != hs->src.size)
+      return "its copy has another size";
+    if (x->length != m->length ||
+        EVP_Digest (f->mr[k].buf, m->length, md, &md_len, EVP_sha256 (),
+                    NULL) != 1 || md_len != sizeof md ||
+        memcmp (md, m->sha256, sizeof md) != 0)
+      return "its copy has another header or index";
+  }
+  return NULL;
+}
+
+/* The check f of origin o (unverified) ended: f->x's result, and the
+ * object's first bytes in f->buf, then its metadata (meta_differs).
+ * The same size and bytes as the pinned object: o is pinned to it (if
+ * it was not yet) and comes into use.  Others: set_other_copy.  No
  * answer: checked again after a back-off (that of its health, if it is
  * down; else doubling like it). */
 static void
 check_done (struct http_source *hs, struct http_origin *o,
-            struct http_xfer *x, const unsigned char *buf)
+            struct failback *f)
 {
+  struct http_xfer *x = &f->x;
   struct cloop_err err = { 0 };
-  const char *other = NULL;
+  const char *other = NULL, *why = x->why;
+  bool failed = x->result != 0;
 
-  if (x->result != 0) {
+  if (!failed) {
+    if (x->range_total != hs->src.size)
+      other = "its copy has another size";
+    else if (x->length != hs->check_len ||
+             memcmp (f->buf, hs->check_head, hs->check_len) != 0)
+      other = "its copy has other bytes";
+    else
+      other = meta_differs (hs, f, &failed, &why);
+  }
+  if (failed && other == NULL) {
     uint64_t ms = o->cfg.down_backoff_ms;
 
     pthread_mutex_lock (&o->lock);
@@ -128,17 +193,18 @@ check_done (struct http_source *hs, struct http_origin *o,
     o->verify_after_ns = http_now_ns () + ms * 1000000;
     pthread_mutex_unlock (&o->lock);
     http_debug (o, "mirror %s: still no answer (%s): asked again in %"
-                PRIu64 " ms", o->id.url, x->why, ms);
+                PRIu64 " ms", o->id.url, why, ms);
     return;
   }
-  if (x->range_total != hs->src.size)
-    other = "its copy has another size";
-  else if (x->length != hs->check_len ||
-           memcmp (buf, hs->check_head, hs->check_len) != 0)
-    other = "its copy has other bytes";
   pthread_mutex_lock (&hs->probe_lock);
   if (other)
     set_other_copy (hs, o, other);
+  else if (o->id.size != 0) {  /* pinned at open: its metadata matches */
+    pthread_mutex_lock (&o->lock);
+    o->unverified = false;
+    pthread_mutex_unlock (&o->lock);
+    http_debug (o, "mirror %s: same header and index: in use", o->id.url);
+  }
   else if (http_origin_pin (o, x->range_total, x->etag, x->last_modified,
                             &err) == -1)
     drop_origin (o, err.msg);
@@ -153,20 +219,38 @@ check_done (struct http_source *hs, struct http_origin *o,
 }
 
 static void
+free_failback (struct failback *f)
+{
+  free (f->buf);
+  free (f->mx);
+  free (f->mr);
+  free (f->mp);
+  free (f->mbuf);
+  free (f);
+}
+
+/* One transfer of a probe or check ended; the last one judges it. */
+static void
 failback_done (struct http_xfer *x)
 {
   struct failback *f = x->opaque;
   struct http_source *hs = f->hs;
+  struct http_origin *o = f->x.origins[0];
 
-  if (f->buf)
-    check_done (hs, x->origins[0], x, f->buf);
   pthread_mutex_lock (&hs->probe_lock);
-  hs->probing[x->origins[0]->index] = false;
+  if (--f->pending > 0) {
+    pthread_mutex_unlock (&hs->probe_lock);
+    return;
+  }
+  pthread_mutex_unlock (&hs->probe_lock);
+  if (f->buf)
+    check_done (hs, o, f);
+  pthread_mutex_lock (&hs->probe_lock);
+  hs->probing[o->index] = false;
   if (--hs->probes == 0)
     pthread_cond_broadcast (&hs->probes_done);
   pthread_mutex_unlock (&hs->probe_lock);
-  free (f->buf);
-  free (f);
+  free_failback (f);
 }
 
 /* Is a fail-back probe of o due now?  *check: it is the check of a
@@ -187,13 +271,16 @@ failback_due (struct http_origin *o, uint64_t now, bool *check)
   return due;
 }
 
-/* A fail-back probe of origin i, or NULL (ENOMEM). */
+/* A fail-back probe of origin i, or NULL (ENOMEM).  A check also
+ * fetches the metadata ranges (all of them once the image is open;
+ * probe_lock held by the caller). */
 static struct failback *
 new_failback (struct http_source *hs, size_t i, bool check, uint64_t now)
 {
   struct http_origin *o = hs->origins[i];
   struct failback *f = calloc (1, sizeof *f);
-  size_t len = check ? hs->check_len : 1;
+  size_t len = check ? hs->check_len : 1, total = 0;
+  uint64_t deadline = now + (uint64_t) o->cfg.timeout * 1000000000;
 
   if (f == NULL)
     return NULL;
@@ -209,9 +296,36 @@ new_failback (struct http_source *hs, size_t i, bool check, uint64_t now)
     .origins = &hs->origins[i], .n_origins = 1,
     .priority = FETCH_BACKGROUND, .done = failback_done, .opaque = f,
     .parts = &f->part, .n_parts = 1, .first = 0, .length = len,
-    .probe = check, .quick_connect = true,
-    .deadline_ns = now + (uint64_t) o->cfg.timeout * 1000000000,
+    .probe = check, .quick_connect = true, .deadline_ns = deadline,
   };
+  f->pending = 1;
+  if (!check || hs->n_meta == 0)
+    return f;
+  f->n_meta = hs->n_meta;
+  for (size_t k = 0; k < f->n_meta; k++)
+    total += hs->meta[k].length;
+  f->mx = calloc (f->n_meta, sizeof *f->mx);
+  f->mr = calloc (f->n_meta, sizeof *f->mr);
+  f->mp = calloc (f->n_meta, sizeof *f->mp);
+  f->mbuf = malloc (total);
+  if (f->mx == NULL || f->mr == NULL || f->mp == NULL || f->mbuf == NULL) {
+    free_failback (f);
+    return NULL;
+  }
+  for (size_t k = 0, at = 0; k < f->n_meta; k++) {
+    const struct meta_range *m = &hs->meta[k];
+
+    f->mr[k] = (struct source_range) { .offset = m->offset,
+                                       .length = m->length,
+                                       .buf = f->mbuf + at };
+    f->mp[k] = &f->mr[k];
+    f->mx[k] = f->x;
+    f->mx[k].parts = &f->mp[k];
+    f->mx[k].first = m->offset;
+    f->mx[k].length = m->length;
+    at += m->length;
+  }
+  f->pending += f->n_meta;
   return f;
 }
 
@@ -224,35 +338,43 @@ static void
 start_failback_probes (struct http_source *hs)
 {
   uint64_t now;
+  bool opened;
 
   if (hs->n_origins < 2 || !http_engine_started (hs->engine))
     return;
+  /* A copy is checked once the image is open, against all of its
+   * metadata (see http_opened). */
+  pthread_mutex_lock (&hs->probe_lock);
+  opened = hs->opened;
+  pthread_mutex_unlock (&hs->probe_lock);
   now = http_now_ns ();
   for (size_t i = 0; i < hs->n_origins; i++) {
     struct http_origin *o = hs->origins[i];
     struct failback *f;
     bool due, check;
 
-    if (!failback_due (o, now, &check))
+    if (!failback_due (o, now, &check) || (check && !opened))
       continue;
     pthread_mutex_lock (&hs->probe_lock);
     due = !hs->probing[i];
     hs->probing[i] = true;
     pthread_mutex_unlock (&hs->probe_lock);
-    if (!due || (f = new_failback (hs, i, check, now)) == NULL) {
-      if (due) {
-        pthread_mutex_lock (&hs->probe_lock);
-        hs->probing[i] = false;
-        pthread_mutex_unlock (&hs->probe_lock);
-      }
+    if (!due)
       continue;
-    }
     pthread_mutex_lock (&hs->probe_lock);
-    hs->probes++;
+    f = new_failback (hs, i, check, now);
+    if (f == NULL)
+      hs->probing[i] = false;
+    else
+      hs->probes++;
     pthread_mutex_unlock (&hs->probe_lock);
+    if (f == NULL)
+      continue;
     http_debug (o, "%s: %s in the background", o->id.url,
                 check ? "checking its copy" : "probing it");
     http_engine_submit (hs->engine, &f->x);
+    for (size_t k = 0; k < f->n_meta; k++)
+      http_engine_submit (hs->engine, &f->mx[k]);
   }
 }
 
@@ -325,11 +447,12 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
   return ret;
 }
 
-/* Merge sorted ranges into transfers; xs has room for n.  Returns the
- * number of transfers. */
+/* Merge sorted ranges into transfers; xs has room for n (ref_only:
+ * from the reference origin alone).  Returns the number of
+ * transfers. */
 static size_t
 plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
-                struct http_xfer *xs, uint64_t deadline_ns)
+                struct http_xfer *xs, uint64_t deadline_ns, bool ref_only)
 {
   size_t i = 0, n_xs = 0, refetches = 0;
 
@@ -343,8 +466,8 @@ plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
       total += want[j]->length;
       j++;
     }
-    x->origins = hs->origins;
-    x->n_origins = hs->n_origins;
+    x->origins = ref_only ? &hs->origins[hs->ref->index] : hs->origins;
+    x->n_origins = ref_only ? 1 : hs->n_origins;
     x->priority = FETCH_PRIORITIES - 1;
     x->parts = &want[i];
     x->n_parts = j - i;
@@ -415,6 +538,7 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
   struct source_range **want, *tails;
   struct http_xfer *xs = NULL;
   size_t n_todo, n_xs;
+  bool opened;
   int ret;
 
   want = malloc ((n ? n : 1) * sizeof *want);
@@ -433,10 +557,16 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
       free (tails);
       return cloop_err_set (err, ENOMEM, "http: calloc: %m");
     }
+    /* Until the image is open, its metadata is read from the origin
+     * that pinned it (the mirrors are checked against it then). */
+    pthread_mutex_lock (&hs->probe_lock);
+    opened = hs->opened;
+    pthread_mutex_unlock (&hs->probe_lock);
     qsort (want, n_todo, sizeof *want, compare_offsets);
     n_xs = plan_transfers (hs, want, n_todo, xs,
                            http_now_ns () +
-                           (uint64_t) hs->ref->cfg.timeout * 1000000000);
+                           (uint64_t) hs->ref->cfg.timeout * 1000000000,
+                           !opened && hs->n_origins > 1);
     http_engine_run (hs->engine, xs, n_xs);
     ret = report (hs, xs, n_xs, err, ret);
     /* A range whose rest was fetched fails with its rest. */
@@ -554,6 +684,7 @@ http_close (struct source *src)
   }
   free (hs->head);
   free (hs->check_head);
+  free (hs->meta);
   free (hs->src.name);
   free (hs);
 }
@@ -683,6 +814,8 @@ probe (struct http_source *hs, struct cloop_err *err)
     goto out;
   hs->ref = hs->origins[ref];
   hs->head = malloc (xs[ref].length);
+  /* Kept with mirrors: every check of a mirror's copy compares it. */
+  check = n > 1;
   if (check)
     hs->check_head = malloc (xs[ref].length);
   if (hs->head == NULL || (check && hs->check_head == NULL)) {
@@ -863,8 +996,59 @@ http_opened (struct source *src)
                   "verified by their hash", o->id.url);
     else if (other)
       drop_origin (o, o->other_why);
+    else if (o != hs->ref && hs->n_meta > 0 && !hs->objects_verified) {
+      /* Its first bytes matched; the rest of the metadata (an index
+       * at the end, say) is checked before it serves anything. */
+      pthread_mutex_lock (&o->lock);
+      if (!o->dropped && !o->unverified) {
+        o->unverified = true;
+        o->verify_after_ns = 0;
+      }
+      pthread_mutex_unlock (&o->lock);
+      http_debug (o, "mirror %s: its copy of the header and index is "
+                  "checked before it is used", o->id.url);
+    }
   }
   pthread_mutex_unlock (&hs->probe_lock);
+}
+
+/* The image's metadata, by their hashes, for the checks of mirrors
+ * (ranges inside the head are compared with it anyway). */
+static int
+http_metadata (struct source *src, const struct source_range *ranges,
+               size_t n, struct cloop_err *err)
+{
+  struct http_source *hs = (struct http_source *) src;
+  struct meta_range *meta;
+  size_t k = 0;
+
+  if (hs->n_origins < 2)
+    return 0;
+  meta = calloc (n ? n : 1, sizeof *meta);
+  if (meta == NULL)
+    return cloop_err_set (err, ENOMEM, "http: calloc: %m");
+  for (size_t i = 0; i < n; i++) {
+    unsigned int md_len = 0;
+
+    if (ranges[i].length == 0 ||
+        ranges[i].offset + ranges[i].length <= hs->check_len)
+      continue;
+    meta[k].offset = ranges[i].offset;
+    meta[k].length = ranges[i].length;
+    if (EVP_Digest (ranges[i].buf, ranges[i].length, meta[k].sha256,
+                    &md_len, EVP_sha256 (), NULL) != 1 ||
+        md_len != sizeof meta[k].sha256) {
+      free (meta);
+      return cloop_err_set (err, EIO, "http: SHA-256 failed");
+    }
+    k++;
+  }
+  pthread_mutex_lock (&hs->probe_lock);
+  free (hs->meta);
+  hs->meta = meta;
+  hs->n_meta = k;
+  pthread_mutex_unlock (&hs->probe_lock);
+  return 0;
 }
 
 /* Every object fetched from now on is verified by its caller: mirrors
@@ -960,6 +1144,7 @@ static const struct source_ops http_ops = {
   .changed = http_changed,
   .opened = http_opened,
   .objects_verified = http_objects_verified,
+  .metadata = http_metadata,
   .report_faulty = http_report_faulty,
   .close = http_close,
 };

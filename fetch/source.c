@@ -105,6 +105,14 @@ source_objects_verified (struct source *src)
     src->ops->objects_verified (src);
 }
 
+int
+source_metadata (struct source *src, const struct source_range *ranges,
+                 size_t n, struct cloop_err *err)
+{
+  src = source_base (src);
+  return src->ops->metadata ? src->ops->metadata (src, ranges, n, err) : 0;
+}
+
 void
 source_report_faulty (struct source *src, int endpoint)
 {

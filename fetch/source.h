@@ -75,6 +75,8 @@ struct source_ops {
   bool (*changed) (struct source *src);         /* or NULL: never */
   void (*opened) (struct source *src);          /* or NULL */
   void (*objects_verified) (struct source *src); /* or NULL */
+  int (*metadata) (struct source *src, const struct source_range *ranges,
+                   size_t n, struct cloop_err *err);     /* or NULL */
   void (*report_faulty) (struct source *src, int endpoint);  /* or NULL */
   /* The source this one reads from (a window's parent), or NULL. */
   struct source *(*parent) (struct source *src);
@@ -165,6 +167,15 @@ void source_opened (struct source *src);
  * (another revision of a store's index) may serve them instead of
  * being dropped at source_opened.  Call before source_opened. */
 void source_objects_verified (struct source *src);
+
+/* The image on src was parsed from these bytes of the object (offsets
+ * in source_base's terms; ranges[i].buf holds them): its header and
+ * index, read from src or from a cache.  A source with several copies
+ * of the object (mirrors) checks every other copy of them before it
+ * reads from it, and does not use one that differs.  Call before
+ * source_opened.  0, or -1 with err set (ENOMEM). */
+int source_metadata (struct source *src, const struct source_range *ranges,
+                     size_t n, struct cloop_err *err);
 
 /* A copy that endpoint (a range's or object's endpoint field) served
  * did not decode or did not match its hash.  The source counts it

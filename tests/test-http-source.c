@@ -998,6 +998,9 @@ test_hedging (const char *url, const struct reference *ref)
   cfg.n_mirrors = 1;
   cfg.connections = 4;
   src = must_open (&cfg);
+  /* As the plugin does once it has parsed the image: until then every
+   * read goes to the origin that pinned the object. */
+  source_opened (src);
   must_start (&cfg);
   for (int i = 0; i < 8; i++) {
     hr[i] = (struct hedge_reader) { .src = src, .ref = ref,
