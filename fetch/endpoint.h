@@ -39,6 +39,9 @@ enum http_fault {
 /* The counters of one endpoint (all transfers to one origin URL). */
 struct http_stats {
   uint64_t requests;            /* GETs sent, retries and probe included */
+  uint64_t checks;              /* ... that checked its copy of the object
+                                   (the probe at start, a mirror's check
+                                   of the header and index) */
   uint64_t ranges;              /* caller ranges asked for */
   uint64_t head_hits;           /* ranges served (wholly or in part) from the probed head */
   uint64_t coalesced;           /* ranges that rode in another's GET */

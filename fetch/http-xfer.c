@@ -318,6 +318,8 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   x->started_ns = now;
   pthread_mutex_lock (&o->lock);
   o->stats.requests++;
+  if (x->probe)
+    o->stats.checks++;
   if (x->attempts > 1)
     o->stats.retries++;
   pthread_mutex_unlock (&o->lock);

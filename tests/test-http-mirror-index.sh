@@ -75,7 +75,11 @@ run ()
     grep -aq "mirror $NGINX_URL/a2: same header and index: in use" nbdkit.err ||
         { grep -a "mirror $NGINX_URL/a2" nbdkit.err
           fail "cache-dir=$1: the honest mirror a2 did not pass the check"; }
-    echo "$0: cache-dir=$1: requests so far: a $(count a), b $(count b), a2 $(count a2)"
+    checks=$(grep -a "debug: export .*: http: .*($NGINX_URL/a2)" nbdkit.err |
+                 tail -n1 | sed -n 's/.* \([0-9][0-9]*\) copy checks.*/\1/p')
+    [ "${checks:-0}" -ge 2 ] ||
+        fail "cache-dir=$1: a2's copy checks: ${checks:-none reported}, 2 or more expected"
+    echo "$0: cache-dir=$1: requests so far: a $(count a), b $(count b), a2 $(count a2) ($checks copy checks in this run)"
     [ $(($(count b) - b0)) -le 4 ] ||
         fail "cache-dir=$1: b served blocks: $(($(count b) - b0)) requests"
     faulty=$(grep -a "debug: export .*: http: .*($NGINX_URL/a)" nbdkit.err |
