@@ -23,15 +23,15 @@
  * Trains.  When a transfer starts on an origin whose bandwidth-delay
  * product its bytes are too few to cover (a far mirror: one round trip
  * per GET leaves an HTTP/1.1 connection idle for most of its time), the
- * transfers queued behind it for the bytes that follow are taken into
- * the same GET, up to TRAIN_RTTS round trips' worth at that origin's
- * measured rate.  Each of them (a car) completes as soon as its own
- * bytes have arrived, not when the whole GET ends; if the GET fails,
- * the cars not yet delivered go on in it (retried elsewhere like any
- * transfer) and fail with it.  So a mirror far away takes a large
- * share of a sequential window in few requests, and a near one many
- * small shares: the window is striped over the mirrors by their
- * measured speed.
+ * transfers queued for the bytes that follow it, then for those before
+ * it, are taken into the same GET, up to TRAIN_RTTS round trips' worth
+ * at that origin's measured rate.  Each of them (a car) completes as
+ * soon as its own bytes have arrived, not when the whole GET ends; if
+ * the GET fails, the cars not yet delivered go on in it (retried
+ * elsewhere like any transfer) and fail with it.  So a mirror far away
+ * takes a large share of a sequential window in few requests, and a
+ * near one many small shares: the window is striped over the mirrors
+ * by their measured speed.
  *
  * Deadlines.  A transfer's deadline is fixed by its submitter.  Each
  * attempt's CURLOPT_TIMEOUT_MS is the time left, no back-off is
@@ -390,25 +390,28 @@ train_bytes (struct http_origin *o)
   return want < TRAIN_MAX_BYTES ? (uint64_t) want : TRAIN_MAX_BYTES;
 }
 
-/* The queued transfer that may ride behind lead from offset at, or
- * NULL. */
+/* The queued transfer that may ride with lead and starts at offset at
+ * (before: ends there), or NULL. */
 static struct http_xfer *
 find_car (struct http_engine *e, const struct http_xfer *lead, uint64_t at,
-          uint64_t now)
+          bool before, uint64_t now)
 {
   for (int p = lead->priority; p < FETCH_PRIORITIES; p++)
     for (struct http_xfer *y = e->ready[p].head; y; y = y->next)
-      if (y->first == at && can_ride (y, lead, now))
+      if ((before ? y->first + y->length : y->first) == at &&
+          can_ride (y, lead, now))
         return y;
   return NULL;
 }
 
 /* x, queued and chosen for x->origin (which admitted it), is about to
  * start.  If its bytes are fewer than that origin's train_bytes, it
- * becomes the first car of a train with the queued transfers for the
- * bytes that follow.  Every car, x included, is taken off its queue
- * (*next, the caller's next transfer in its pass over a queue, moves
- * past them).  Returns what to start: the train's carrier, or x. */
+ * becomes a car of a train with the queued transfers for the bytes
+ * that follow it, then for those before it (a client's concurrent
+ * reads arrive in any order).  Every car, x included, is taken off its
+ * queue (*next, the caller's next transfer in its pass over a queue,
+ * moves past them).  Returns what to start: the train's carrier, or
+ * x. */
 static struct http_xfer *
 form_train (struct http_engine *e, struct http_xfer *x,
             struct http_xfer **next, uint64_t now)
@@ -423,26 +426,38 @@ form_train (struct http_engine *e, struct http_xfer *x,
   x->where = XW_CAR;            /* still linked; find_car skips cars */
   if (can_ride (x, NULL, now))
     want = train_bytes (x->origin);
-  while (len < want && n < TRAIN_MAX_CARS) {
-    struct http_xfer *y = find_car (e, x, x->first + len, now);
+  for (int before = 0; before < 2; before++)
+    while (len < want && n < TRAIN_MAX_CARS) {
+      struct http_xfer *y = before
+        ? find_car (e, x, cars[0]->first, true, now)
+        : find_car (e, x, cars[n - 1]->first + cars[n - 1]->length, false,
+                    now);
 
-    if (y == NULL || len + y->length > TRAIN_MAX_BYTES)
-      break;
-    y->where = XW_CAR;
-    cars[n++] = y;
-    len += y->length;
-    n_parts += y->n_parts;
-    if (y->deadline_ns < deadline)
-      deadline = y->deadline_ns;
-  }
+      if (y == NULL || len + y->length > TRAIN_MAX_BYTES)
+        break;
+      y->where = XW_CAR;
+      if (before) {             /* cars stay in offset order */
+        memmove (&cars[1], &cars[0], n * sizeof cars[0]);
+        cars[0] = y;
+        n++;
+      }
+      else
+        cars[n++] = y;
+      len += y->length;
+      n_parts += y->n_parts;
+      if (y->deadline_ns < deadline)
+        deadline = y->deadline_ns;
+    }
   if (n > 1) {
     tr = calloc (1, sizeof *tr);
     parts = tr ? malloc (n_parts * sizeof *parts) : NULL;
     if (parts == NULL) {        /* x alone */
       free (tr);
       tr = NULL;
-      for (size_t i = 1; i < n; i++)
-        cars[i]->where = XW_READY;
+      for (size_t i = 0; i < n; i++)
+        if (cars[i] != x)
+          cars[i]->where = XW_READY;
+      cars[0] = x;
       n = 1;
     }
   }
@@ -455,15 +470,15 @@ form_train (struct http_engine *e, struct http_xfer *x,
   tr->x = (struct http_xfer) {
     .origins = x->origins, .n_origins = x->n_origins, .origin = x->origin,
     .priority = x->priority, .done = train_done, .opaque = tr,
-    .parts = parts, .n_parts = n_parts, .first = x->first, .length = len,
-    .deadline_ns = deadline,
+    .parts = parts, .n_parts = n_parts, .first = cars[0]->first,
+    .length = len, .deadline_ns = deadline,
   };
   tr->parts = parts;
   tr->n_parts = n_parts;
   tr->n_cars = n;
   http_debug (x->origin, "bytes=%" PRIu64 "-%" PRIu64 ": %zu reads in one "
-              "GET (%" PRIu64 " bytes wanted)", x->first, x->first + len - 1,
-              n, want);
+              "GET (%" PRIu64 " bytes wanted)", tr->x.first,
+              tr->x.first + len - 1, n, want);
   for (size_t i = 0, at = 0; i < n; i++) {
     struct http_xfer *c = cars[i];
 

@@ -20,10 +20,11 @@ make_sample "$www/data" $((32 * 1024 * 1024))
 ln "$www/data" "$www/mirror"
 start_nginx "$www"
 start_faultserver "$www"
-# Both behind a 50 ms, 2 MB/s link (the trains test).
-start_delayproxy "$NGINX_PORT" 50 --rate 2000000
+# Both behind a 300 ms, 2 MB/s link (the trains test: the reads queue
+# while the first one goes out alone).
+start_delayproxy "$NGINX_PORT" 300 --rate 2000000
 slow_http=$PROXY_URL/data
-start_delayproxy "$FAULT_PORT" 50 --rate 2000000
+start_delayproxy "$FAULT_PORT" 300 --rate 2000000
 slow_fault=$PROXY_URL/data
 
 rc=0
