@@ -82,17 +82,17 @@ format_export (const struct export_snapshot *x,
   for (size_t j = 0; j < x->n_endpoints; j++) {
     const struct http_stats *h = &x->endpoints[j].http;
     emit (line, opaque, "export %s: http: %" PRIu64 " requests, %" PRIu64
-          " copy checks, %" PRIu64
           " bytes fetched, %" PRIu64 " retries, %" PRIu64 " failed ranges, %"
           PRIu64 " refetches, %" PRIu64 " faulty copies, benched %" PRIu64
           " times, %" PRIu64 " hedges (%" PRIu64 " won), server down %"
           PRIu64 " times, %" PRIu64
-          " probes, %" PRIu64 " fast failures, latency p50 <= %g s, "
-          "p99 <= %g s (%s)", x->name, h->requests, h->checks,
-          h->bytes_fetched,
+          " probes, %" PRIu64 " fast failures, %" PRIu64 " copy checks, "
+          "latency p50 <= %g s, "
+          "p99 <= %g s (%s)", x->name, h->requests, h->bytes_fetched,
           h->retries, h->failures, h->refetches, h->content_faults,
           h->benched, h->hedges, h->hedges_won, h->origin_down_events,
-          h->probes, h->fast_failures, histogram_quantile (&h->latency, 0.5),
+          h->probes, h->fast_failures, h->checks,
+          histogram_quantile (&h->latency, 0.5),
           histogram_quantile (&h->latency, 0.99), x->endpoints[j].url);
   }
 }
