@@ -66,7 +66,9 @@ struct http_source {
   pthread_cond_t probes_done;
   bool probing[HTTP_ORIGINS_MAX]; /* [probe_lock] */
   unsigned probes;              /* [probe_lock] in flight */
-  bool opened;                  /* [probe_lock] source_opened was called */
+  bool opened;                  /* [probe_lock] source_opened was called
+                                   (set atomically: is_opened reads it
+                                   without the lock) */
   bool objects_verified;        /* [probe_lock] source_objects_verified */
 };
 
@@ -99,6 +101,14 @@ struct failback {
 /* Source-wide counters (ranges asked for, failures...) are kept on the
  * first origin's. */
 #define COUNTERS(hs) ((hs)->origins[0])
+
+/* Has source_opened been called?  Read on every pread_many, so without
+ * the lock (what it publishes, hs->meta, is written before it). */
+static bool
+is_opened (struct http_source *hs)
+{
+  return __atomic_load_n (&hs->opened, __ATOMIC_ACQUIRE);
+}
 
 /* ---- Fail-back --------------------------------------------------------- */
 
@@ -344,9 +354,7 @@ start_failback_probes (struct http_source *hs)
     return;
   /* A copy is checked once the image is open, against all of its
    * metadata (see http_opened). */
-  pthread_mutex_lock (&hs->probe_lock);
-  opened = hs->opened;
-  pthread_mutex_unlock (&hs->probe_lock);
+  opened = is_opened (hs);
   now = http_now_ns ();
   for (size_t i = 0; i < hs->n_origins; i++) {
     struct http_origin *o = hs->origins[i];
@@ -357,16 +365,11 @@ start_failback_probes (struct http_source *hs)
       continue;
     pthread_mutex_lock (&hs->probe_lock);
     due = !hs->probing[i];
-    hs->probing[i] = true;
-    pthread_mutex_unlock (&hs->probe_lock);
-    if (!due)
-      continue;
-    pthread_mutex_lock (&hs->probe_lock);
-    f = new_failback (hs, i, check, now);
-    if (f == NULL)
-      hs->probing[i] = false;
-    else
+    f = due ? new_failback (hs, i, check, now) : NULL;
+    if (f) {
+      hs->probing[i] = true;
       hs->probes++;
+    }
     pthread_mutex_unlock (&hs->probe_lock);
     if (f == NULL)
       continue;
@@ -559,9 +562,7 @@ http_pread_many (struct source *src, struct source_range *ranges, size_t n,
     }
     /* Until the image is open, its metadata is read from the origin
      * that pinned it (the mirrors are checked against it then). */
-    pthread_mutex_lock (&hs->probe_lock);
-    opened = hs->opened;
-    pthread_mutex_unlock (&hs->probe_lock);
+    opened = is_opened (hs);
     qsort (want, n_todo, sizeof *want, compare_offsets);
     n_xs = plan_transfers (hs, want, n_todo, xs,
                            http_now_ns () +
@@ -983,7 +984,7 @@ http_opened (struct source *src)
   hs->head_len = 0;
   /* The verdict on mirrors with another copy, kept until now. */
   pthread_mutex_lock (&hs->probe_lock);
-  hs->opened = true;
+  __atomic_store_n (&hs->opened, true, __ATOMIC_RELEASE);
   for (size_t i = 0; i < hs->n_origins; i++) {
     struct http_origin *o = hs->origins[i];
     bool other;
