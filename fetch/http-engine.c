@@ -127,6 +127,7 @@ struct http_engine {
   unsigned n_active;
   uint64_t demand_attempts;     /* demand attempts started (not hedges) */
   uint64_t last_demand_ns;      /* a client's read last came in */
+  bool reserve;                 /* this pass keeps a slot for them */
   uint64_t hedges;              /* hedges started */
   uint64_t last_reap_ns;
   CURL **pool;                  /* idle easy handles */
@@ -291,10 +292,8 @@ static bool
 has_slot (void *opaque, const struct http_xfer *x, struct http_origin *o)
 {
   struct http_engine *e = opaque;
-  bool reserve = x->priority != FETCH_DEMAND &&
-    e->max_total >= RESERVE_FROM &&
-    http_now_ns () - e->last_demand_ns < RESERVE_HOLD_NS;
-  unsigned total = reserve ? e->max_total - 1 : e->max_total;
+  unsigned total = x->priority != FETCH_DEMAND && e->reserve
+                   ? e->max_total - 1 : e->max_total;
 
   return e->n_active < total && o->active < slot_limit (x, o);
 }
@@ -570,6 +569,8 @@ deliver_trains (struct http_engine *e)
 static void
 start_ready (struct http_engine *e, uint64_t now)
 {
+  e->reserve = e->max_total >= RESERVE_FROM &&
+    now - e->last_demand_ns < RESERVE_HOLD_NS;
   /* Count afresh, in this pass, the client reads that wait for each
    * busy origin (http_xfer_choose weighs them). */
   for (int p = 0; p < FETCH_PRIORITIES; p++)
