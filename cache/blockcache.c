@@ -53,8 +53,12 @@
  *   SLACK_MAX_BYTES)), free slots of every pool are given back
  *   (MADV_DONTNEED; sorted, adjacent slots in one call) until it is
  *   within max_bytes: a batch per slack bytes of shift, not a syscall
- *   per block.  Released slots refault when reused, and that is the
- *   dear part: releasing part of a huge page splits it, so a reused
+ *   per block.  The first give-back of a pool advises its whole arena
+ *   MADV_NOHUGEPAGE (one call; the mapping stays one VMA): else
+ *   khugepaged (max_ptes_none is 511 by default) collapses any 2 MiB
+ *   extent still holding a used slot back into a huge page, making
+ *   the given-back pages resident again behind the bound's back.
+ *   Released slots refault when reused, and that is the dear part: releasing part of a huge page splits it, so a reused
  *   slot takes a fault per 4 KiB (with two exports of 64 KiB and
  *   256 KiB blocks read at once, the shares drift by tens of MiB and
  *   the refaults cost ~15 % of throughput; with no trim at all the
@@ -62,13 +66,13 @@
  *   stay bounded).  Not done yet: allocating the lowest free slot so
  *   that free slots gather in whole huge pages, then releasing those.
  *
- * - Locking: one mutex guards everything.  Waiters share a single
- *   condition variable and publish broadcasts on it.  Waiting only
- *   happens when two requests miss on the same block at once, and each
- *   wake-up is paid for by a whole block decode, so the occasional
- *   spurious wake-up of a waiter for some other block is cheap; a
- *   per-entry condvar would cost an init/destroy on every miss and
- *   48 bytes per cached block for a case that is rare.
+ * - Locking: one mutex guards everything.  Waiters sleep on one of
+ *   FILL_QUEUES condition variables, chosen by the entry's address,
+ *   and a publish broadcasts on that one only: a spurious wake-up of a
+ *   waiter for another block is rare and cheap, while one condition
+ *   variable for all woke every waiter on every publish (a futex storm
+ *   with read-ahead and many client threads); a per-entry condvar would
+ *   cost an init/destroy on every miss and 48 bytes per cached block.
  *
  * - Failure: publish (ok = 0) marks the entry FAILED and unlinks it
  *   from the table at once, so a later acquire claims a fresh entry.
@@ -160,6 +164,7 @@ struct pool {
   struct entry *hdrs;
   size_t slots, used, busy, resident;
   struct entry *free_slots, *released_slots;
+  bool small_pages;             /* arena advised MADV_NOHUGEPAGE */
 };
 
 struct block_cache_image {
@@ -361,6 +366,13 @@ pool_release (struct block_cache *c, struct pool *p)
     p->released_slots = e;
     if (end <= start)
       continue;
+#ifdef MADV_NOHUGEPAGE
+    if (!p->small_pages) {
+      /* Advice: if refused, huge pages may come back (see top). */
+      madvise (p->arena, p->arena_len, MADV_NOHUGEPAGE);
+      p->small_pages = true;
+    }
+#endif
     if (start > run_end + page - 1 || run_end == 0) {
       if (run_end > run_start)
         madvise ((void *) run_start, run_end - run_start, MADV_DONTNEED);
