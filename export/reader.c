@@ -396,15 +396,16 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
 /* Fetch the compressed bytes of the blocks in slots[which[0..n)] into
  * bufs[k]: byte ranges of the container, or for a store each block's
  * own file, finishing by deadline (0 = the source's own timeout).
- * Slots from n_required on are optional (fetched at priority ahead).
- * refetch: faulty copies of these blocks seen so far (source.h).
+ * Slots from n_required on are optional (fetched at priority ahead);
+ * in_stream marks the required ones (source.h).  refetch: faulty
+ * copies of these blocks seen so far (source.h).
  * status[k] gets 0 or an errno value, endpoint[k] (if endpoint is not
  * NULL) the source's endpoint that served it.  Returns 0, or -1 with
  * err set from the first failure. */
 static int
 fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
               size_t n, size_t n_required, enum fetch_priority ahead,
-              unsigned char **bufs, int *status, int *endpoint,
+              bool in_stream, unsigned char **bufs, int *status, int *endpoint,
               uint64_t deadline, unsigned refetch, struct cloop_err *err)
 {
   struct source_range *ranges = NULL;
@@ -435,12 +436,14 @@ fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
       objs[k] = (struct source_object) {
         .path = paths[k], .length = e->length, .exact = true, .buf = bufs[k],
         .priority = prio, .deadline_ns = deadline, .refetch = refetch,
+        .in_stream = in_stream,
       };
     }
     else
       ranges[k] = (struct source_range) {
         .offset = e->offset, .length = e->length, .buf = bufs[k],
         .priority = prio, .deadline_ns = deadline, .refetch = refetch,
+        .in_stream = in_stream,
       };
   }
   if (objs)
@@ -519,7 +522,7 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
     if (r->cfg.debug)
       r->cfg.debug ("%s; fetching it again", err->msg);
     size_t required = prio == FETCH_DEMAND ? SIZE_MAX : 0;
-    if (fetch_blocks (r, slots, &i, 1, required, prio, &cbuf, &status,
+    if (fetch_blocks (r, slots, &i, 1, required, prio, false, &cbuf, &status,
                       &endpoint, deadline, faulty, err) == -1)
       return -1;
   }
@@ -545,11 +548,12 @@ publish_slot (struct reader *r, struct slot *s, bool ok)
  * remaining compressed bytes in one batch, decode and publish each.
  * Slots from n_required on are optional: fetched at priority ahead,
  * only while the source is available, and their failure does not fail
- * the call.  Every claimed slot is published (ok or failed) before
+ * the call; in_stream: the required ones are a client's read in a
+ * sequential stream (source.h).  Every claimed slot is published (ok or failed) before
  * returning.  Returns 0, or -1 with err set from the first failure. */
 static int
 fill_claimed (struct reader *r, struct slot *slots, size_t n,
-              size_t n_required, enum fetch_priority ahead,
+              size_t n_required, enum fetch_priority ahead, bool in_stream,
               uint64_t deadline, struct cloop_err *err)
 {
   size_t *which = malloc (n * sizeof *which), nf = 0, total = 0;
@@ -596,8 +600,8 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
     pos += r->map->entries[slots[i].block].length;
   }
   if (nf > 0)
-    fetch_blocks (r, slots, which, nf, n_required, ahead, bufs, status,
-                  endpoint, deadline, 0, &fetch_err);
+    fetch_blocks (r, slots, which, nf, n_required, ahead, in_stream, bufs,
+                  status, endpoint, deadline, 0, &fetch_err);
 
   /* Only the blocks the read asked for (not read-ahead) can fail it. */
   for (size_t k = 0; k < nf; k++) {
@@ -647,7 +651,7 @@ wait_busy (struct reader *r, struct slot *s, uint64_t deadline,
     return 0;
   case BLOCK_CLAIMED:           /* evicted meanwhile: fill it ourselves */
     s->pinned = true;
-    return fill_claimed (r, s, 1, 1, FETCH_DEMAND, deadline, err);
+    return fill_claimed (r, s, 1, 1, FETCH_DEMAND, false, deadline, err);
   case BLOCK_TIMEDOUT:
     return cloop_err_set (err, EIO, "block %" PRIu64 ": deadline of %u s "
                           "reached waiting for another request to fetch it",
@@ -726,7 +730,8 @@ fill_background (struct reader *r, struct slot *slots, size_t n,
   for (size_t i = 0; i < n; i++)
     any |= slots[i].status == BLOCK_CLAIMED;
   if (any &&
-      fill_claimed (r, slots, n, 0, prio, read_deadline (r), &err) == -1 &&
+      fill_claimed (r, slots, n, 0, prio, false, read_deadline (r),
+                    &err) == -1 &&
       r->cfg.debug)
     r->cfg.debug ("background fill: %s", err.msg);
   release_blocks (r, slots, n);
@@ -885,13 +890,15 @@ plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
 /* Start the read-ahead that a read of blocks [first, last] calls for
  * (plan_readahead), unless the source cannot be reached now.  Returns
  * the number of blocks after last that the client's read-ahead has
- * queued (0 if it is not reading sequentially). */
+ * queued (0 if it is not reading sequentially); *in_stream: the read
+ * is part of a sequential stream with a read-ahead window. */
 static uint64_t
 read_ahead (struct reader *r, struct read_stream *st, uint64_t first,
-            uint64_t last, bool late)
+            uint64_t last, bool late, bool *in_stream)
 {
   uint64_t from, count, ahead;
 
+  *in_stream = false;
   if (r->ra_max == 0 || st == NULL || r->cfg.workpool == NULL ||
       atomic_load_explicit (&r->ra_off, memory_order_relaxed))
     return 0;
@@ -901,6 +908,7 @@ read_ahead (struct reader *r, struct read_stream *st, uint64_t first,
                  FETCH_READAHEAD);
   pthread_mutex_lock (&st->lock);
   ahead = st->window > 0 && st->ahead > last + 1 ? st->ahead - last - 1 : 0;
+  *in_stream = st->window > 0;
   pthread_mutex_unlock (&st->lock);
   return ahead;
 }
@@ -910,19 +918,20 @@ read_ahead (struct reader *r, struct read_stream *st, uint64_t first,
 /* Complete blocks acquired in slots[0..n) (nclaimed of them claimed,
  * -1 if acquiring failed, with err set) and the optional ones in
  * slots[n..n+extra): fill the claimed ones, then wait for those of
- * [0, n) other threads are filling.  Returns 0, or -1 with err set;
- * slots' pinned flags are accurate in both cases. */
+ * [0, n) other threads are filling.  in_stream: as fill_claimed's.
+ * Returns 0, or -1 with err set; slots' pinned flags are accurate in
+ * both cases. */
 static int
 complete_blocks (struct reader *r, struct slot *slots, size_t n,
-                 size_t extra, ssize_t nclaimed, uint64_t deadline,
-                 struct cloop_err *err)
+                 size_t extra, ssize_t nclaimed, bool in_stream,
+                 uint64_t deadline, struct cloop_err *err)
 {
   int ret = nclaimed == -1 ? -1 : 0;
 
   /* Publish our own claims before waiting for anyone else's. */
   if (nclaimed != 0 &&
-      fill_claimed (r, slots, n + extra, n, FETCH_READAHEAD, deadline,
-                    err) == -1)
+      fill_claimed (r, slots, n + extra, n, FETCH_READAHEAD, in_stream,
+                    deadline, err) == -1)
     ret = -1;
   for (size_t i = 0; i < n; i++)
     if (slots[i].status == BLOCK_BUSY &&
@@ -941,6 +950,7 @@ reader_pread (struct reader *r, struct read_stream *st, void *buf,
   uint64_t first, last, ahead;
   size_t n, hits = 0, extra = 0;
   ssize_t nclaimed;
+  bool in_stream;
   int ret;
 
   if (count == 0)
@@ -965,13 +975,13 @@ reader_pread (struct reader *r, struct read_stream *st, void *buf,
   if (st)
     atomic_fetch_add (&st->reading, 1);
   nclaimed = acquire_range (r, slots, first, n, false, &hits, err);
-  ahead = read_ahead (r, st, first, last, hits < n);
+  ahead = read_ahead (r, st, first, last, hits < n, &in_stream);
   if (nclaimed > 0 && ahead > 0 && atomic_load (&st->reading) > 1) {
     extra = ahead < r->ra_job ? ahead : r->ra_job;
     acquire_range (r, slots + n, last + 1, extra, true, NULL, NULL);
   }
-  ret = complete_blocks (r, slots, n, extra, nclaimed, read_deadline (r),
-                         err);
+  ret = complete_blocks (r, slots, n, extra, nclaimed, in_stream,
+                         read_deadline (r), err);
 
   if (ret == 0) {
     uint64_t pos = offset;

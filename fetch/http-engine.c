@@ -126,7 +126,9 @@ struct http_engine {
   struct http_xfer *waiting;    /* backing off before an attempt */
   unsigned n_active;
   uint64_t demand_attempts;     /* demand attempts started (not hedges) */
-  uint64_t last_demand_ns;      /* a client's read last came in */
+  uint64_t demand_waits_ns[2];  /* when the last two clients' reads (not
+                                   in_stream) had to wait for a slot,
+                                   the older first */
   bool reserve;                 /* this pass keeps a slot for them */
   uint64_t hedges;              /* hedges started */
   uint64_t last_reap_ns;
@@ -276,18 +278,24 @@ slot_limit (const struct http_xfer *x, const struct http_origin *o)
 /* The engine keeps one slot free of read-ahead and background work
  * when it has at least this many (with fewer, that slot would cost a
  * sequential reader too large a share of its throughput), while
- * clients' reads have been fetched in the last RESERVE_HOLD_NS. */
+ * clients' reads not in_stream (source.h) keep having to wait for a
+ * slot: two of them in the last RESERVE_HOLD_NS.  Not merely while
+ * such reads come, nor after one of them: the header and index read at
+ * open, and the first read of each stream of a parallel copy (one when
+ * it starts, one each time it moves on to another part of the image),
+ * then kept a connection idle for a second each time. */
 #define RESERVE_FROM 4
 #define RESERVE_HOLD_NS 1000000000ULL
 
-/* http_xfer_choose's question: may x start on o now?  While clients
- * send reads that need fetching, read-ahead and background work do not
- * take the engine's last free slot (once it has RESERVE_FROM), so that
- * such a read queued behind them waits for no transfer at all, even
- * when they hang until their timeout; with one origin, that is its last
+/* http_xfer_choose's question: may x start on o now?  Once clients'
+ * reads have had to wait for a slot, read-ahead and background work do
+ * not take the engine's last free slot (once it has RESERVE_FROM), so
+ * that the next such read waits for no transfer at all, even when they
+ * hang until their timeout; with one origin, that is its last
  * connection, and with mirrors read-ahead may use all of every mirror's
  * connections but one in all.  A client that reads only what the
- * read-ahead has fetched (a sequential copy) has every slot. */
+ * read-ahead has fetched, or past it in the same stream (a sequential
+ * copy), has every slot. */
 static bool
 has_slot (void *opaque, const struct http_xfer *x, struct http_origin *o)
 {
@@ -564,13 +572,25 @@ deliver_trains (struct http_engine *e)
       train_deliver (x->opaque, x->received);
 }
 
+/* Transfer x cannot start now: if it is a client's read not in_stream,
+ * count it once among those that had to wait (see RESERVE_FROM). */
+static void
+demand_waits (struct http_engine *e, struct http_xfer *x, uint64_t now)
+{
+  if (x->priority != FETCH_DEMAND || x->in_stream || x->waited)
+    return;
+  x->waited = true;
+  e->demand_waits_ns[0] = e->demand_waits_ns[1];
+  e->demand_waits_ns[1] = now;
+}
+
 /* Start ready transfers, most urgent first, while slots are free; fail
  * those whose deadline passed in the queue. */
 static void
 start_ready (struct http_engine *e, uint64_t now)
 {
   e->reserve = e->max_total >= RESERVE_FROM &&
-    now - e->last_demand_ns < RESERVE_HOLD_NS;
+    now - e->demand_waits_ns[0] < RESERVE_HOLD_NS;
   /* Count afresh, in this pass, the client reads that wait for each
    * busy origin (http_xfer_choose weighs them). */
   for (int p = 0; p < FETCH_PRIORITIES; p++)
@@ -587,8 +607,10 @@ start_ready (struct http_engine *e, uint64_t now)
         fail_deadline (x);
         continue;
       }
-      if (e->n_active >= e->max_total)
+      if (e->n_active >= e->max_total) {
+        demand_waits (e, x, now);
         return;
+      }
       switch (http_xfer_choose (x, has_slot, e)) {
       case HTTP_CHOSEN:
         start_attempt (e, form_train (e, x, &next, now));
@@ -600,6 +622,7 @@ start_ready (struct http_engine *e, uint64_t now)
       case HTTP_WAIT:
         if (x->wait_for)
           x->wait_for->waiters++;
+        demand_waits (e, x, now);
         break;
       }
     }
@@ -872,8 +895,6 @@ take_incoming (struct http_engine *e)
     uint64_t not_before;
 
     want = x->next;
-    if (x->priority == FETCH_DEMAND)
-      e->last_demand_ns = http_now_ns ();
     if (stopping)
       fail_now (x, "the HTTP engine is stopping");
     else if (cancelled (x))

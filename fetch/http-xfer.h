@@ -118,6 +118,8 @@ struct http_xfer {
   uint64_t first;               /* first byte asked for */
   size_t length;                /* bytes asked for (> 0) */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC */
+  bool in_stream;               /* every part is a client's read in a
+                                   sequential stream (source.h) */
   bool probe;                   /* the open-time probe: total unknown */
   bool quick_connect;           /* give up connecting after
                                    HTTP_PROBE_CONNECT_MS (a probe of a
@@ -133,6 +135,8 @@ struct http_xfer {
                                    (other_copy) may serve it */
   unsigned attempts;            /* attempts started (or faulty copies
                                    the caller already found) */
+  bool waited;                  /* counted by the engine as a client's
+                                   read that had to wait for a slot */
 
   /* State of the current attempt. */
   uint64_t failed_origins;      /* bit i: origins[i] failed this transfer */

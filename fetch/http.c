@@ -436,6 +436,7 @@ triage_ranges (struct http_source *hs, struct source_range *ranges,
         .offset = hs->head_len, .length = r->length - in_head,
         .buf = (unsigned char *) r->buf + in_head,
         .priority = r->priority, .deadline_ns = r->deadline_ns,
+        .in_stream = r->in_stream,
       };
       want[(*n_todo)++] = &tails[i];
       hits++;
@@ -472,6 +473,7 @@ plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
     x->origins = ref_only ? &hs->origins[hs->ref->index] : hs->origins;
     x->n_origins = ref_only ? 1 : hs->n_origins;
     x->priority = FETCH_PRIORITIES - 1;
+    x->in_stream = true;
     x->parts = &want[i];
     x->n_parts = j - i;
     x->first = want[i]->offset;
@@ -484,6 +486,7 @@ plan_transfers (struct http_source *hs, struct source_range **want, size_t n,
         x->attempts = want[k]->refetch;
       if (want[k]->priority < x->priority)       /* the most urgent */
         x->priority = want[k]->priority;
+      x->in_stream &= want[k]->in_stream;
     }
     refetches += x->attempts > 0;
     i = j;
@@ -617,7 +620,7 @@ http_get_objects (struct source *src, struct source_object *objs, size_t n,
     parts[i] = &rs[i];
     xs[i] = (struct http_xfer) {
       .origins = hs->origins, .n_origins = hs->n_origins,
-      .priority = objs[i].priority,
+      .priority = objs[i].priority, .in_stream = objs[i].in_stream,
       .parts = &parts[i], .n_parts = 1, .first = 0,
       .length = objs[i].length,
       .deadline_ns = objs[i].deadline_ns && objs[i].deadline_ns < deadline

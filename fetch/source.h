@@ -21,9 +21,13 @@
 struct source;
 
 /* How urgent a fetch is.  A source that queues its transfers (HTTP)
- * starts more urgent ones first and keeps a connection free of the
- * less urgent, so a client's read never waits behind read-ahead or
- * background work for more than one transfer. */
+ * starts more urgent ones first and, while clients' reads keep finding
+ * its connections taken, keeps one free of the less urgent, so that a
+ * client's read waits behind read-ahead or background work for no more
+ * than one transfer.  Reads marked in_stream do not ask for that: they
+ * belong to a sequential stream whose read-ahead is what they would
+ * wait for anyway, and a connection kept idle for them would only slow
+ * that stream down. */
 enum fetch_priority {
   FETCH_DEMAND = 0,             /* a client waits for these bytes */
   FETCH_READAHEAD,              /* a client will probably want them soon */
@@ -39,6 +43,8 @@ struct source_range {
   enum fetch_priority priority; /* FETCH_DEMAND unless set */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
   unsigned refetch;             /* earlier copies the caller found faulty */
+  bool in_stream;               /* a client's read in a sequential stream
+                                   (see fetch_priority) */
   int status;                   /* out: 0 or an errno value */
   int endpoint;                 /* out: which endpoint served it (-1: none) */
 };
@@ -54,6 +60,7 @@ struct source_object {
   enum fetch_priority priority; /* FETCH_DEMAND unless set */
   uint64_t deadline_ns;         /* CLOCK_MONOTONIC; 0 = source's timeout */
   unsigned refetch;             /* earlier copies the caller found faulty */
+  bool in_stream;               /* as in struct source_range */
   size_t received;              /* out: bytes stored in buf */
   int status;                   /* out: 0 or an errno value */
   int endpoint;                 /* out: which endpoint served it (-1: none) */

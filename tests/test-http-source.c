@@ -897,23 +897,58 @@ readahead_thread (void *opaque)
   return NULL;
 }
 
-/* With connections=4 and no client read fetched in the last second,
+/* A client's read of 4 KiB in the middle of the file. */
+static void *
+demand_thread (void *opaque)
+{
+  struct readahead_batch *rb = opaque;
+  static unsigned char buf[4096];
+  struct cloop_err err = { 0 };
+  uint64_t off = rb->ref->size / 16 * 9;
+
+  rb->result = source_pread (rb->src, buf, sizeof buf, off, &err);
+  if (rb->result == 0 && !same_as_file (rb->ref, buf, sizeof buf, off))
+    rb->result = -1;
+  return NULL;
+}
+
+/* Wait until the GETs of src since a are all out (n of them) before any
+ * reply has come, or a reply comes first.  Returns whether they were. */
+static bool
+all_out_at_once (struct source *src, const struct http_stats *a, unsigned n)
+{
+  struct http_stats st;
+
+  do {
+    usleep (10000);
+    st = stats_of (src);
+    if (st.requests - a->requests >= n && st.bytes_fetched == a->bytes_fetched)
+      return true;
+  } while (st.bytes_fetched == a->bytes_fetched);
+  return false;
+}
+
+/* With connections=4 and no client read that had to wait lately,
  * read-ahead takes all four connections: four read-ahead GETs are out
  * at once, before any has ended (the engine used to keep one for
  * client reads at all times, so the fourth waited for the first).
+ * Then a client's read that finds a connection free keeps none: it and
+ * three read-ahead GETs are out at once (the engine used to keep one
+ * for a second after any client's read, so the third waited).
  * Asserted by order: the fourth request starts while no reply has
- * come (each is held 1 s). */
+ * come (each is held 1 s, then 0.6 s: less than the second the old
+ * engine kept its connection). */
 static void
 test_reserve (const char *url, const struct reference *ref)
 {
   struct http_config cfg = base_config (url);
-  struct readahead_batch rb = { .ref = ref };
-  struct http_stats a, st;
-  pthread_t tid;
-  bool four_at_once = false;
+  struct readahead_batch rb = { .ref = ref }, db = { .ref = ref };
+  struct http_stats a;
+  pthread_t tid, dtid;
+  bool four_at_once;
 
-  say ("reserve: with no client read fetched lately, read-ahead takes "
-       "all 4 connections");
+  say ("reserve: with no client read kept waiting lately, read-ahead "
+       "takes all 4 connections");
   /* As the plugin sizes it: connections x origins in all. */
   {
     struct cloop_err err = { 0 };
@@ -930,16 +965,27 @@ test_reserve (const char *url, const struct reference *ref)
   usleep (1200000);             /* the probe at open was a client read */
   a = stats_of (rb.src);
   CHECK (pthread_create (&tid, NULL, readahead_thread, &rb) == 0);
-  do {
-    usleep (10000);
-    st = stats_of (rb.src);
-    if (st.requests - a.requests >= 4 && st.bytes_fetched == a.bytes_fetched)
-      four_at_once = true;
-  } while (!four_at_once && st.bytes_fetched == a.bytes_fetched);
+  four_at_once = all_out_at_once (rb.src, &a, 4);
   pthread_join (tid, NULL);
-  set_faults ("");
   say ("  four GETs out before any reply: %s", four_at_once ? "yes" : "no");
   CHECK (rb.result == 0);
+  CHECK (four_at_once);
+
+  /* The client's read first, alone: it finds a connection at once. */
+  set_faults ("{\"fault\":\"delay\",\"ms\":600,\"ranged\":true}\n");
+  db.src = rb.src;
+  a = stats_of (rb.src);
+  CHECK (pthread_create (&dtid, NULL, demand_thread, &db) == 0);
+  while (stats_of (rb.src).requests == a.requests)
+    usleep (10000);
+  CHECK (pthread_create (&tid, NULL, readahead_thread, &rb) == 0);
+  four_at_once = all_out_at_once (rb.src, &a, 4);
+  pthread_join (dtid, NULL);
+  pthread_join (tid, NULL);
+  set_faults ("");
+  say ("  a client's read and three read-ahead GETs out before any reply: "
+       "%s", four_at_once ? "yes" : "no");
+  CHECK (db.result == 0 && rb.result == 0);
   CHECK (four_at_once);
   source_close (rb.src);
 }
