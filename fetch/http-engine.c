@@ -265,14 +265,17 @@ cancelled (const struct http_xfer *x)
 
 /* Transfers origin o may run at once for a transfer of x's priority:
  * all its connections for a client's read or read-ahead, all but one
- * for background work.  (has_slot also keeps one of the engine's
- * slots free of all but client reads.) */
+ * for background work, except the check of a mirror's copy (a probe):
+ * the mirror serves nothing else until it has passed, and its parts
+ * (the head, the index) then go out at once rather than one round trip
+ * after the other.  (has_slot also keeps one of the engine's slots
+ * free of all but client reads.) */
 static unsigned
 slot_limit (const struct http_xfer *x, const struct http_origin *o)
 {
   unsigned c = o->cfg.connections;
 
-  return x->priority != FETCH_BACKGROUND || c < 2 ? c : c - 1;
+  return x->priority != FETCH_BACKGROUND || x->probe || c < 2 ? c : c - 1;
 }
 
 /* The engine keeps one slot free of read-ahead and background work
