@@ -154,4 +154,12 @@ void block_cache_get_stats (struct block_cache_image *img,
 void block_cache_get_totals (struct block_cache *cache,
                              struct block_cache_stats *stats);
 
+/* Decoded bytes of the blocks that background fills have claimed
+ * (being filled, or filled) and no client has read yet, over all the
+ * images of img's cache; *max_bytes (if not NULL) gets the cache's
+ * bound.  Read-ahead keeps the former within a share of the latter, so
+ * that what it fetches is read before it is evicted. */
+uint64_t block_cache_unread_prefetch (struct block_cache_image *img,
+                                      uint64_t *max_bytes);
+
 #endif /* CLOOP_BLOCKCACHE_H */

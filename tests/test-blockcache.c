@@ -570,6 +570,55 @@ test_prefetch_counters (void)
   block_cache_free (cache);
 }
 
+/* The bytes of prefetched blocks not yet read (what read-ahead keeps
+ * within half the cache): a claim adds a block, a client's first read
+ * (a hit or a wait), a failed fill, an eviction or dropping the image
+ * takes it off.  And a prefetched block, once read, is evicted before
+ * blocks used longer ago (a sequential reader reads it once): a
+ * parallel copy evicted unread read-ahead otherwise. */
+static void
+test_prefetch_unread (void)
+{
+  const uint32_t bs = 4096;
+  struct block_cache_image *c = new_cache (bs, 4 * bs);
+  struct block_ref ref, fill;
+  enum block_cache_status st;
+  struct cloop_err err;
+  uint64_t max = 0;
+
+  say ("prefetch: unread prefetched bytes, and read ones evicted first");
+  CHECK (block_cache_unread_prefetch (c, &max) == 0 && max == 4 * bs);
+  add_block (c, bs, 1);                 /* the oldest */
+  prefetch_block (c, bs, 2);
+  prefetch_block (c, bs, 3);
+  CHECK (block_cache_unread_prefetch (c, NULL) == 2 * bs);
+  CHECK (probe (c, bs, 2));             /* read once */
+  CHECK (block_cache_unread_prefetch (c, NULL) == bs);
+  CHECK (block_cache_acquire_prefetch (c, 4, &fill, &st, &err) == 0);
+  CHECK (st == BLOCK_CLAIMED);
+  CHECK (block_cache_unread_prefetch (c, NULL) == 2 * bs);
+  CHECK (acquire (c, 4, &ref) == BLOCK_BUSY);
+  fill_pattern (fill.data, bs, 4);
+  block_cache_publish (c, &fill, 1);
+  CHECK (wait_for (c, 4, &ref) == BLOCK_HIT);   /* before the filler lets go */
+  CHECK (block_cache_unread_prefetch (c, NULL) == bs);
+  block_cache_release (c, &fill);
+  block_cache_release (c, &ref);
+  CHECK (block_cache_acquire_prefetch (c, 5, &fill, &st, &err) == 0);
+  CHECK (block_cache_unread_prefetch (c, NULL) == 2 * bs);
+  block_cache_publish (c, &fill, 0);    /* failed */
+  CHECK (block_cache_unread_prefetch (c, NULL) == bs);
+  /* 2 and 4, read once, go before 1 (5 took 4's place, 7 took 2's). */
+  add_block (c, bs, 6);
+  add_block (c, bs, 7);
+  CHECK (probe (c, bs, 1) && probe (c, bs, 3));
+  CHECK (!probe (c, bs, 2) && !probe (c, bs, 4));
+  CHECK (block_cache_unread_prefetch (c, NULL) == 0);  /* 3: read now */
+  prefetch_block (c, bs, 8);
+  CHECK (block_cache_unread_prefetch (c, NULL) == bs);
+  free_cache (c);
+}
+
 /* ---- concurrency: single flight --------------------------------------- */
 
 #define NTHREADS 16
@@ -1331,6 +1380,7 @@ main (void)
   test_waiters ();
   test_wait_deadline ();
   test_prefetch_counters ();
+  test_prefetch_unread ();
   test_single_flight (2, 0);
   test_single_flight (24, 0);
   test_single_flight (3, 5);
