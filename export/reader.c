@@ -897,7 +897,11 @@ plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
   if (st->ahead < st->next)
     st->ahead = st->next;
   win = st->window;
-  if (parallel && win > r->ra_max_parallel) {
+  /* The room is asked for (the cache's lock) only when the window
+   * would be topped up: a smaller window never tops up more often. */
+  if (parallel && win > r->ra_max_parallel &&
+      ((st->next + win - st->ahead) * 2 >= win ||
+       st->next + win >= r->map->num_blocks)) {
     uint64_t most = r->ra_max_parallel + prefetch_room (r);
 
     if (win > most)
