@@ -66,8 +66,9 @@
  *   khugepaged (max_ptes_none is 511 by default) collapses any 2 MiB
  *   extent still holding a used slot back into a huge page, making
  *   the given-back pages resident again behind the bound's back.
- *   Released slots refault when reused, and that is the dear part: releasing part of a huge page splits it, so a reused
- *   slot takes a fault per 4 KiB (with two exports of 64 KiB and
+ *   Released slots refault when reused, and that is the dear part:
+ *   releasing part of a huge page splits it, so a reused slot takes
+ *   a fault per 4 KiB (with two exports of 64 KiB and
  *   256 KiB blocks read at once, the shares drift by tens of MiB and
  *   the refaults cost ~15 % of throughput; with no trim at all the
  *   throughput matches one cache per export, but the memory does not

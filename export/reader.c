@@ -412,7 +412,8 @@ check_hash (struct reader *r, uint64_t b, const unsigned char *cbuf,
 static int
 fetch_blocks (struct reader *r, const struct slot *slots, const size_t *which,
               size_t n, size_t n_required, enum fetch_priority ahead,
-              bool in_stream, unsigned char **bufs, int *status, int *endpoint,
+              bool in_stream, unsigned char **bufs, int *status,
+              int *endpoint,
               uint64_t deadline, unsigned refetch, struct cloop_err *err)
 {
   struct source_range *ranges = NULL;
@@ -556,8 +557,8 @@ publish_slot (struct reader *r, struct slot *s, bool ok)
  * Slots from n_required on are optional: fetched at priority ahead,
  * only while the source is available, and their failure does not fail
  * the call; in_stream: the required ones are a client's read in a
- * sequential stream (source.h).  Every claimed slot is published (ok or failed) before
- * returning.  Returns 0, or -1 with err set from the first failure. */
+ * sequential stream (source.h).  Every claimed slot is published (ok
+ * or failed) before returning.  Returns 0, or -1 with err set from the first failure. */
 static int
 fill_claimed (struct reader *r, struct slot *slots, size_t n,
               size_t n_required, enum fetch_priority ahead, bool in_stream,
