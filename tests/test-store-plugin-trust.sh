@@ -103,9 +103,11 @@ refuses "neither pubkey= nor a pin (signed index)" \
     'no trusted key|no pinned|unverified' file="$S/index"
 
 # A byte of the index changed after signing (the description, so that
-# the index still parses): the signature must fail.
+# the index still parses): the signature must fail.  (A name of its own:
+# a store named like $S, published in the same second, has the same
+# revision with other bytes, which the state directory refuses.)
 T=$www/t
-publish "$T" -n trust -d "description ABC" -k k1.pem
+publish "$T" -n tamper -d "description ABC" -k k1.pem
 serves "before the change" file="$T/index" pubkey=k1.pub
 /usr/bin/python3 - "$T/index" <<'PY'
 import sys
@@ -118,7 +120,7 @@ PY
 refuses "index changed after signing" 'does not verify|signature' \
     file="$T/index" pubkey=k1.pub
 # ... and a changed block-table byte (the last entry's length).
-publish "$T" -n trust -k k1.pem
+publish "$T" -n tamper-table -k k1.pem
 /usr/bin/python3 - "$T/index" <<'PY'
 import sys
 p = sys.argv[1]
