@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # nbdkit-cloop: shared helpers for the shell tests.  Source it first:
-#   . "$srcdir/functions.sh"
+#   . "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
+# (a test that cannot load its helpers is a hard error, never a pass).
 # The Makefile's TESTS_ENVIRONMENT sets PLUGIN (the built plugin .so),
 # MKCLOOP (the test-vector writer), srcdir and builddir.
 

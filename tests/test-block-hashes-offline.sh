@@ -9,7 +9,7 @@
 # the pin (another pin is refused).  A list URL that was never fetched
 # stops nbdkit with an error naming it.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

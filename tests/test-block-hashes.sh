@@ -13,7 +13,7 @@
 # unsigned or wrongly signed list, a wrong pin and a missing URL stop
 # nbdkit at start-up with an error naming the list.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

@@ -4,7 +4,7 @@
 # 127.0.0.1:PORT only; the guest, on qemu user networking, reaches it as
 # 10.0.2.2:PORT (kernel argument nbdroot=10.0.2.2:PORT), attaches
 # /dev/nbd0 and boots from it.
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 . "$srcdir/../scripts/boot/common.sh"
 boot_test_begin

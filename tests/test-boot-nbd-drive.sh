@@ -5,7 +5,7 @@
 # empty persistent cache.  The miniroot mounts /dev/vda read-only under
 # a tmpfs overlay; the guest's init prints the marker and the checksums
 # of files inside the image, which must match the host's.
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 . "$srcdir/../scripts/boot/common.sh"
 boot_test_begin

@@ -4,7 +4,7 @@
 # first boot fills the persistent cache; the second nbdkit (revalidate=0,
 # so it does try the server) cannot reach it, logs that it serves the
 # cached copy, and the guest boots from the cache alone.
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 . "$srcdir/../scripts/boot/common.sh"
 boot_test_begin

@@ -5,7 +5,7 @@
 # (kernel argument rootrw); the first boot writes a file, a second boot
 # under a new nbdkit finds it; the cloop image and the export's bytes
 # are unchanged.
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 # The writable path needs the ext4 root (ISO9660 is read-only), whatever
 # BOOT_ROOTFS_TYPE the other boot tests use.

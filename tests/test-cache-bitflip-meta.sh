@@ -18,7 +18,7 @@
 #     digit of the size: exact bytes (it is probed and written again);
 # and after each case the next start reads exactly with no warning.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -7,7 +7,7 @@
 # revalidate=600 s, so no probe either).  A third run then makes no
 # request at all.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -19,7 +19,7 @@
 #     now after that, server stopped: exact from the cache (the refusal
 #     did not spoil the cache).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

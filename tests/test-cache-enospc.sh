@@ -9,7 +9,7 @@
 # too small for even the image's identity and index (64 KiB).  Needs
 # root (mount).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

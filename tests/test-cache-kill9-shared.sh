@@ -12,7 +12,7 @@
 # file; and, the server stopped, an offline run gives the exact bytes
 # from the cache alone.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

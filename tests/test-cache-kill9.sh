@@ -10,7 +10,7 @@
 # an offline run (revalidate=0: the probe fails, the cached identity is
 # used, with a warning) must give the exact bytes from the cache alone.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

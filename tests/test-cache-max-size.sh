@@ -5,7 +5,7 @@
 # each pass the files under cache-dir take no more disk space
 # (st_blocks) than the limit plus one entry of slack.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -8,7 +8,7 @@
 # and then rewriting the entry's SHA-256: in the "V2.0" signature of
 # the cached head, and in the top byte of the first index offset.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

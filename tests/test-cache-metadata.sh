@@ -13,7 +13,7 @@
 #     server stopped still opens the image from the cache and serves
 #     the cached blocks byte-exact.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -10,7 +10,7 @@
 # A cold cache with the server stopped must stop nbdkit with an error
 # naming the URL, quickly, and serve nothing.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

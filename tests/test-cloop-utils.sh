@@ -4,7 +4,7 @@
 # cloop-utils) at several block sizes and levels read back as the
 # zero-padded source, in whole and in unaligned pieces.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires nbdkit --version
 requires nbdcopy --version

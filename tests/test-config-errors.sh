@@ -7,7 +7,7 @@
 # values, whose error names the key and the value.  And a URL given as
 # the bare first parameter is taken as url=.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -4,7 +4,7 @@
 # number; the blocks around it still read correctly, and a second read
 # of the corrupt block fails again (nothing stale or garbage cached).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires nbdkit --version
 requires nbdsh --version

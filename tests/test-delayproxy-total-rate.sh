@@ -14,7 +14,7 @@
 #     whole backlog of another connection);
 #   - a negative --total-rate or a --queue-ms of 0 is refused.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 rate=1000000                    # bytes/s

@@ -5,7 +5,7 @@
 # size, so its export is exactly the input, unpadded), and the export
 # has the right size.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires_plugin_tools
 requires nbdinfo --version

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # --dump-plugin prints the version, the codecs of this build and the
 # zlib-format decoder; the thread model is parallel.
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 requires nbdkit --version
 
 out=$tmpdir/dump

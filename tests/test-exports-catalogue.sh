@@ -9,7 +9,7 @@
 # naming the file and the line number; so does a process-wide key on a
 # line.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -8,7 +8,7 @@
 # once; an unknown name is refused while the others keep serving;
 # default-export= picks the export of the empty name.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires_plugin_tools
 requires nbdinfo --version

@@ -9,7 +9,7 @@
 # budget, and that an export read while the other is idle holds more
 # than half of it (an even split would cap it at half).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires_plugin_tools
 

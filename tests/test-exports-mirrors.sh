@@ -7,7 +7,7 @@
 # Each export reads byte-exact; the counters of -D cloop.stats=1 show B
 # serving the two mirrored exports, and "plain" with its one server.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -11,7 +11,7 @@
 # nginx), where the old revision's blocks keep coming from the cache
 # and the server.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -5,7 +5,7 @@
 # cloop-store, built here as plain programs (under ASan in the
 # sanitizer build).  A violated property aborts the harness.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"
 requires test -x "$MKCLOOP"

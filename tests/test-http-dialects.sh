@@ -7,7 +7,7 @@
 # cache (cache-dir=none) and half with a fresh one.  A second run
 # against each warm cache must read back the same bytes.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

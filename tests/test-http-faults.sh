@@ -21,7 +21,7 @@
 # Three concurrent reads of one block under a long delay must each
 # answer within their own deadline too (they share one fetch).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires nbdkit --version

@@ -10,7 +10,7 @@
 # serves no block, and the image reads byte-exact with no faulty copy.
 # An honest mirror of the same build passes the check and serves.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 export PYTHONPATH="$srcdir"
 

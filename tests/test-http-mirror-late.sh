@@ -13,7 +13,7 @@
 # warning says so), and it is kept aside too.  Every pass is
 # byte-exact.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 export PYTHONPATH="$srcdir"
 

@@ -16,7 +16,7 @@
 # connection each) would take 12 x 0.4 s on A alone; B takes some of
 # them, and all are byte-exact.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

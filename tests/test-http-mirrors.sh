@@ -10,7 +10,7 @@
 # blamed on B (counted and benched); C is marked down, then reachable
 # again and serving (fail-back).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 export PYTHONPATH="$srcdir"
 

@@ -10,7 +10,7 @@
 # Runs 1 and 2 turn read-ahead off, so that run 1 caches exactly the
 # blocks it reads.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

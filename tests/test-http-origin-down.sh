@@ -23,7 +23,7 @@
 # start-up, reading cached blocks (exact) and uncached ones (EIO) makes
 # no connection at all.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

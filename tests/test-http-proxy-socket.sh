@@ -10,7 +10,7 @@
 #     sent to the proxy can succeed: byte-exact, and the proxy logged
 #     the requests, with the absolute URL curl sends to a proxy.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -11,7 +11,7 @@
 # arrives before the client asks, so it would not grow (read-ahead runs
 # in the background), and its many small top-ups would blur the count.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -7,7 +7,7 @@
 # fetch exactly the compressed bytes of the blocks they touch, nothing
 # ahead.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires nbdkit --version

@@ -8,7 +8,7 @@
 # is killed (refused) while R points to T3: once more.  Every pass is
 # byte-exact, R serves 3 requests in all, and T2 and T3 serve reads.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 export PYTHONPATH="$srcdir"
 

@@ -9,7 +9,7 @@
 # started; zlib's Adler-32 catches it.  Requests are counted in the
 # server's log.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -17,7 +17,7 @@
 #    index and signature of the same sizes and mtime) replaces revision
 #    1; the next start serves revision 2, with its own signature.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

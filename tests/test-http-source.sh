@@ -5,7 +5,7 @@
 # (HTTP_URL/HTTP_FILE) and the fault server (FAULT_URL, FAULT_FILE,
 # FAULT_CONTROL), which it needs to run at all.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 prog=$builddir/test-http-source

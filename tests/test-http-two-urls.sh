@@ -10,7 +10,7 @@
 # fetched from the second server; a read of X again asks nginx nothing.  A different file then put under the second URL reads as its
 # own bytes.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -6,7 +6,7 @@
 # plugin's own counter, -D cloop.stats=1, agrees); with revalidate=0
 # exactly one (the start-up probe, a 206).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

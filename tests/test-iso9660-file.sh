@@ -11,7 +11,7 @@
 # file, a corrupted volume descriptor, iso-file= on a bare cloop
 # file.  dir= serves every KNOPPIX* of an ISO as ISONAME/KNOPPIXn.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires_plugin_tools
 requires test -x /usr/bin/create_compressed_fs

@@ -12,7 +12,7 @@
 # an index alone does not name the data); with the server stopped, the
 # ISO is served from the disk cache alone.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

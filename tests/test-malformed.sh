@@ -4,7 +4,7 @@
 # garbage, bad V4/dplasa footers; see malformed.py) are refused when
 # nbdkit starts, with an error naming the file, and never crash it.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires nbdkit --version
 requires /usr/bin/python3 --version

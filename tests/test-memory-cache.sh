@@ -4,7 +4,7 @@
 # served from memory (no new misses), and a cache smaller than the
 # image stays within its bound while reads stay exact.  (readahead=0:
 # every block is filled by the read that needs it, so counts are exact.)
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 requires command -v create_compressed_fs
 requires nbdsh --version
 

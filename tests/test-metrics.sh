@@ -10,7 +10,7 @@
 # A metrics-file= that cannot be written stops nbdkit with an error
 # naming it; metrics-interval= alone is refused.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

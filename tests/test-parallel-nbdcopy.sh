@@ -4,7 +4,7 @@
 # real create_compressed_fs image byte-exact, also with a memory cache
 # so small that blocks are evicted and refilled while other requests
 # want them.
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 requires command -v create_compressed_fs
 requires nbdcopy --version
 requires nbdinfo --version

@@ -14,7 +14,7 @@
 #    range is still served.
 # Counters come from metrics-file= (written every second).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

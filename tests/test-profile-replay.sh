@@ -25,7 +25,7 @@
 # (A tampered profile in a signed index is refused with the index:
 # tests/test-store-profile.sh.)
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

@@ -4,7 +4,7 @@
 # and our export agree byte for byte on real create_compressed_fs
 # images.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires nbdkit --version
 requires nbdcopy --version

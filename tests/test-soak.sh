@@ -8,7 +8,7 @@
 # alive at the end with no sanitizer report, and that a fresh nbdkit on
 # the same cache-dir then reads the whole image exactly.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 requires_plugin_tools
 requires /usr/bin/python3 -c 'import nbd'
 

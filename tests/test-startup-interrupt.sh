@@ -21,7 +21,7 @@
 # silent server on the same port and SIGINT: the same message, and no
 # fall-back to serving the cache without the server.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

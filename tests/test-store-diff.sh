@@ -4,7 +4,7 @@
 # the old one writes only the changed blocks, and "cloop-store diff"
 # reports the shared, new and removed blocks and the download needed.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"
 requires test -x "$CLOOP_STORE"

@@ -13,7 +13,7 @@
 # random (probability) over two passes, then a clean pass on the same
 # cache: exact.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

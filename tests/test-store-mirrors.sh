@@ -10,7 +10,7 @@
 # slowed down by 50 ms a reply, so that B is asked first.  The export
 # reads byte-exact and both mirrors served blocks.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

@@ -15,7 +15,7 @@
 #     one GET per distinct block hash of NEW that OLD lacks - exactly
 #     those files (and the plugin's http counter agrees).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

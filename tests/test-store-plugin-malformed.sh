@@ -8,7 +8,7 @@
 # also tried with insecure=true and over HTTP.  Signature-file variants
 # sit beside a good index.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

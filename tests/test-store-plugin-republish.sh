@@ -7,7 +7,7 @@
 # the server's new one); revalidate=0 fetches the new index and serves
 # the new revision; a warm start after that serves the new one too.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

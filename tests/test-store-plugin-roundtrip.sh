@@ -15,7 +15,7 @@
 #     and its .sig;
 #   - nbdcopy to a file leaves the zero blocks as holes in it.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

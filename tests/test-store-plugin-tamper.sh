@@ -14,7 +14,7 @@
 #     blk/ entry damaged in cache-dir is detected, replaced by exactly
 #     one new GET, and the export is exact.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

@@ -15,7 +15,7 @@
 #     warning; a pinned correct hash (index-sha256= and #sha256=) on an
 #     unsigned index; a higher revision after a lower one.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

@@ -18,7 +18,7 @@
 #     version-1 reader says of a version-2 index); profile remove makes
 #     the index version 1 again, still signed and served.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"
 requires nbdkit --version

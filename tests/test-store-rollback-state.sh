@@ -9,7 +9,7 @@
 #  - the same with cache-dir=none;
 #  - the cache directory removed altogether: still refused.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

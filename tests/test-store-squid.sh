@@ -8,7 +8,7 @@
 # nginx serves each of them once: the second process gets them from
 # Squid.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -8,7 +8,7 @@
 # run.  A journaled block file that was damaged meanwhile is compressed
 # and written again, not trusted.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"
 requires test -x "$CLOOP_STORE"

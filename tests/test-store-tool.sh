@@ -6,7 +6,7 @@
 # and the block files, and compared byte for byte with the source.
 # The plugin's own reading of stores is tested elsewhere.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"
 requires test -x "$CLOOP_STORE"

@@ -8,7 +8,7 @@
 # whole and byte-exact: with the server gone, every byte came from what
 # warm cached, under the keys the plugin uses.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 : "${CLOOP_STORE:=$builddir/../cloop-store}"

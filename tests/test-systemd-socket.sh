@@ -12,7 +12,7 @@
 # lands in STATE_DIRECTORY, and the example catalogue parses.
 # Not exercised: the hardening directives (they need systemd as PID 1).
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 . "$srcdir/web-servers.sh"
 
 requires_plugin_tools

@@ -13,7 +13,7 @@
 #    boundary after a stream reads byte-exact; non-zero padding, or
 #    zero padding past that boundary, fails the block.
 
-. "${srcdir:-$(dirname "$0")}/functions.sh"
+. "${srcdir:-$(dirname "$0")}/functions.sh" || exit 99
 
 requires_plugin_tools
 requires nbdsh --version
