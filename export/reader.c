@@ -843,13 +843,19 @@ read_stream_destroy (struct read_stream *s)
   pthread_mutex_destroy (&s->lock);
 }
 
+uint64_t
+reader_unread_prefetch (struct reader *r, uint64_t *max_bytes)
+{
+  return block_cache_unread_prefetch (r->cache, max_bytes);
+}
+
 /* Blocks that read-ahead may still claim beyond a parallel client's
  * WINDOW_PARALLEL_BYTES: what keeps the blocks read ahead and not yet
  * read, over the whole memory cache, within half of it. */
 static uint64_t
 prefetch_room (struct reader *r)
 {
-  uint64_t max, unread = block_cache_unread_prefetch (r->cache, &max);
+  uint64_t max, unread = reader_unread_prefetch (r, &max);
 
   return max / 2 > unread ? (max / 2 - unread) / r->map->block_size : 0;
 }

@@ -114,6 +114,12 @@ int reader_pread (struct reader *r, struct read_stream *stream,
 int reader_prefetch (struct reader *r, uint32_t count, uint64_t offset,
                      struct cloop_err *err);
 
+/* Decoded bytes of the blocks that background fills (read-ahead, a
+ * profile's replay) have claimed and no client has read yet, over the
+ * whole memory cache; *max_bytes (may be NULL) gets the cache's bound.
+ * Background work keeps the former within half of the latter. */
+uint64_t reader_unread_prefetch (struct reader *r, uint64_t *max_bytes);
+
 /* Fill the listed blocks (numbers past the image are ignored) into
  * the caches now, in this thread, as background fills fetched at
  * prio, for a caller that runs on a pool's worker (a profile's

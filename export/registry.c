@@ -158,11 +158,8 @@ start_profiles (struct revision *rev, const struct image_config *cfg,
                                      err)) == NULL)
     return -1;
   if (cfg->profile_replay && map->profile_len > 0 && reg->pool) {
-    uint64_t ahead = reg->cfg.memory_cache_size / 2 / map->block_size;
-    if (ahead < 16)
-      ahead = 16;
     rev->replay = replay_start (rev->reader, reg->pool, map->profile,
-                                map->profile_len, ahead, err);
+                                map->profile_len, err);
     if (rev->replay == NULL)
       return -1;
     /* The profile says what the clients will read: no read-ahead
@@ -474,12 +471,14 @@ revision_pread (struct revision *rev, struct read_stream *stream, void *buf,
     uint64_t first = offset / bs, last = (offset + count - 1) / bs;
     if (rev->recorder)
       recorder_touch (rev->recorder, first, last);
-    if (rev->replay) {
-      replay_follow (rev->replay, first, last);
+    if (rev->replay)
       reader_pause_readahead (rev->reader, replay_busy (rev->replay));
-    }
   }
   r = reader_pread (rev->reader, stream, buf, count, offset, err);
+  if (rev->replay && count > 0) {
+    uint32_t bs = reader_map (rev->reader)->block_size;
+    replay_follow (rev->replay, offset / bs, (offset + count - 1) / bs);
+  }
   uint64_t t = now_ns () - t0;
 
   if (r == -1)

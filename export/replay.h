@@ -6,10 +6,13 @@
  * 1 MiB of blocks on a work pool, a few at a time (bounding the bytes
  * in flight), fetched at the lowest priority (FETCH_BACKGROUND), so a
  * client's read never waits behind it.  Blocks already cached are
- * skipped.  It follows the clients (replay_follow): it runs at most
- * `ahead` profile entries past the furthest profile entry a client has
- * read, so when the clients leave the profile it stops after a bounded
- * overshoot, and when they run ahead of it, it jumps forward to them.
+ * skipped.  It runs ahead of the clients only as far as the memory
+ * cache holds: while the blocks fetched ahead (by it and read-ahead)
+ * that no client has read yet stay under half of the cache, so an
+ * idle client gets that much and no more.  It follows the clients
+ * (replay_follow): when they are well past its cursor, it jumps
+ * forward to them; one read of a block recorded much later does not
+ * move it.
  * Thread-safe.  Knows nothing of nbdkit.
  */
 #ifndef CLOOP_REPLAY_H
@@ -33,28 +36,34 @@ struct replay_stats {
   uint64_t skipped;             /* blocks its jobs found cached or in
                                    flight */
   uint64_t jumps;               /* times clients ran ahead of it */
-  uint64_t client_position;     /* furthest entry a client read, + 1 */
+  uint64_t client_position;     /* where the clients are, + 1: the
+                                   furthest read entry that most of
+                                   the entries just before it were */
+  uint64_t client_furthest;     /* furthest entry a client read, + 1 */
+  uint64_t client_read;         /* entries clients have read */
 };
 
 /* Start replaying profile[0..n) (block numbers of r's image; borrowed:
- * they must outlive the replay) on pool, running at most ahead
- * entries (>= 1) past the clients.  Jobs start when the pool does.
- * NULL with err set (ENOMEM). */
+ * they must outlive the replay) on pool.  Jobs start when the pool
+ * does.  NULL with err set (ENOMEM). */
 struct replay *replay_start (struct reader *r, struct workpool *pool,
-                             const uint32_t *profile, size_t n, size_t ahead,
+                             const uint32_t *profile, size_t n,
                              struct cloop_err *err);
 
 /* Stop: drop the queued jobs, wait for the running ones, and free
  * (NULL allowed).  Before the reader is freed. */
 void replay_free (struct replay *rp);
 
-/* A client read blocks [first, last]: move the clients' position and
- * let the replay run on (or jump) accordingly. */
+/* A client has read blocks [first, last] (call it after the read, so
+ * that the blocks count as read): move the clients' position and let
+ * the replay run on (or jump) accordingly.  Cheap for blocks read
+ * before or outside the profile. */
 void replay_follow (struct replay *rp, uint64_t first, uint64_t last);
 
-/* Is the replay still at work: entries left to fetch, and a job queued
- * or finished, or a client moving in the profile, within the last 5 s
- * (else the clients left the profile)?  Cheap (no lock). */
+/* Is the profile still at work: entries the clients have not read
+ * yet, and within the last 5 s a job queued or finished, or a client
+ * reading an entry for the first time (else the clients left the
+ * profile)?  Read-ahead waits while it is.  Cheap (no lock). */
 bool replay_busy (struct replay *rp);
 
 void replay_get_stats (struct replay *rp, struct replay_stats *st);

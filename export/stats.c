@@ -73,9 +73,11 @@ format_export (const struct export_snapshot *x,
   if (x->have_replay)
     emit (line, opaque, "export %s: boot profile: %" PRIu64 " blocks, %"
           PRIu64 " queued, %" PRIu64 " fetched, %" PRIu64 " skipped "
-          "(cached), %" PRIu64 " jumps, clients at entry %" PRIu64, x->name,
+          "(cached), %" PRIu64 " jumps, clients at entry %" PRIu64
+          " (%" PRIu64 " entries read, the furthest %" PRIu64 ")", x->name,
           x->replay.profile_blocks, x->replay.queued, x->replay.fetched,
-          x->replay.skipped, x->replay.jumps, x->replay.client_position);
+          x->replay.skipped, x->replay.jumps, x->replay.client_position,
+          x->replay.client_read, x->replay.client_furthest);
   if (x->recording)
     emit (line, opaque, "export %s: recording: %" PRIu64 " blocks touched",
           x->name, x->recorded);

@@ -8,10 +8,17 @@
 #     reads nothing fetches exactly the profile's blocks, no others
 #     (-D cloop.blocks=1 names every block filled; nginx logs every
 #     block file GET).
-#   order and overshoot: with memory-cache-size=2M the replay runs at
-#     most 16 entries (half the memory cache) past the client: an idle
-#     client gets exactly the first 16 entries; a read of entry 40's
-#     block makes it jump there and run 16 past it.
+#   order and overshoot: with memory-cache-size=2M the replay keeps at
+#     most 16 blocks (half the memory cache) fetched ahead and unread:
+#     an idle client gets exactly the first 16 entries; a single read
+#     of entry 40's block moves nothing; reads of the 16 make room for
+#     16 more.
+#   jump: clients that read entries 100-191 while the replay waits at
+#     entry 32 make it jump there; entries 32-99 are never fetched.
+#   shuffled boot: a boot that reads entry 150 first, then the profile
+#     in shuffled runs of 8, gets no fetched block evicted unread and
+#     no block fetched twice (but entry 150's), and most blocks from
+#     the replay.
 #   no read-ahead beside it: a client reading blocks 0-7 in order while
 #     the replay is at work makes nothing but those and profile blocks
 #     filled.
@@ -113,40 +120,117 @@ gets=$(grep -c "\"GET /s/blocks/" idle.log)
 echo "ok: replay fetched exactly the 192 profile blocks ($gets GETs)"
 
 # --- order and overshoot ----------------------------------------------------
-cat > jump.py <<PY
+# metrics.py: helpers of the nbdsh scripts below (PROM is the metrics
+# file of the run).
+cat > metrics.py <<PY
 import re, time
-def fetched():
+exp = open("$tmpdir/raw.img", "rb").read()
+order = [int(x) for x in open("$tmpdir/boot.order")]
+def metric(name):
     try:
-        m = re.search(r"profile_fetched_blocks_total\{[^}]*\} (\S+)", open("$tmpdir/j.prom").read())
+        m = re.search(name + r"\{[^}]*\} (\S+)", open(PROM).read())
     except FileNotFoundError:
         return 0
     return float(m.group(1)) if m else 0
 def settle(want):
     t0 = time.time()
-    while time.time() - t0 < 60 and fetched() < want:
+    while time.time() - t0 < 60 and metric("profile_fetched_blocks_total") < want:
         time.sleep(0.2)
     time.sleep(1.5)             # nothing more may come
-    return fetched()
-print("idle:", settle(16))
-order = [int(x) for x in open("$tmpdir/boot.order")]
-exp = open("$tmpdir/raw.img", "rb").read()
-off = order[40] * $BS
-assert h.pread(4096, off) == exp[off:off + 4096]
-print("after a read of entry 40:", settle(32))
+    return metric("profile_fetched_blocks_total")
+def read_block(b):
+    off = b * $BS + 512
+    assert h.pread(4096, off) == exp[off:off + 4096], b
+def read_entry(i):
+    read_block(order[i])
 PY
-nbdkit_cloop -U - -v -D cloop.blocks=1 -D cloop.stats=1 \
-    --run "nbdsh -u \"\$uri\" -c \"exec(open('$tmpdir/jump.py').read())\"" \
-    "$PLUGIN" url="$STORE_URL" pubkey=k.pub cache-dir=none readahead=0 \
-    memory-cache-size=2M metrics-file="$tmpdir/j.prom" metrics-interval=1 \
-    > jump.out 2> jump.err ||
-    { grep -v debug: jump.err; cat jump.out; fail "overshoot run failed"; }
-cat jump.out
-grep 'boot profile:' jump.err | tail -n 1
-blocks_filled jump.err | sort -n > jump.filled
-{ sed -n 1,16p boot.order; sed -n 41,57p boot.order; } | sort -n > jump.want
-cmp jump.filled jump.want ||
-    fail "replay with a 2M cache filled $(tr '\n' ' ' < jump.filled), expected entries 0-15, 40 and 41-56"
-echo "ok: replay ran 16 entries ahead of an idle client, then jumped to entry 40"
+# run_script NAME PROM ARGS...: nbdsh runs NAME.py (after metrics.py)
+# against the plugin with ARGS, metrics to PROM, stdout to NAME.out,
+# stderr (-D cloop.blocks=1) to NAME.err.
+run_script ()
+{
+    _n=$1 _prom=$2
+    shift 2
+    # shellcheck disable=SC2016
+    nbdkit_cloop -U - -v -D cloop.blocks=1 -D cloop.stats=1 \
+        --run "nbdsh -u \"\$uri\" -c \"PROM='$_prom'\" -c \"exec(open('$tmpdir/metrics.py').read())\" -c \"exec(open('$tmpdir/$_n.py').read())\"" \
+        "$PLUGIN" url="$STORE_URL" pubkey=k.pub cache-dir=none readahead=0 \
+        metrics-file="$_prom" metrics-interval=1 "$@" > "$_n.out" 2> "$_n.err" ||
+        { grep -v debug: "$_n.err"; cat "$_n.out"; fail "$_n: run failed"; }
+    cat "$_n.out"
+    grep 'boot profile:' "$_n.err" | tail -n 1
+}
+# entries FIRST LAST: the blocks of profile entries FIRST..LAST (0-based).
+entries () { sed -n "$(($1 + 1)),$(($2 + 1))p" boot.order; }
+
+# With memory-cache-size=2M the replay keeps at most 16 blocks (half
+# the memory cache) fetched and not yet read: an idle client gets
+# exactly the first 16 entries.  One read of entry 40's block, far
+# ahead of the replay, moves nothing: no jump, no fetch.  Reads of the
+# 16 entries fetched make room for 16 more.
+cat > order.py <<PY
+print("idle:", settle(16))
+read_entry(40)
+print("after a read of entry 40:", settle(16))
+for i in range(16):
+    read_entry(i)
+print("after reads of entries 0-15:", settle(32))
+PY
+run_script order "$tmpdir/o.prom" memory-cache-size=2M
+blocks_filled order.err | sort -n > order.filled
+{ entries 0 31; entries 40 40; } | sort -n > order.want
+cmp order.filled order.want ||
+    fail "replay with a 2M cache filled $(tr '\n' ' ' < order.filled), expected entries 0-31 and 40"
+grep -q 'boot profile: .* 0 jumps' order.err || fail "a single far read made the replay jump"
+echo "ok: replay ran 16 entries ahead of an idle client, ignored a far read, and ran on as the client read"
+
+# The clients move on past the replay: with memory-cache-size=4M it
+# fetched entries 0-31 for an idle client; the client then reads
+# entries 100-191.  Once 16 of them are read the replay jumps there:
+# entries 32-99 are never fetched.
+cat > jump.py <<PY
+print("idle:", settle(32))
+for i in range(100, 192):
+    read_entry(i)
+time.sleep(1.5)
+PY
+run_script jump "$tmpdir/j.prom" memory-cache-size=4M
+blocks_filled jump.err | sort > jump.filled
+entries 32 99 | sort > jump.skipped
+both=$(comm -12 jump.filled jump.skipped | tr '\n' ' ')
+[ -z "$both" ] || fail "the replay fetched blocks of entries 32-99 ($both) the clients had passed"
+grep -q 'boot profile: .* [1-9][0-9]* jumps' jump.err ||
+    fail "the replay did not jump to the clients"
+echo "ok: the replay jumped to clients that ran ahead of it"
+
+# A boot in another order than the recorded one: entry 150 first, then
+# the profile in runs of 8 entries, each run shuffled.  The replay
+# neither jumps to entry 150 nor runs ahead of it: with a 2M cache,
+# nothing it fetches is evicted unread, and no block is fetched twice
+# but entry 150's (read long before the replay reaches it).
+cat > shuffled.py <<PY
+import random
+r = random.Random(5)
+seq = [150]
+for s in range(0, 192, 8):
+    run = [i for i in range(s, s + 8) if i != 150]
+    r.shuffle(run)
+    seq += run
+for i in seq:
+    read_entry(i)
+time.sleep(1.5)
+print("wasted:", metric("prefetch_wasted_blocks_total"),
+      "replay fetched:", metric("profile_fetched_blocks_total"))
+PY
+run_script shuffled "$tmpdir/s.prom" memory-cache-size=2M
+blocks_filled shuffled.err | sort -n | uniq -d > shuffled.twice
+entries 150 150 | cmp -s - shuffled.twice || [ ! -s shuffled.twice ] ||
+    fail "blocks fetched twice: $(tr '\n' ' ' < shuffled.twice)"
+grep -q '^wasted: 0.0 ' shuffled.out || fail "fetched ahead and evicted unread: $(cat shuffled.out)"
+fetched=$(sed -n 's/.*replay fetched: \([0-9]*\).*/\1/p' shuffled.out)
+[ "${fetched:-0}" -ge 96 ] ||
+    fail "the replay fetched only $fetched of 192 profile blocks: it fell behind a shuffled boot"
+echo "ok: a boot in a shuffled order is replayed without waste ($fetched blocks by the replay)"
 
 # --- demand first -----------------------------------------------------------
 # Block 255 is not in the profile (the shuffle's last 64 are not).
