@@ -26,7 +26,9 @@
  * transfers queued for the bytes that follow it, then for those before
  * it, are taken into the same GET, up to TRAIN_RTTS round trips' worth
  * at that origin's measured rate.  Each of them (a car) completes as
- * soon as its own bytes have arrived, not when the whole GET ends; if
+ * soon as its own bytes have arrived, not when the whole GET ends (but
+ * the last one, which completes when it does: the engine then holds
+ * nothing of the cars' source once they all have completed); if
  * the GET fails, the cars not yet delivered go on in it (retried
  * elsewhere like any transfer) and fail with it.  So a mirror far away
  * takes a large share of a sequential window in few requests, and a
@@ -566,13 +568,18 @@ train_done (struct http_xfer *x)
   free (tr);
 }
 
-/* Deliver the cars of trains in flight whose bytes have arrived. */
+/* Deliver the cars of trains in flight whose bytes have arrived, but
+ * not the last one: it completes only when the carrier's attempt has
+ * ended (end_attempt), because once every car has completed, the
+ * callers may close their source and free the origins the carrier
+ * still points to. */
 static void
 deliver_trains (struct http_engine *e)
 {
   for (struct http_xfer *x = e->active; x; x = x->next)
-    if (is_train (x) && x->checked)
-      train_deliver (x->opaque, x->received);
+    if (is_train (x) && x->checked && x->length > 0)
+      train_deliver (x->opaque, x->received < x->length ? x->received
+                                                         : x->length - 1);
 }
 
 /* Transfer x cannot start now: if it is a client's read not in_stream,

@@ -92,7 +92,8 @@ Fault line fields (all but "fault" optional):
                          and N extra 0xAA bytes really follow the body;
                          mode "trailing": correct headers, then N extra
                          0xAA bytes after the body on the kept-alive
-                         connection
+                         connection; {"delay_ms": D} (default 0): the
+                         extra bytes come D ms after the body
     redirect             {"to": "http://127.0.0.1:PORT"} (required),
                          {"status": N} (default 302): a redirect whose
                          Location is "to" followed by the request
@@ -564,6 +565,12 @@ class Handler(BaseHTTPRequestHandler):
         rate = float(p.get("rate", 65536)) if kind == "slow" else None
         self.send_body(f, first, body_len, size, zero, flips, rate)
         if extra_after:
+            if kind == "long_body" and p.get("delay_ms"):
+                try:
+                    self.wfile.flush()
+                except (ConnectionError, TimeoutError) as e:
+                    raise ClientGone() from e
+                time.sleep(float(p["delay_ms"]) / 1000)
             self.write(extra_after)
         if kind == "truncate":
             self.close_connection = True

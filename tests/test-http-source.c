@@ -1128,14 +1128,19 @@ train_thread (void *opaque)
 /* Through a link of 300 ms and 2 MB/s (its bandwidth-delay product
  * about 600 KB), with one connection: once the origin's speed is measured,
  * 24 reads of contiguous 64 KiB ranges from 24 threads at once go out
- * in a few GETs, each read is byte-exact.  With faults set (a reset
- * after 100000 bytes of each of the first two replies: the first is
- * one read alone, as the others have yet to queue, or already a
- * train; the second is a train), the cars delivered before it stay
- * delivered and the rest are fetched again. */
+ * in a few GETs, each read is byte-exact.  With faults set on the first
+ * two replies (the first is one read alone, as the others have yet to
+ * queue, or already a train; the second is a train), labelled what:
+ * - a reset after 100000 bytes: the cars delivered before it stay
+ *   delivered and the rest are fetched again;
+ * - all the bytes asked for, then 512 more a second later: every car's
+ *   bytes have come, but the last car completes only when the GET has
+ *   ended, so that the source closed at once after the reads is no
+ *   longer in the engine's hands (under AddressSanitizer, the old
+ *   engine's end of the GET read the freed source). */
 static void
 test_trains (const char *url, const struct reference *ref,
-             const char *faults)
+             const char *faults, const char *what)
 {
   enum { N = 24 };
   struct http_config cfg = base_config (url);
@@ -1149,8 +1154,8 @@ test_trains (const char *url, const struct reference *ref,
 
   CHECK (ref->size >= base + N * 65536);
   say ("trains: %d reads of contiguous 64 KiB from %d threads, one "
-       "connection, 300 ms link%s", N, N,
-       faults ? ", a train's reply reset midway" : "");
+       "connection, 300 ms link%s%s", N, N, what ? ", " : "",
+       what ? what : "");
   cfg.connections = 1;
   src = must_open (&cfg);
   must_start (&cfg);
@@ -1434,13 +1439,18 @@ main (int argc, char *argv[])
   if (getenv ("SLOW_HTTP_URL") && http_file) {
     struct reference ref = open_reference (http_file);
 
-    test_trains (getenv ("SLOW_HTTP_URL"), &ref, NULL);
+    test_trains (getenv ("SLOW_HTTP_URL"), &ref, NULL, NULL);
   }
   if (getenv ("SLOW_FAULT_URL") && fault_file && fault_control) {
     struct reference ref = open_reference (fault_file);
 
     test_trains (getenv ("SLOW_FAULT_URL"), &ref,
-                 "{\"fault\":\"reset\",\"bytes\":100000,\"count\":2}\n");
+                 "{\"fault\":\"reset\",\"bytes\":100000,\"count\":2}\n",
+                 "a train's reply reset midway");
+    test_trains (getenv ("SLOW_FAULT_URL"), &ref,
+                 "{\"fault\":\"long_body\",\"extra\":512,"
+                 "\"delay_ms\":1000,\"count\":2}\n",
+                 "a train's reply too long, its end a second late");
   }
 
   for (size_t i = 0; i < n_engines; i++)

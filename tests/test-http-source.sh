@@ -35,7 +35,7 @@ SLOW_HTTP_URL=$slow_http SLOW_FAULT_URL=$slow_fault \
 cat "$tmpdir/out"
 [ "$rc" -eq 0 ] || fail "test-http-source failed (exit $rc)"
 grep -q 'fault server:' "$tmpdir/out" || fail "the fault tests did not run"
-[ "$(grep -c '^.*trains: ' "$tmpdir/out")" -eq 2 ] ||
+[ "$(grep -c '^.*trains: ' "$tmpdir/out")" -eq 3 ] ||
     fail "the trains tests did not run"
 grep -q 'PASS' "$tmpdir/out" || fail "no PASS line"
 echo "$0: ok (nginx $(nginx_request_count) requests," \
