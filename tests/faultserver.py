@@ -36,6 +36,7 @@ import json
 import os
 import posixpath
 import random
+import re
 import signal
 import socket
 import struct
@@ -54,6 +55,8 @@ Fault line fields (all but "fault" optional):
   ranged  true: only requests with a Range header; false: only requests
           without one (whole-file GETs, e.g. block-store block files);
           omitted = both
+  min_range  N: only requests for a range "bytes=A-B" of N bytes or more
+          (a client's merged reads, not a single one)
   probability  P in [0, 1]: an eligible request is faulted with
           probability P (pseudo-random, --seed); omitted = 1.  A request
           not faulted this way does not count towards "count" and may
@@ -189,7 +192,7 @@ class FaultState:
         self.fired = {}         # line text -> times fired
         self.warned = set()
 
-    def select(self, method, path, raw_target, ranged):
+    def select(self, method, path, raw_target, ranged, range_len=None):
         if not self.path:
             return None
         try:
@@ -233,6 +236,10 @@ class FaultState:
                     continue
                 r = spec.get("ranged")
                 if r is not None and bool(r) != ranged:
+                    continue
+                mr = spec.get("min_range")
+                if mr is not None and (range_len is None or
+                                       range_len < int(mr)):
                     continue
                 seen = self.seen.get(line, 0) + 1
                 self.seen[line] = seen
@@ -405,8 +412,10 @@ class Handler(BaseHTTPRequestHandler):
         kind = None
         err = None
         try:
-            fault = self.server.faults.select(method, path, self.path,
-                                              rng_hdr is not None)
+            rm = re.fullmatch(r"\s*bytes=(\d+)-(\d+)\s*", rng_hdr or "")
+            fault = self.server.faults.select(
+                method, path, self.path, rng_hdr is not None,
+                int(rm.group(2)) - int(rm.group(1)) + 1 if rm else None)
             kind = fault["fault"] if fault else None
             self.respond(path, rng_hdr, fault, kind)
         except ClientGone:
