@@ -1125,6 +1125,33 @@ train_thread (void *opaque)
   return NULL;
 }
 
+/* N_TRAIN reads of contiguous 64 KiB from base on, one thread each,
+ * started at once; returns how many failed (wrong bytes included). */
+enum { N_TRAIN = 24 };
+static int
+contiguous_reads (struct source *src, const struct reference *ref,
+                  uint64_t base)
+{
+  struct train_arg args[N_TRAIN];
+  pthread_t tid[N_TRAIN];
+  pthread_barrier_t go;
+  int failed = 0;
+
+  CHECK (pthread_barrier_init (&go, NULL, N_TRAIN) == 0);
+  for (unsigned i = 0; i < N_TRAIN; i++) {
+    args[i] = (struct train_arg) {
+      .src = src, .ref = ref, .go = &go, .offset = base + i * 65536,
+    };
+    CHECK (pthread_create (&tid[i], NULL, train_thread, &args[i]) == 0);
+  }
+  for (unsigned i = 0; i < N_TRAIN; i++) {
+    pthread_join (tid[i], NULL);
+    failed += args[i].failed;
+  }
+  pthread_barrier_destroy (&go);
+  return failed;
+}
+
 /* Through a link of 300 ms and 2 MB/s (its bandwidth-delay product
  * about 600 KB), with one connection: once the origin's speed is measured,
  * 24 reads of contiguous 64 KiB ranges from 24 threads at once go out
@@ -1137,12 +1164,9 @@ static void
 test_trains (const char *url, const struct reference *ref,
              const char *faults)
 {
-  enum { N = 24 };
+  enum { N = N_TRAIN };
   struct http_config cfg = base_config (url);
   struct source *src;
-  struct train_arg args[N];
-  pthread_t tid[N];
-  pthread_barrier_t go;
   struct http_stats a, b;
   uint64_t base = 4 * 1024 * 1024;
   int failed = 0;
@@ -1158,18 +1182,7 @@ test_trains (const char *url, const struct reference *ref,
   if (faults)
     set_faults (faults);
   a = stats_of (src);
-  CHECK (pthread_barrier_init (&go, NULL, N) == 0);
-  for (unsigned i = 0; i < N; i++) {
-    args[i] = (struct train_arg) {
-      .src = src, .ref = ref, .go = &go, .offset = base + i * 65536,
-    };
-    CHECK (pthread_create (&tid[i], NULL, train_thread, &args[i]) == 0);
-  }
-  for (unsigned i = 0; i < N; i++) {
-    pthread_join (tid[i], NULL);
-    failed += args[i].failed;
-  }
-  pthread_barrier_destroy (&go);
+  failed = contiguous_reads (src, ref, base);
   b = stats_of (src);
   if (faults)
     set_faults ("");
@@ -1202,12 +1215,12 @@ test_trains (const char *url, const struct reference *ref,
 static void
 test_train_end (const char *url, const struct reference *ref)
 {
-  enum { N = 24 };
+  enum { N = N_TRAIN };
   struct http_config cfg = base_config (url);
   struct source *src;
-  struct train_arg blocker, args[N];
-  pthread_t btid, tid[N];
-  pthread_barrier_t go, bgo;
+  struct train_arg blocker;
+  pthread_t btid;
+  pthread_barrier_t bgo;
   struct http_stats a, b;
   uint64_t base = 8 * 1024 * 1024, t0;
   int failed = 0;
@@ -1234,20 +1247,9 @@ test_train_end (const char *url, const struct reference *ref)
     usleep (10000);
   }
   /* ... and the 24 reads queue behind it. */
-  CHECK (pthread_barrier_init (&go, NULL, N) == 0);
-  for (unsigned i = 0; i < N; i++) {
-    args[i] = (struct train_arg) {
-      .src = src, .ref = ref, .go = &go, .offset = base + i * 65536,
-    };
-    CHECK (pthread_create (&tid[i], NULL, train_thread, &args[i]) == 0);
-  }
-  for (unsigned i = 0; i < N; i++) {
-    pthread_join (tid[i], NULL);
-    failed += args[i].failed;
-  }
+  failed = contiguous_reads (src, ref, base);
   b = stats_of (src);           /* at once: nothing may end later */
   pthread_join (btid, NULL);
-  pthread_barrier_destroy (&go);
   pthread_barrier_destroy (&bgo);
   set_faults ("");
   say ("  requests %" PRIu64 ", coalesced ranges %" PRIu64
