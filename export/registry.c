@@ -463,22 +463,20 @@ revision_pread (struct revision *rev, struct read_stream *stream, void *buf,
                 uint32_t count, uint64_t offset, struct cloop_err *err)
 {
   struct export *e = rev->export;
+  uint32_t bs = reader_map (rev->reader)->block_size;
   uint64_t t0 = now_ns ();
+  uint64_t first = offset / bs, last = (offset + count - (count > 0)) / bs;
   int r;
 
-  if ((rev->recorder || rev->replay) && count > 0) {
-    uint32_t bs = reader_map (rev->reader)->block_size;
-    uint64_t first = offset / bs, last = (offset + count - 1) / bs;
-    if (rev->recorder)
-      recorder_touch (rev->recorder, first, last);
-    if (rev->replay)
-      reader_pause_readahead (rev->reader, replay_busy (rev->replay));
-  }
+  if (rev->recorder && count > 0)
+    recorder_touch (rev->recorder, first, last);
+  if (rev->replay && count > 0)
+    reader_pause_readahead (rev->reader, replay_busy (rev->replay));
   r = reader_pread (rev->reader, stream, buf, count, offset, err);
-  if (rev->replay && count > 0) {
-    uint32_t bs = reader_map (rev->reader)->block_size;
-    replay_follow (rev->replay, offset / bs, (offset + count - 1) / bs);
-  }
+  /* After the read, so that the blocks fetched ahead that it read
+   * count as read (they make room for the replay). */
+  if (rev->replay && count > 0)
+    replay_follow (rev->replay, first, last);
   uint64_t t = now_ns () - t0;
 
   if (r == -1)
