@@ -977,6 +977,18 @@ block_cache_acquire_prefetch (struct block_cache_image *img, uint64_t n,
   return r;
 }
 
+bool
+block_cache_contains (struct block_cache_image *img, uint64_t n)
+{
+  struct block_cache *c = img->cache;
+  bool found;
+
+  pthread_mutex_lock (&c->lock);
+  found = table_find (img, n) != NULL;
+  pthread_mutex_unlock (&c->lock);
+  return found;
+}
+
 /* The condition variable the waiters for entry e sleep on. */
 static pthread_cond_t *
 filled_cv (struct block_cache *c, const struct entry *e)

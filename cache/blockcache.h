@@ -124,6 +124,11 @@ int block_cache_acquire_prefetch (struct block_cache_image *img, uint64_t n,
                                   enum block_cache_status *status,
                                   struct cloop_err *err);
 
+/* Is block n of img cached or being filled?  Counts nothing, pins
+ * nothing: the answer may be stale at once.  For work that would only
+ * fetch the block elsewhere (read-ahead into the disk cache). */
+bool block_cache_contains (struct block_cache_image *img, uint64_t n);
+
 /* Finish a claim: ok != 0 makes the data visible to everyone (and wakes
  * waiters); ok == 0 discards the entry (waiters get BLOCK_FAILED).  In
  * both cases the caller's pin is released when ok == 0; when ok != 0

@@ -1009,6 +1009,19 @@ disk_cache_get (struct disk_cache *dc, const char *key,
   return read_entry (dc, key, is_blk ? want : NULL, buf, len, true, NULL, err);
 }
 
+bool
+disk_cache_has (struct disk_cache *dc, const char *key, size_t len)
+{
+  unsigned char want[32];
+  struct stat st;
+  bool is_blk;
+
+  if (check_key (key, &is_blk, want, NULL) == -1)
+    return false;
+  return fstatat (dc->dirfd, key, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+    S_ISREG (st.st_mode) && (uint64_t) st.st_size == HDR + (uint64_t) len;
+}
+
 /* Write header + payload to fd with one writev (looping only on a
  * short write).  The inject_write_error hook, if it fires, leaves the
  * header alone written, like a write that failed half way.  Returns 0

@@ -186,6 +186,12 @@ int disk_cache_key_hash (char out[], size_t n, const unsigned char *sha256);
 int disk_cache_get (struct disk_cache *dc, const char *key,
                     void *buf, size_t len, struct cloop_err *err);
 
+/* Does an entry of exactly len payload bytes seem to be under key?
+ * Only its size is looked at (no read, no verification, not counted as
+ * a hit or miss): a get may still miss.  For work that would only put
+ * the entry again (staging read-ahead).  False for a bad key. */
+bool disk_cache_has (struct disk_cache *dc, const char *key, size_t len);
+
 /* Store len bytes under key, atomically replacing any old entry (an
  * obj/ or blk/ entry already there with this length is kept: those
  * namespaces are immutable).  Entries over 80 % of max_bytes and puts

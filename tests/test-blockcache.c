@@ -220,8 +220,10 @@ test_basic (void)
   say ("basic: miss claims, second acquire is BUSY, publish makes HIT");
   CHECK (block_cache_register (cache_of (c), 0, &err) == NULL &&
          err.errnum == EINVAL);
+  CHECK (!block_cache_contains (c, 7));
   CHECK (acquire (c, 7, &a) == BLOCK_CLAIMED);
   CHECK (a.entry != NULL && a.data != NULL);
+  CHECK (block_cache_contains (c, 7));  /* being filled */
   CHECK (acquire (c, 7, &b) == BLOCK_BUSY);
   fill_pattern (a.data, bs, 7);
   block_cache_publish (c, &a, 1);
@@ -233,6 +235,7 @@ test_basic (void)
   block_cache_release (c, &b);
   block_cache_release (c, &d);
   CHECK (b.entry == NULL && b.data == NULL);
+  CHECK (block_cache_contains (c, 7) && !block_cache_contains (c, 8));
 
   /* Large and sparse block numbers. */
   add_block (c, bs, UINT64_C (1) << 32);

@@ -256,6 +256,10 @@ test_round_trip_and_verify (void)
   CHECK (memcmp (data, out, sizeof data) == 0);
   snprintf (path, sizeof path, "%s/%s", dir, key);
   CHECK (stat (path, &sb) == 0 && sb.st_size == HDR + (off_t) sizeof data);
+  CHECK (disk_cache_has (dc, key, sizeof data));
+  CHECK (!disk_cache_has (dc, key, sizeof data - 1));
+  CHECK (!disk_cache_has (dc, "obj/none/0-1", 1));
+  CHECK (!disk_cache_has (dc, "../etc/passwd", 1));
 
   say ("a miss; a wrong length is a miss and leaves the entry alone");
   CHECK (disk_cache_get (dc, "obj/none/0-1", out, 1, &err) == 0);
