@@ -55,6 +55,10 @@
  * 16 MiB, and wasted 288 blocks fetched instead of 156. */
 #define WINDOW_PARALLEL_BYTES (16 * 1024 * 1024)
 
+/* Read-ahead into the disk cache (reader_config.readahead_disk) goes
+ * at most this many blocks past the memory window. */
+#define STAGE_BLOCKS_MAX 65536
+
 /* A stack of pointers: the pools of idle decoders and scratch buffers,
  * most recently returned on top (callers hold the reader's pool_lock). */
 struct ptr_stack {
@@ -106,6 +110,17 @@ struct reader {
                                    parallel, in blocks, beyond which
                                    it needs room (prefetch_room) */
   atomic_bool ra_off;           /* no read-ahead for now */
+
+  /* Read-ahead into the disk cache only (cfg.readahead_disk). */
+  uint32_t stage_max;           /* in blocks; 0 = none */
+  /* Per block: a staging job is fetching it (read without the lock;
+   * set and cleared under stage_lock, clearing broadcast on
+   * stage_cond), so that a fill of the block waits for its copy on
+   * disk instead of fetching it a second time. */
+  _Atomic unsigned char *staging;
+  pthread_mutex_t stage_lock;
+  pthread_cond_t stage_cond;    /* on CLOCK_MONOTONIC */
+  atomic_uint_fast64_t staged, stage_faulty;
 
   /* Pool of idle decoders (decoders are not thread-safe, and creating
    * one per block would cost an allocation on the hot path). */
@@ -223,6 +238,24 @@ reader_new (struct source *src, struct block_map *map,
   r->ra_job = JOB_BYTES_MAX / map->block_size;
   if (r->ra_job > r->ra_max)
     r->ra_job = r->ra_max;
+  if (cfg->disk_cache && cfg->workpool && r->ra_max > 0 &&
+      cfg->readahead_disk >= map->block_size) {
+    uint64_t m = cfg->readahead_disk / map->block_size;
+
+    r->stage_max = m > STAGE_BLOCKS_MAX ? STAGE_BLOCKS_MAX : m;
+    r->staging = calloc (map->num_blocks ? map->num_blocks : 1, 1);
+    if (r->staging == NULL)
+      r->stage_max = 0;         /* only an optimisation */
+  }
+  {
+    pthread_condattr_t ca;
+
+    pthread_condattr_init (&ca);
+    pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+    pthread_cond_init (&r->stage_cond, &ca);
+    pthread_condattr_destroy (&ca);
+  }
+  pthread_mutex_init (&r->stage_lock, NULL);
   r->src = src;
   r->map = map;
   r->cfg = *cfg;
@@ -245,6 +278,9 @@ reader_free (struct reader *r)
     free_scratch (p);
   free (r->spare.items);
   pthread_mutex_destroy (&r->pool_lock);
+  free ((void *) r->staging);
+  pthread_cond_destroy (&r->stage_cond);
+  pthread_mutex_destroy (&r->stage_lock);
   block_cache_unregister (r->cache);
   source_close (r->src);
   block_map_free (r->map);
@@ -280,6 +316,14 @@ void
 reader_get_cache_stats (struct reader *r, struct block_cache_stats *st)
 {
   block_cache_get_stats (r->cache, st);
+}
+
+void
+reader_get_disk_readahead (struct reader *r, uint64_t *staged,
+                           uint64_t *faulty)
+{
+  *staged = atomic_load (&r->staged);
+  *faulty = atomic_load (&r->stage_faulty);
 }
 
 static uint64_t
@@ -541,6 +585,53 @@ finish_fetched (struct reader *r, struct slot *slots, size_t i,
   return 0;
 }
 
+/* Mark block b as being staged to the disk cache by the caller; false
+ * if another staging job has it. */
+static bool
+stage_begin (struct reader *r, uint64_t b)
+{
+  bool mine;
+
+  pthread_mutex_lock (&r->stage_lock);
+  mine = r->staging[b] == 0;
+  if (mine)
+    r->staging[b] = 1;
+  pthread_mutex_unlock (&r->stage_lock);
+  return mine;
+}
+
+/* The caller's staging of block b is over (stored or not). */
+static void
+stage_end (struct reader *r, uint64_t b)
+{
+  pthread_mutex_lock (&r->stage_lock);
+  r->staging[b] = 0;
+  pthread_cond_broadcast (&r->stage_cond);
+  pthread_mutex_unlock (&r->stage_lock);
+}
+
+/* If a staging job is fetching block b, wait (until deadline, 0 =
+ * the job's own end) for it to be over, so that the caller finds the
+ * block on disk rather than fetch it again. */
+static void
+wait_staged (struct reader *r, uint64_t b, uint64_t deadline)
+{
+  if (r->staging == NULL || r->staging[b] == 0)
+    return;
+  pthread_mutex_lock (&r->stage_lock);
+  while (r->staging[b] != 0 && !past (deadline)) {
+    uint64_t until = now_ns () + UINT64_C (1000000000);
+    struct timespec ts;
+
+    if (deadline != 0 && deadline < until)
+      until = deadline;
+    ts.tv_sec = until / 1000000000;
+    ts.tv_nsec = until % 1000000000;
+    pthread_cond_timedwait (&r->stage_cond, &r->stage_lock, &ts);
+  }
+  pthread_mutex_unlock (&r->stage_lock);
+}
+
 /* Publish slot s as filled (ok) or failed. */
 static void
 publish_slot (struct reader *r, struct slot *s, bool ok)
@@ -595,6 +686,7 @@ fill_claimed (struct reader *r, struct slot *slots, size_t n,
   for (size_t i = 0, pos = 0; i < n; i++) {
     if (slots[i].status != BLOCK_CLAIMED)
       continue;
+    wait_staged (r, slots[i].block, deadline);
     if (r->cfg.disk_cache && fill_from_disk (r, &slots[i], cbuf + pos)) {
       publish_slot (r, &slots[i], true);
       continue;
@@ -798,6 +890,107 @@ queue_fills (struct reader *r, uint64_t first, uint64_t count,
   return done;
 }
 
+/* The workpool job of read-ahead into the disk cache: fetch the blocks
+ * of [first, first+count) (count <= STACK_BLOCKS) that are neither on
+ * disk nor being staged, in one batch at FETCH_READAHEAD; check and
+ * decode each (into scratch: only to know it is right) and store the
+ * good ones on disk.  A faulty copy is blamed on its endpoint and
+ * dropped: a client that reads the block fetches it again, with the
+ * retries a read has. */
+static void
+stage_job (void *owner, uint64_t first, uint64_t count)
+{
+  struct reader *r = owner;
+  struct slot slots[STACK_BLOCKS];
+  size_t which[STACK_BLOCKS], n = 0, total = 0;
+  unsigned char *bufs[STACK_BLOCKS];
+  int status[STACK_BLOCKS], endpoint[STACK_BLOCKS];
+  struct scratch *in = NULL, *out = NULL;
+  char key[DISK_CACHE_KEY_MAX];
+  struct cloop_err err;
+
+  if (!source_available (r->src))
+    return;
+  for (uint64_t b = first; b < first + count && b < r->map->num_blocks;
+       b++) {
+    const struct block_entry *e = &r->map->entries[b];
+
+    if (e->codec == CODEC_ZERO)
+      continue;
+    block_key (r, b, key);
+    if (disk_cache_has (r->cfg.disk_cache, key, e->length) ||
+        block_cache_contains (r->cache, b) || !stage_begin (r, b))
+      continue;
+    slots[n].block = b;
+    which[n] = n;
+    total += e->length;
+    n++;
+  }
+  if (n == 0)
+    return;
+  in = get_scratch (r, total);
+  out = get_scratch (r, r->map->block_size);
+  if (in && out) {
+    for (size_t k = 0, pos = 0; k < n; k++) {
+      bufs[k] = in->buf + pos;
+      pos += r->map->entries[slots[k].block].length;
+    }
+    fetch_blocks (r, slots, which, n, 0, FETCH_READAHEAD, false, bufs,
+                  status, endpoint, read_deadline (r), 0, &err);
+    for (size_t k = 0; k < n; k++) {
+      uint64_t b = slots[k].block;
+      const struct block_entry *e = &r->map->entries[b];
+
+      if (status[k] != 0)
+        continue;
+      if (check_hash (r, b, bufs[k], &err) == -1 ||
+          decode_block (r, b, bufs[k], out->buf, &err) == -1) {
+        source_report_faulty (r->src, endpoint[k]);
+        atomic_fetch_add (&r->stage_faulty, 1);
+        if (r->cfg.debug)
+          r->cfg.debug ("read-ahead to disk: %s: faulty copy dropped",
+                        err.msg);
+        continue;
+      }
+      block_key (r, b, key);
+      disk_cache_put (r->cfg.disk_cache, key, bufs[k], e->length, &err);
+      atomic_fetch_add (&r->staged, 1);
+    }
+  }
+  if (in)
+    put_scratch (r, in);
+  if (out)
+    put_scratch (r, out);
+  for (size_t k = 0; k < n; k++)
+    stage_end (r, slots[k].block);
+}
+
+/* Queue read-ahead into the disk cache of blocks [first, first+count),
+ * a job per JOB_BYTES_MAX.  They queue with the memory cache's
+ * read-ahead (FIFO): a stream's staging job of a block starts before
+ * its read-ahead of the block, which then waits for it (wait_staged)
+ * and finds the block on disk. */
+static void
+queue_stage (struct reader *r, uint64_t first, uint64_t count)
+{
+  uint64_t per_job = JOB_BYTES_MAX / r->map->block_size, done = 0;
+
+  if (per_job == 0)
+    per_job = 1;
+  if (per_job > STACK_BLOCKS)
+    per_job = STACK_BLOCKS;
+  while (done < count) {
+    uint64_t n = count - done < per_job ? count - done : per_job;
+    struct workpool_job job = {
+      .run = stage_job, .owner = r, .a = first + done, .b = n,
+      .priority = 0,
+    };
+    if (workpool_submit (r->cfg.workpool, &job) == -1)
+      break;
+    done += n;
+  }
+}
+
 int
 reader_fill_blocks (struct reader *r, const uint32_t *blocks, size_t n,
                     enum fetch_priority prio, size_t *claimed)
@@ -832,7 +1025,9 @@ read_stream_init (struct read_stream *s)
 {
   pthread_mutex_init (&s->lock, NULL);
   s->next = 0;
+  s->run_start = 0;
   s->ahead = 0;
+  s->staged = 0;
   s->window = 0;
   atomic_init (&s->reading, 0);
 }
@@ -874,12 +1069,14 @@ prefetch_room (struct reader *r)
  * stay large. */
 static void
 plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
-                uint64_t last, bool late, uint64_t *from, uint64_t *count)
+                uint64_t last, bool late, uint64_t *from, uint64_t *count,
+                uint64_t *stage_from, uint64_t *stage_count)
 {
   uint64_t end, back, win;
   bool parallel = atomic_load (&st->reading) > 1;
 
   *count = 0;
+  *stage_count = 0;
   pthread_mutex_lock (&st->lock);
   back = st->window > SEQ_SLACK ? st->window : SEQ_SLACK;
   if (st->window == 0 ? first == st->next || first + 1 == st->next
@@ -899,7 +1096,9 @@ plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
   else {
     st->window = 0;
     st->ahead = 0;
+    st->staged = 0;
     st->next = last + 1;
+    st->run_start = first;
   }
   if (st->ahead < st->next)
     st->ahead = st->next;
@@ -923,6 +1122,26 @@ plan_readahead (struct reader *r, struct read_stream *st, uint64_t first,
     *count = end - st->ahead;
     st->ahead = end;
   }
+  /* Past the window, into the disk cache only: once the window is as
+   * large as it may grow and the stream has read two full windows in
+   * a row (a copy, or a guest reading a large file; not a boot's short
+   * bursts, where what is read ahead that far is mostly wasted), topped
+   * up when half of it was consumed. */
+  if (r->stage_max > 0 && st->window >= r->ra_max &&
+      st->next - st->run_start >= 2 * (uint64_t) r->ra_max) {
+    uint64_t s_from = st->staged > st->ahead ? st->staged : st->ahead;
+    uint64_t s_end = st->ahead + r->stage_max;
+
+    if (s_end > r->map->num_blocks)
+      s_end = r->map->num_blocks;
+    if (s_end > s_from &&
+        ((s_end - s_from) * 2 >= r->stage_max ||
+         s_end == r->map->num_blocks)) {
+      *stage_from = s_from;
+      *stage_count = s_end - s_from;
+      st->staged = s_end;
+    }
+  }
   pthread_mutex_unlock (&st->lock);
 }
 
@@ -935,16 +1154,19 @@ static uint64_t
 read_ahead (struct reader *r, struct read_stream *st, uint64_t first,
             uint64_t last, bool late, bool *in_stream)
 {
-  uint64_t from, count, ahead;
+  uint64_t from, count, ahead, s_from, s_count;
 
   *in_stream = false;
   if (r->ra_max == 0 || st == NULL || r->cfg.workpool == NULL ||
       atomic_load_explicit (&r->ra_off, memory_order_relaxed))
     return 0;
-  plan_readahead (r, st, first, last, late, &from, &count);
+  plan_readahead (r, st, first, last, late, &from, &count, &s_from,
+                  &s_count);
   if (count > 0 && source_available (r->src))
     queue_fills (r, from, count, count * r->map->block_size / 4,
                  FETCH_READAHEAD);
+  if (s_count > 0 && source_available (r->src))
+    queue_stage (r, s_from, s_count);
   pthread_mutex_lock (&st->lock);
   ahead = st->window > 0 && st->ahead > last + 1 ? st->ahead - last - 1 : 0;
   *in_stream = st->window > 0;

@@ -36,6 +36,14 @@ struct reader_config {
   /* The most a client's sequential read-ahead window may grow to, in
    * bytes of decoded blocks (0 = no read-ahead). */
   uint64_t readahead;
+  /* Bytes of decoded blocks that a client's read-ahead, once its
+   * window has grown to readahead and its reads are still late, also
+   * fetches beyond the window into the disk cache only (compressed,
+   * checked and decoded once, then not kept in memory): what covers a
+   * link whose bandwidth-delay product is more than the memory cache
+   * can hold decoded (several mirrors; a slow far one).  0 = none;
+   * needs disk_cache and workpool. */
+  uint64_t readahead_disk;
   /* Background threads for read-ahead and NBD_CMD_CACHE (borrowed: it
    * must outlive the reader; NULL = no read-ahead, and
    * reader_prefetch fills in the caller's thread). */
@@ -88,6 +96,8 @@ struct read_stream {
   pthread_mutex_t lock;
   uint64_t next;                /* block a sequential read starts at */
   uint64_t ahead;               /* read-ahead queued up to this block */
+  uint64_t staged;              /* and to the disk cache up to this one */
+  uint64_t run_start;           /* where its sequential run began */
   uint32_t window;              /* current read-ahead, in blocks */
   atomic_uint reading;          /* the client's reads in progress */
 };
@@ -136,5 +146,10 @@ void reader_pause_readahead (struct reader *r, bool pause);
 
 /* Memory cache counters of this reader's image. */
 void reader_get_cache_stats (struct reader *r, struct block_cache_stats *st);
+
+/* Blocks read ahead into the disk cache only (cfg.readahead_disk), and
+ * copies of such blocks that were faulty (not stored). */
+void reader_get_disk_readahead (struct reader *r, uint64_t *staged,
+                                uint64_t *faulty);
 
 #endif /* CLOOP_READER_H */

@@ -506,6 +506,8 @@ snapshot_export (struct export *e, struct export_snapshot *x,
     return 0;
   x->open = true;
   reader_get_cache_stats (rev->reader, &x->memory);
+  reader_get_disk_readahead (rev->reader, &x->disk_readahead,
+                             &x->disk_readahead_faulty);
   if (rev->replay) {
     x->have_replay = true;
     replay_get_stats (rev->replay, &x->replay);

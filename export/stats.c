@@ -67,9 +67,10 @@ format_export (const struct export_snapshot *x,
         m->hits, m->misses, m->waits, m->evictions, m->fill_failures,
         m->bytes_cached, m->entries);
   emit (line, opaque, "export %s: prefetch: %" PRIu64 " blocks filled, %"
-        PRIu64 " used, %" PRIu64 " wasted, %" PRIu64 " reads waited on one",
+        PRIu64 " used, %" PRIu64 " wasted, %" PRIu64 " reads waited on one; %"
+        PRIu64 " read ahead to disk (%" PRIu64 " faulty)",
         x->name, m->prefetched, m->prefetch_used, m->prefetch_wasted,
-        m->prefetch_waits);
+        m->prefetch_waits, x->disk_readahead, x->disk_readahead_faulty);
   if (x->have_replay)
     emit (line, opaque, "export %s: boot profile: %" PRIu64 " blocks, %"
           PRIu64 " queued, %" PRIu64 " fetched, %" PRIu64 " skipped "
@@ -243,6 +244,12 @@ static const struct export_metric export_metrics[] = {
   XM ("prefetch_waits_total", "counter",
       "Client block lookups that waited for a background fill in flight.",
       memory.prefetch_waits),
+  XM ("readahead_disk_blocks_total", "counter",
+      "Blocks read ahead into the disk cache only (readahead-disk=).",
+      disk_readahead),
+  XM ("readahead_disk_faulty_total", "counter",
+      "Faulty copies read ahead into the disk cache (dropped).",
+      disk_readahead_faulty),
 };
 #undef XM
 

@@ -44,6 +44,8 @@ struct export_snapshot {
   bool open;                    /* an image is open (else zeroes below) */
   struct read_stats reads;
   struct block_cache_stats memory;      /* its share of the cache */
+  uint64_t disk_readahead;      /* blocks read ahead to disk only */
+  uint64_t disk_readahead_faulty;       /* faulty copies of those */
   bool have_replay;             /* its boot profile is replayed */
   struct replay_stats replay;
   bool recording;               /* profile-record= */

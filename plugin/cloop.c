@@ -44,6 +44,7 @@
 #define DEFAULT_CACHE_MAX_SIZE (INT64_C (4) * 1024 * 1024 * 1024)
 #define DEFAULT_REVALIDATE 600
 #define DEFAULT_READAHEAD (32 * 1024 * 1024)  /* remote; see readahead */
+#define DISK_READAHEAD_FACTOR 3 /* readahead-disk= by default, windows */
 #define BACKGROUND_THREADS 16
 #define DEFAULT_METRICS_INTERVAL 10      /* seconds */
 #define MIRRORS_MAX 63                    /* mirror= per export */
@@ -65,6 +66,7 @@ struct export_settings {
   struct http_config http;      /* url= and the HTTP keys */
   unsigned revalidate;          /* revalidate= (seconds) */
   int64_t readahead;            /* readahead= (-1: default) */
+  int64_t readahead_disk;       /* readahead-disk= (-1: default) */
   bool force_zlib;              /* zlib-decoder=zlib */
   struct trust_key **keys;      /* pubkey= (repeatable); the keys */
   size_t nkeys;                 /* themselves are in state.all_keys */
@@ -119,7 +121,8 @@ static struct {
 } state = {
   .memory_cache_size = DEFAULT_MEMORY_CACHE_SIZE,
   .cache_max_size = DEFAULT_CACHE_MAX_SIZE,
-  .defaults = { .revalidate = DEFAULT_REVALIDATE, .readahead = -1 },
+  .defaults = { .revalidate = DEFAULT_REVALIDATE, .readahead = -1,
+                .readahead_disk = -1 },
 };
 
 /* One connection: the revision of its export that it reads. */
@@ -551,6 +554,15 @@ config_export_key (struct export_settings *s, const char *key,
       return -1;
     }
   }
+  else if (strcmp (key, "readahead-disk") == 0) {
+    s->readahead_disk = parse_size (key, value);
+    if (s->readahead_disk == -1)
+      return -1;
+    if (s->readahead_disk > 1024 * 1024 * 1024) {
+      nbdkit_error ("readahead-disk must be at most 1G");
+      return -1;
+    }
+  }
   else if (strcmp (key, "zlib-decoder") == 0) {
     if (strcmp (value, "zlib") == 0)
       s->force_zlib = true;
@@ -954,6 +966,8 @@ cloop_config_complete (void)
   "memory-cache-size=<SIZE>  Decoded blocks kept in memory (default 128M).\n" \
   "readahead=<SIZE>          Largest read-ahead window (default 32M remote,\n" \
   "                          0 local).\n" \
+  "readahead-disk=<SIZE>     Read-ahead past it into the disk cache\n" \
+  "                          (default 3 x readahead, <= cache-max-size/8).\n" \
   "zlib-decoder=auto|zlib    Use libdeflate where built (auto) or zlib.\n" \
   "cache-dir=<DIR>|none      Disk cache of remote blocks\n" \
   "                          (default $XDG_CACHE_HOME/nbdkit-cloop).\n" \
@@ -1075,10 +1089,28 @@ default_readahead (bool remote)
   return quarter < DEFAULT_READAHEAD ? quarter : DEFAULT_READAHEAD;
 }
 
+/* readahead-disk= by default: DISK_READAHEAD_FACTOR windows of
+ * readahead (so a window that has grown to its bound is backed by as
+ * much again, several times, waiting compressed on disk: enough for
+ * three mirrors' bandwidth-delay product, which decoded blocks in a
+ * default memory cache could not hold), at most an eighth of the disk
+ * cache so that it never evicts what it has just read ahead. */
+static uint64_t
+default_readahead_disk (uint64_t readahead)
+{
+  uint64_t d = readahead * DISK_READAHEAD_FACTOR;
+
+  if (state.cache_max_size > 0 && d > (uint64_t) state.cache_max_size / 8)
+    d = state.cache_max_size / 8;
+  return d;
+}
+
 static void
 build_image_config (struct export_settings *s)
 {
   bool remote = s->url != NULL;
+  uint64_t readahead = s->readahead >= 0 ? (uint64_t) s->readahead
+                                         : default_readahead (remote);
 
   s->http.verbose = cloop_debug_http;
   s->http.debug = debug_printf;
@@ -1117,8 +1149,10 @@ build_image_config (struct export_settings *s)
     .reader = {
       .force_zlib = s->force_zlib,
       .timeout = remote ? s->http.timeout : 0,
-      .readahead = s->readahead >= 0 ? (uint64_t) s->readahead
-                   : default_readahead (remote),
+      .readahead = readahead,
+      .readahead_disk = s->readahead_disk >= 0
+                        ? (uint64_t) s->readahead_disk
+                        : default_readahead_disk (readahead),
       .debug = debug_printf,
       .debug_blocks = cloop_debug_blocks,
     },
