@@ -87,13 +87,15 @@ format_export (const struct export_snapshot *x,
     emit (line, opaque, "export %s: http: %" PRIu64 " requests, %" PRIu64
           " bytes fetched, %" PRIu64 " retries, %" PRIu64 " failed ranges, %"
           PRIu64 " refetches, %" PRIu64 " faulty copies, benched %" PRIu64
-          " times, %" PRIu64 " hedges (%" PRIu64 " won), server down %"
+          " times, %" PRIu64 " hedges (%" PRIu64 " won), %" PRIu64
+          " tails taken, server down %"
           PRIu64 " times, %" PRIu64
           " probes, %" PRIu64 " fast failures, %" PRIu64 " copy checks, "
           "latency p50 <= %g s, "
           "p99 <= %g s (%s)", x->name, h->requests, h->bytes_fetched,
           h->retries, h->failures, h->refetches, h->content_faults,
-          h->benched, h->hedges, h->hedges_won, h->origin_down_events,
+          h->benched, h->hedges, h->hedges_won, h->tails_taken,
+          h->origin_down_events,
           h->probes, h->fast_failures, h->checks,
           histogram_quantile (&h->latency, 0.5),
           histogram_quantile (&h->latency, 0.99), x->endpoints[j].url);
@@ -281,6 +283,8 @@ static const struct endpoint_metric endpoint_metrics[] = {
       "it.", hedges),
   EM ("http_hedges_won_total", "Copies sent to it that answered first.",
       hedges_won),
+  EM ("http_tails_taken_total", "Its GETs cut short, their last bytes "
+      "asked of an idle mirror.", tails_taken),
   EM ("http_server_down_total", "Times the server was marked unreachable.",
       origin_down_events),
   EM ("http_probes_total", "Requests let through to an unreachable server.",

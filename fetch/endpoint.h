@@ -57,6 +57,8 @@ struct http_stats {
   uint64_t benched;             /* times it was avoided for that */
   uint64_t hedges;              /* copies of slow transfers sent to it */
   uint64_t hedges_won;          /* ... that answered first */
+  uint64_t tails_taken;         /* GETs of it cut short, their last
+                                   bytes asked of another (idle) one */
   uint64_t faults[HTTP_FAULT_KINDS];
   struct histogram latency;     /* of attempts, start to end */
 };

@@ -372,7 +372,8 @@ is_train (const struct http_xfer *x)
 
 /* May x ride in a train: as its first car (lead NULL), or behind lead?
  * A ranged GET of a source's own object that has not been tried yet (no
- * probe, hedge or refetch), of the same source as lead, still queued
+ * probe, hedge or refetch), of the same source as lead and kept from
+ * the same origins (the tail of a cut train: take_tails), still queued
  * and no more urgent than lead (a client's read that chose to wait for
  * a faster origin is not taken to a slower one). */
 static bool
@@ -380,12 +381,13 @@ can_ride (const struct http_xfer *x, const struct http_xfer *lead,
           uint64_t now)
 {
   if (x->probe || x->whole || x->path || x->quick_connect || x->nocache ||
-      x->attempts > 0 || x->failed_origins || x->hedge || x->hedged ||
-      is_train (x) || now >= x->deadline_ns)
+      x->attempts > 0 || x->hedge || x->hedged || is_train (x) ||
+      now >= x->deadline_ns)
     return false;
   return lead == NULL ||
     (x->where == XW_READY && x->origins == lead->origins &&
-     x->n_origins == lead->n_origins && x->priority >= lead->priority);
+     x->n_origins == lead->n_origins && x->priority >= lead->priority &&
+     x->failed_origins == lead->failed_origins);
 }
 
 /* How many bytes a GET to o should carry: TRAIN_RTTS round trips at
@@ -580,10 +582,130 @@ train_done (struct http_xfer *x)
 static void
 deliver_trains (struct http_engine *e)
 {
-  for (struct http_xfer *x = e->active; x; x = x->next)
-    if (is_train (x) && x->checked && x->length > 0)
-      train_deliver (x->opaque, x->received < x->length ? x->received
-                                                         : x->length - 1);
+  for (struct http_xfer *x = e->active; x; x = x->next) {
+    size_t end = x->cut_at ? x->cut_at : x->length;
+
+    if (is_train (x) && x->checked && end > 0)
+      train_deliver (x->opaque, x->received < end ? x->received : end - 1);
+  }
+}
+
+/* The rate at which attempt x brings its bytes: its origin's measured
+ * rate, or less if this attempt has been slower so far (a server that
+ * dribbles; judged after its first TAIL_JUDGE_NS); 0 if unknown. */
+#define TAIL_JUDGE_NS (200 * UINT64_C (1000000))
+static double
+attempt_rate (const struct http_xfer *x, uint64_t now)
+{
+  double rate, seen;
+
+  pthread_mutex_lock (&x->origin->lock);
+  rate = x->origin->rate_bps;
+  pthread_mutex_unlock (&x->origin->lock);
+  if (now > x->started_ns + TAIL_JUDGE_NS) {
+    seen = x->received / ((now - x->started_ns) / 1e9);
+    if (rate <= 0 || seen < rate)
+      rate = seen;
+  }
+  return rate;
+}
+
+/* The endgame of a burst: an origin has a free slot that nothing
+ * queued has taken (start_ready has just run: nothing is queued, or a
+ * client's read waits for a busier origin it expects to be quicker),
+ * while a train on another origin still has bytes to bring that the
+ * idle one would bring sooner (a far mirror's last GET, which a reader
+ * in order would wait for while the near ones sit idle: "racing the
+ * slowest segment").  Cut the train whose rest takes longest at
+ * attempt_rate: its cars from the first one past the middle of what it
+ * has yet to bring are taken off it and queued again at the head, for
+ * any origin but the one they leave (as a hedge is), and its GET ends,
+ * as a success, once the bytes of its remaining cars have arrived
+ * (http_xfer.cut_at).  Only if some other origin that may serve them
+ * has a slot for them and would bring them (first byte, then body at
+ * its measured rate) in under three quarters of the time the train
+ * would, and not while a slot is kept for clients' reads (reserve).
+ * One cut per call; each train is cut at most once. */
+static void
+take_tails (struct http_engine *e, uint64_t now)
+{
+  struct http_xfer *best = NULL;
+  double best_left = 0;
+  size_t k;
+  struct train *tr;
+
+  if (e->n_active >= e->max_total || e->reserve)
+    return;
+  for (struct http_xfer *x = e->active; x; x = x->next) {
+    double rate, left;
+
+    if (!is_train (x) || !x->checked || x->cut_at || x->n_origins < 2)
+      continue;
+    tr = x->opaque;
+    if (tr->n_cars - tr->delivered < 2)
+      continue;
+    rate = attempt_rate (x, now);
+    if (rate <= 0)
+      continue;
+    left = (tr->car_end[tr->n_cars - 1] - x->first - x->received) / rate;
+    if (left > best_left) {
+      best = x;
+      best_left = left;
+    }
+  }
+  if (best == NULL)
+    return;
+  tr = best->opaque;
+  {
+    uint64_t at = best->first + best->received;
+    uint64_t mid = at + (tr->car_end[tr->n_cars - 1] - at) / 2;
+    uint64_t end = tr->car_end[tr->n_cars - 1];
+    double rate_here, sooner = 0;
+
+    for (k = tr->delivered + 1; k < tr->n_cars && tr->car_end[k - 1] < mid;
+         k++)
+      ;
+    if (k >= tr->n_cars || tr->car_end[k - 1] <= at)
+      return;
+    rate_here = attempt_rate (best, now);
+    for (size_t i = 0; i < best->n_origins; i++) {
+      struct http_origin *o = best->origins[i];
+      double t;
+      bool up;
+
+      if (o == best->origin || !has_slot (e, tr->cars[k], o))
+        continue;
+      pthread_mutex_lock (&o->lock);
+      up = endpoint_is_up (&o->health) && http_origin_serves (o, best) &&
+        o->rate_bps > 0;
+      t = up ? o->latency_s + (end - tr->car_end[k - 1]) / o->rate_bps : 0;
+      pthread_mutex_unlock (&o->lock);
+      if (up && t < 0.75 * (end - at) / rate_here)
+        sooner = t;
+    }
+    if (sooner == 0)
+      return;
+  }
+  best->cut_at = tr->car_end[k - 1] - best->first;
+  pthread_mutex_lock (&best->origin->lock);
+  best->origin->stats.tails_taken++;
+  pthread_mutex_unlock (&best->origin->lock);
+  http_debug (best->origin, "bytes=%" PRIu64 "-%" PRIu64 ": %zu reads "
+              "given to an idle mirror, the GET ends at %" PRIu64,
+              tr->car_end[k - 1], tr->car_end[tr->n_cars - 1] - 1,
+              tr->n_cars - k, tr->car_end[k - 1] - 1);
+  /* Back to the head of their queues, in offset order. */
+  for (size_t i = tr->n_cars; i-- > k; ) {
+    struct http_xfer *c = tr->cars[i];
+
+    for (size_t j = 0; j < c->n_origins; j++)
+      if (c->origins[j] == best->origin)
+        c->failed_origins |= UINT64_C (1) << j;
+    c->where = XW_NONE;
+    queue_prepend (&e->ready[c->priority], c);
+  }
+  tr->n_cars = k;
+  tr->n_parts = tr->car_part[k];
 }
 
 /* Transfer x cannot start now: if it is a client's read not in_stream,
@@ -1007,6 +1129,8 @@ drive_step (struct http_engine *e, struct batch *mine)
      * the poll short. */
     fail_held (e, cancelled, ECANCELED, "interrupted");
   start_ready (e, http_now_ns ());     /* slots that just came free */
+  take_tails (e, http_now_ns ());
+  start_ready (e, http_now_ns ());     /* what it took, if anything */
   if (mine && batch_pending (mine) == 0)
     return true;
   curl_multi_poll (e->multi, NULL, 0, wait_ms, NULL);

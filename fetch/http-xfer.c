@@ -150,6 +150,8 @@ on_body (char *ptr, size_t size, size_t nmemb, void *opaque)
   }
   if (check_body (x, (uint64_t) x->received + n, false) == -1)
     return 0;
+  if (x->cut_at && x->received + n > x->cut_at)
+    n = x->cut_at - x->received;        /* see judge_attempt */
   while (done < n) {
     struct source_range *r = x->parts[x->cursor_part];
     size_t room = r->length - x->cursor_off;
@@ -164,7 +166,7 @@ on_body (char *ptr, size_t size, size_t nmemb, void *opaque)
     }
   }
   x->received += n;
-  return n;
+  return n;                     /* short at the cut: aborts the attempt */
 }
 
 /* ---- Request set-up ----------------------------------------------------- */
@@ -254,7 +256,7 @@ http_xfer_setup (struct http_xfer *x, CURL *easy)
   http_reply_reset (&x->reply);
   memset (&x->verdict, 0, sizeof x->verdict);
   x->checked = x->faulted = x->permanent = x->hard = false;
-  x->received = x->cursor_part = x->cursor_off = 0;
+  x->received = x->cursor_part = x->cursor_off = x->cut_at = 0;
   x->errbuf[0] = '\0';
   x->easy = easy;
   left_ms = x->deadline_ns > now ? (x->deadline_ns - now) / 1000000 : 0;
@@ -354,6 +356,8 @@ static void
 judge_attempt (struct http_xfer *x, CURLcode rc)
 {
   if (x->faulted)               /* refused by a callback */
+    return;
+  if (x->cut_at && x->received == x->cut_at)    /* stopped there: done */
     return;
   if (rc == CURLE_OPERATION_TIMEDOUT) {
     xfer_fault (x, HTTP_FAULT_TIMEOUT, "%s",

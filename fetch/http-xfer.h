@@ -156,6 +156,10 @@ struct http_xfer {
   struct http_verdict verdict;
   bool checked;                 /* head validated; body may be stored */
   size_t received;              /* body bytes stored */
+  size_t cut_at;                /* if not 0: the attempt ends, and has
+                                   succeeded, once this many are stored
+                                   (its tail was given to another
+                                   origin) */
   size_t cursor_part, cursor_off; /* where the next body byte goes */
   char errbuf[CURL_ERROR_SIZE];
 

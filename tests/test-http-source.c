@@ -1262,6 +1262,115 @@ test_train_end (const char *url, const struct reference *ref)
   source_close (src);
 }
 
+/* GETs sent to the two origins of src. */
+static uint64_t
+requests_of_two (struct source *src)
+{
+  struct http_stats st;
+  const char *name;
+  uint64_t n = 0;
+
+  for (size_t i = 0; i < 2; i++) {
+    CHECK (source_endpoint_stats (src, i, &name, &st) == 0);
+    n += st.requests;
+  }
+  return n;
+}
+
+/* Two reads at once of 256 KiB, at off and off + 1 MiB (with one
+ * connection to each of two origins, one goes to each). */
+static void
+two_reads (struct source *src, const struct reference *ref, uint64_t off)
+{
+  unsigned char *a = malloc (262144), *b = malloc (262144);
+  struct source_range r[2] = {
+    { .offset = off, .length = 262144, .buf = a },
+    { .offset = off + 1048576, .length = 262144, .buf = b },
+  };
+  struct cloop_err err = { 0 };
+
+  CHECK (a != NULL && b != NULL);
+  CHECK (source_pread_many (src, r, 2, &err) == 0);
+  CHECK (same_as_file (ref, a, 262144, off));
+  CHECK (same_as_file (ref, b, 262144, off + 1048576));
+  free (a);
+  free (b);
+}
+
+/* The end of a slow GET is given to an idle mirror.  Two origins (the
+ * file and a mirror of it) through the 300 ms link, one connection to
+ * each: a read held 2 s by the server keeps one of them busy while 24
+ * contiguous 64 KiB reads queue; they go out in a train or two on the
+ * other (the first reads may go before the others have queued), whose
+ * replies the server dribbles at 256 KiB/s (6 s for 1.5 MiB).  When the held read ends, its origin is idle with nothing
+ * queued: the train is cut (its origin counts a tail taken), its last
+ * reads go to the idle origin, and its GET ends, a success, once the
+ * reads it kept have arrived: its origin brings fewer bytes than the
+ * train asked for.  Every read is byte-exact. */
+static void
+test_tails (const char *url, const struct reference *ref)
+{
+  enum { N = N_TRAIN };
+  struct http_config cfg = base_config (url);
+  char mirror[512];
+  const char *mirrors[1] = { mirror };
+  struct source *src;
+  struct train_arg blocker;
+  pthread_t btid;
+  pthread_barrier_t bgo;
+  struct http_stats a[2], b[2];
+  const char *name;
+  uint64_t base = 12 * 1024 * 1024, t0, before;
+  int failed = 0, cut = -1;
+
+  CHECK (ref->size >= base + (N + 32) * 65536);
+  say ("tails: a slow train's last reads given to an idle mirror");
+  snprintf (mirror, sizeof mirror, "%.*smirror",
+            (int) (strrchr (url, '/') + 1 - url), url);
+  cfg.mirrors = mirrors;
+  cfg.n_mirrors = 1;
+  cfg.connections = 1;
+  src = must_open (&cfg);
+  source_opened (src);
+  must_start (&cfg);
+  for (int i = 0; i < 3; i++)           /* measure both origins */
+    two_reads (src, ref, i * 2 * 1048576);
+  set_faults ("{\"fault\":\"delay\",\"ms\":2000,\"count\":1}\n"
+              "{\"fault\":\"slow\",\"rate\":262144,"
+              "\"min_range\":131072,\"count\":2}\n");
+  for (size_t i = 0; i < 2; i++)
+    CHECK (source_endpoint_stats (src, i, &name, &a[i]) == 0);
+  before = requests_of_two (src);
+  CHECK (pthread_barrier_init (&bgo, NULL, 1) == 0);
+  blocker = (struct train_arg) {
+    .src = src, .ref = ref, .go = &bgo, .offset = base + (N + 16) * 65536,
+  };
+  CHECK (pthread_create (&btid, NULL, train_thread, &blocker) == 0);
+  t0 = http_now_ns ();
+  while (requests_of_two (src) == before) {
+    CHECK (http_now_ns () - t0 < 30 * UINT64_C (1000000000));
+    usleep (10000);
+  }
+  failed = contiguous_reads (src, ref, base);
+  pthread_join (btid, NULL);
+  pthread_barrier_destroy (&bgo);
+  set_faults ("");
+  for (size_t i = 0; i < 2; i++) {
+    CHECK (source_endpoint_stats (src, i, &name, &b[i]) == 0);
+    say ("  origin %zu: %" PRIu64 " requests, %" PRIu64 " bytes, %" PRIu64
+         " tails taken", i, b[i].requests - a[i].requests,
+         b[i].bytes_fetched - a[i].bytes_fetched,
+         b[i].tails_taken - a[i].tails_taken);
+    if (b[i].tails_taken > a[i].tails_taken)
+      cut = i;
+  }
+  CHECK (failed == 0 && blocker.failed == 0);
+  CHECK (cut >= 0);
+  CHECK (b[cut].bytes_fetched - a[cut].bytes_fetched < N * 65536);
+  CHECK (b[1 - cut].bytes_fetched - a[1 - cut].bytes_fetched > 65536);
+  source_close (src);
+}
+
 /* ---- A server that is gone; content-fault refetches ------------------- */
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (refuses). */
@@ -1515,6 +1624,7 @@ main (int argc, char *argv[])
     test_trains (getenv ("SLOW_FAULT_URL"), &ref,
                  "{\"fault\":\"reset\",\"bytes\":100000,\"count\":2}\n");
     test_train_end (getenv ("SLOW_FAULT_URL"), &ref);
+    test_tails (getenv ("SLOW_FAULT_URL"), &ref);
   }
 
   for (size_t i = 0; i < n_engines; i++)

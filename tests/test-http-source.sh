@@ -37,6 +37,7 @@ cat "$tmpdir/out"
 grep -q 'fault server:' "$tmpdir/out" || fail "the fault tests did not run"
 [ "$(grep -c '^.*trains: ' "$tmpdir/out")" -eq 3 ] ||
     fail "the trains tests did not run"
+grep -q 'tails: ' "$tmpdir/out" || fail "the tails test did not run"
 grep -q 'PASS' "$tmpdir/out" || fail "no PASS line"
 echo "$0: ok (nginx $(nginx_request_count) requests," \
      "fault server $(fault_request_count) requests)"
