@@ -855,6 +855,37 @@ fill_job (void *owner, uint64_t first, uint64_t b)
     free (slots);
 }
 
+/* Queue jobs run(r, a, b) over blocks [first, first+count): one per
+ * job_bytes of decoded blocks (at least one block, at most
+ * STACK_BLOCKS), a = its first block, b = its block count | b_high, at
+ * pool priority.  Returns the number of blocks queued (from first on:
+ * the queue may fill up). */
+static uint64_t
+queue_jobs (struct reader *r, void (*run) (void *, uint64_t, uint64_t),
+            uint64_t first, uint64_t count, uint64_t job_bytes,
+            uint64_t b_high, unsigned priority)
+{
+  uint64_t per_job = job_bytes / r->map->block_size, done = 0;
+
+  if (r->cfg.workpool == NULL)
+    return 0;
+  if (per_job == 0)
+    per_job = 1;
+  if (per_job > STACK_BLOCKS)
+    per_job = STACK_BLOCKS;
+  while (done < count) {
+    uint64_t n = count - done < per_job ? count - done : per_job;
+    struct workpool_job job = {
+      .run = run, .owner = r, .a = first + done, .b = n | b_high,
+      .priority = priority,
+    };
+    if (workpool_submit (r->cfg.workpool, &job) == -1)
+      break;
+    done += n;
+  }
+  return done;
+}
+
 /* Queue background fills of blocks [first, first+count), a job per
  * job_bytes (from JOB_BYTES to JOB_BYTES_MAX: larger jobs make larger
  * transfers), fetched at prio.  Returns the number of blocks queued
@@ -863,31 +894,13 @@ static uint64_t
 queue_fills (struct reader *r, uint64_t first, uint64_t count,
              uint64_t job_bytes, enum fetch_priority prio)
 {
-  uint64_t per_job, done = 0;
-
-  if (r->cfg.workpool == NULL)
-    return 0;
   if (job_bytes < JOB_BYTES)
     job_bytes = JOB_BYTES;
   if (job_bytes > JOB_BYTES_MAX)
     job_bytes = JOB_BYTES_MAX;
-  per_job = job_bytes / r->map->block_size;
-  if (per_job == 0)
-    per_job = 1;
-  if (per_job > STACK_BLOCKS)
-    per_job = STACK_BLOCKS;
-  while (done < count) {
-    uint64_t n = count - done < per_job ? count - done : per_job;
-    struct workpool_job job = {
-      .run = fill_job, .owner = r, .a = first + done,
-      .b = n | ((uint64_t) prio << JOB_COUNT_BITS),
-      .priority = prio == FETCH_READAHEAD ? 0 : 1,
-    };
-    if (workpool_submit (r->cfg.workpool, &job) == -1)
-      break;
-    done += n;
-  }
-  return done;
+  return queue_jobs (r, fill_job, first, count, job_bytes,
+                     (uint64_t) prio << JOB_COUNT_BITS,
+                     prio == FETCH_READAHEAD ? 0 : 1);
 }
 
 /* The workpool job of read-ahead into the disk cache: fetch the blocks
@@ -973,22 +986,7 @@ stage_job (void *owner, uint64_t first, uint64_t count)
 static void
 queue_stage (struct reader *r, uint64_t first, uint64_t count)
 {
-  uint64_t per_job = JOB_BYTES_MAX / r->map->block_size, done = 0;
-
-  if (per_job == 0)
-    per_job = 1;
-  if (per_job > STACK_BLOCKS)
-    per_job = STACK_BLOCKS;
-  while (done < count) {
-    uint64_t n = count - done < per_job ? count - done : per_job;
-    struct workpool_job job = {
-      .run = stage_job, .owner = r, .a = first + done, .b = n,
-      .priority = 0,
-    };
-    if (workpool_submit (r->cfg.workpool, &job) == -1)
-      break;
-    done += n;
-  }
+  queue_jobs (r, stage_job, first, count, JOB_BYTES_MAX, 0, 0);
 }
 
 int
