@@ -1152,6 +1152,49 @@ contiguous_reads (struct source *src, const struct reference *ref,
   return failed;
 }
 
+/* A 64 KiB read at offset, started in a thread of its own, whose GET
+ * has gone out (requests(src) has moved) when start_held_read
+ * returns: with a delay fault set, it holds a connection meanwhile. */
+struct held_read {
+  struct train_arg arg;
+  pthread_t tid;
+  pthread_barrier_t go;
+};
+
+static void
+start_held_read (struct held_read *h, struct source *src,
+                 const struct reference *ref, uint64_t offset,
+                 uint64_t (*requests) (struct source *))
+{
+  uint64_t before = requests (src), t0 = http_now_ns ();
+
+  CHECK (pthread_barrier_init (&h->go, NULL, 1) == 0);
+  h->arg = (struct train_arg) {
+    .src = src, .ref = ref, .go = &h->go, .offset = offset,
+  };
+  CHECK (pthread_create (&h->tid, NULL, train_thread, &h->arg) == 0);
+  while (requests (src) == before) {
+    CHECK (http_now_ns () - t0 < 30 * UINT64_C (1000000000));
+    usleep (10000);
+  }
+}
+
+/* Wait for it; 1 if it failed (wrong bytes included). */
+static int
+end_held_read (struct held_read *h)
+{
+  pthread_join (h->tid, NULL);
+  pthread_barrier_destroy (&h->go);
+  return h->arg.failed;
+}
+
+/* GETs sent by src (to the origin that pinned its object). */
+static uint64_t
+requests_total (struct source *src)
+{
+  return stats_of (src).requests;
+}
+
 /* Through a link of 300 ms and 2 MB/s (its bandwidth-delay product
  * about 600 KB), with one connection: once the origin's speed is measured,
  * 24 reads of contiguous 64 KiB ranges from 24 threads at once go out
@@ -1218,12 +1261,10 @@ test_train_end (const char *url, const struct reference *ref)
   enum { N = N_TRAIN };
   struct http_config cfg = base_config (url);
   struct source *src;
-  struct train_arg blocker;
-  pthread_t btid;
-  pthread_barrier_t bgo;
+  struct held_read blocker;
   struct http_stats a, b;
-  uint64_t base = 8 * 1024 * 1024, t0;
-  int failed = 0;
+  uint64_t base = 8 * 1024 * 1024;
+  int failed = 0, blocker_failed;
 
   CHECK (ref->size >= base + (N + 32) * 65536);
   say ("trains: a train's reply too long, its end a second late");
@@ -1236,27 +1277,18 @@ test_train_end (const char *url, const struct reference *ref)
               "\"delay_ms\":1000,\"min_range\":131072,\"count\":1}\n");
   a = stats_of (src);
   /* The blocker's GET goes out first... */
-  CHECK (pthread_barrier_init (&bgo, NULL, 1) == 0);
-  blocker = (struct train_arg) {
-    .src = src, .ref = ref, .go = &bgo, .offset = base + (N + 16) * 65536,
-  };
-  CHECK (pthread_create (&btid, NULL, train_thread, &blocker) == 0);
-  t0 = http_now_ns ();
-  while (stats_of (src).requests == a.requests) {
-    CHECK (http_now_ns () - t0 < 30 * UINT64_C (1000000000));
-    usleep (10000);
-  }
+  start_held_read (&blocker, src, ref, base + (N + 16) * 65536,
+                   requests_total);
   /* ... and the 24 reads queue behind it. */
   failed = contiguous_reads (src, ref, base);
   b = stats_of (src);           /* at once: nothing may end later */
-  pthread_join (btid, NULL);
-  pthread_barrier_destroy (&bgo);
+  blocker_failed = end_held_read (&blocker);
   set_faults ("");
   say ("  requests %" PRIu64 ", coalesced ranges %" PRIu64
        ", length faults %" PRIu64 " when the reads had returned",
        b.requests - a.requests, b.coalesced - a.coalesced,
        b.faults[HTTP_FAULT_LENGTH] - a.faults[HTTP_FAULT_LENGTH]);
-  CHECK (failed == 0 && blocker.failed == 0);
+  CHECK (failed == 0 && blocker_failed == 0);
   CHECK (b.coalesced - a.coalesced >= N / 2);
   CHECK (b.faults[HTTP_FAULT_LENGTH] > a.faults[HTTP_FAULT_LENGTH]);
   source_close (src);
@@ -1315,13 +1347,11 @@ test_tails (const char *url, const struct reference *ref)
   char mirror[512];
   const char *mirrors[1] = { mirror };
   struct source *src;
-  struct train_arg blocker;
-  pthread_t btid;
-  pthread_barrier_t bgo;
+  struct held_read blocker;
   struct http_stats a[2], b[2];
   const char *name;
-  uint64_t base = 12 * 1024 * 1024, t0, before;
-  int failed = 0, cut = -1;
+  uint64_t base = 12 * 1024 * 1024;
+  int failed = 0, cut = -1, blocker_failed;
 
   CHECK (ref->size >= base + (N + 32) * 65536);
   say ("tails: a slow train's last reads given to an idle mirror");
@@ -1340,20 +1370,10 @@ test_tails (const char *url, const struct reference *ref)
               "\"min_range\":131072,\"count\":2}\n");
   for (size_t i = 0; i < 2; i++)
     CHECK (source_endpoint_stats (src, i, &name, &a[i]) == 0);
-  before = requests_of_two (src);
-  CHECK (pthread_barrier_init (&bgo, NULL, 1) == 0);
-  blocker = (struct train_arg) {
-    .src = src, .ref = ref, .go = &bgo, .offset = base + (N + 16) * 65536,
-  };
-  CHECK (pthread_create (&btid, NULL, train_thread, &blocker) == 0);
-  t0 = http_now_ns ();
-  while (requests_of_two (src) == before) {
-    CHECK (http_now_ns () - t0 < 30 * UINT64_C (1000000000));
-    usleep (10000);
-  }
+  start_held_read (&blocker, src, ref, base + (N + 16) * 65536,
+                   requests_of_two);
   failed = contiguous_reads (src, ref, base);
-  pthread_join (btid, NULL);
-  pthread_barrier_destroy (&bgo);
+  blocker_failed = end_held_read (&blocker);
   set_faults ("");
   for (size_t i = 0; i < 2; i++) {
     CHECK (source_endpoint_stats (src, i, &name, &b[i]) == 0);
@@ -1364,7 +1384,7 @@ test_tails (const char *url, const struct reference *ref)
     if (b[i].tails_taken > a[i].tails_taken)
       cut = i;
   }
-  CHECK (failed == 0 && blocker.failed == 0);
+  CHECK (failed == 0 && blocker_failed == 0);
   CHECK (cut >= 0);
   CHECK (b[cut].bytes_fetched - a[cut].bytes_fetched < N * 65536);
   CHECK (b[1 - cut].bytes_fetched - a[1 - cut].bytes_fetched > 65536);
