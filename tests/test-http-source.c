@@ -1018,6 +1018,29 @@ hedge_reader_thread (void *opaque)
   return NULL;
 }
 
+/* A source of url and its mirror (the same bytes as "mirror" beside it
+ * on the same server), with connections to each, opened (as the
+ * plugin does once it has parsed the image: until then every read goes
+ * to the origin that pinned the object) and its engine started.
+ * mirror holds the mirror's URL (it must outlive the source). */
+static struct source *
+open_mirrored (struct http_config *cfg, const char *url, char mirror[512],
+               const char *mirrors[1], unsigned connections)
+{
+  struct source *src;
+
+  snprintf (mirror, 512, "%.*smirror",
+            (int) (strrchr (url, '/') + 1 - url), url);
+  mirrors[0] = mirror;
+  cfg->mirrors = mirrors;
+  cfg->n_mirrors = 1;
+  cfg->connections = connections;
+  src = must_open (cfg);
+  source_opened (src);
+  must_start (cfg);
+  return src;
+}
+
 /* Two origins (the file and a mirror of it, same server); 3 % of the
  * replies of each are held 2 s.  Both hold, not only the first: an
  * early hold makes the engine prefer the other origin for the rest of
@@ -1029,7 +1052,7 @@ test_hedging (const char *url, const struct reference *ref)
 {
   struct http_config cfg = base_config (url);
   char mirror[512];
-  const char *mirrors[1] = { mirror };
+  const char *mirrors[1];
   struct hedge_reader hr[8];
   pthread_t tid[8];
   struct http_stats a, b;
@@ -1038,20 +1061,11 @@ test_hedging (const char *url, const struct reference *ref)
   struct source *src;
 
   say ("hedged reads: both origins hold 3%% of their replies 2 s");
-  snprintf (mirror, sizeof mirror, "%.*smirror",
-            (int) (strrchr (url, '/') + 1 - url), url);
   set_faults ("{\"fault\":\"delay\",\"ms\":2000,\"path\":\"/data\","
               "\"after\":1,\"probability\":0.03}\n"
               "{\"fault\":\"delay\",\"ms\":2000,\"path\":\"/mirror\","
               "\"after\":1,\"probability\":0.03}\n");
-  cfg.mirrors = mirrors;
-  cfg.n_mirrors = 1;
-  cfg.connections = 4;
-  src = must_open (&cfg);
-  /* As the plugin does once it has parsed the image: until then every
-   * read goes to the origin that pinned the object. */
-  source_opened (src);
-  must_start (&cfg);
+  src = open_mirrored (&cfg, url, mirror, mirrors, 4);
   for (int i = 0; i < 8; i++) {
     hr[i] = (struct hedge_reader) { .src = src, .ref = ref,
                                     .seed = 0x4ed9e + i, .reads = 60 };
@@ -1345,7 +1359,7 @@ test_tails (const char *url, const struct reference *ref)
   enum { N = N_TRAIN };
   struct http_config cfg = base_config (url);
   char mirror[512];
-  const char *mirrors[1] = { mirror };
+  const char *mirrors[1];
   struct source *src;
   struct held_read blocker;
   struct http_stats a[2], b[2];
@@ -1355,14 +1369,7 @@ test_tails (const char *url, const struct reference *ref)
 
   CHECK (ref->size >= base + (N + 32) * 65536);
   say ("tails: a slow train's last reads given to an idle mirror");
-  snprintf (mirror, sizeof mirror, "%.*smirror",
-            (int) (strrchr (url, '/') + 1 - url), url);
-  cfg.mirrors = mirrors;
-  cfg.n_mirrors = 1;
-  cfg.connections = 1;
-  src = must_open (&cfg);
-  source_opened (src);
-  must_start (&cfg);
+  src = open_mirrored (&cfg, url, mirror, mirrors, 1);
   for (int i = 0; i < 3; i++)           /* measure both origins */
     two_reads (src, ref, i * 2 * 1048576);
   set_faults ("{\"fault\":\"delay\",\"ms\":2000,\"count\":1}\n"
