@@ -80,6 +80,8 @@
 #define PAUSE_SECONDS 60            /* write pause when writes keep failing */
 #define WARN_INTERVAL 60            /* s between put-failure warnings */
 #define STALE_TMP_SECONDS 3600      /* temp files older than this are stale */
+#define EMPTY_DIR_SECONDS 60        /* empty directories untouched this long
+                                       are removed */
 #define TMP_PREFIX ".tmp-"
 
 /* The namespaces a key may start with; nothing else is touched. */
@@ -567,8 +569,14 @@ scan_dir (struct disk_cache *dc, struct scan *s, const char *path,
     else if (e->d_name[0] == '.')
       ;                                 /* not ours */
     else if (S_ISDIR (st.st_mode) && depth + 1 < MAX_COMPONENTS) {
-      /* Remove directories found empty (obj/<id> of old objects). */
+      /* Remove directories found empty (obj/<id> of old objects), once
+       * nothing has been added to or removed from them for a while: one
+       * a scan has just emptied by evicting is where puts are going on,
+       * and a put that finds its directory gone must make it again
+       * (open_tmpfile, write_entry), which under constant eviction
+       * (a small cache-max-size) could fail several times running. */
       if (scan_dir (dc, s, child, depth + 1, meta) == 0 &&
+          st.st_mtime + EMPTY_DIR_SECONDS <= s->now &&
           unlinkat (dc->dirfd, child, AT_REMOVEDIR) == 0)
         left--;
     }

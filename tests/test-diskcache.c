@@ -617,6 +617,16 @@ test_stale_tmp_and_foreign_dirs (void)
   make_file (p2, 0);
   CHECK (disk_cache_put (dc, "obj/x/0-7", "payload", 7, &err) == 0);
   CHECK (exists (dir, "obj/x/0-7"));
+
+  say ("a scan removes an empty directory untouched for a minute, not "
+       "one just emptied (puts may be going on in it)");
+  snprintf (p1, sizeof p1, "%s/obj/fresh", dir);
+  snprintf (p2, sizeof p2, "%s/obj/old", dir);
+  CHECK (mkdir (p1, 0700) == 0 && mkdir (p2, 0700) == 0);
+  set_age (dir, "obj/old", 120);
+  CHECK (disk_cache_trim (dc, &err) == 0);
+  CHECK (access (p1, F_OK) == 0);
+  CHECK (access (p2, F_OK) == -1);
   disk_cache_close (dc);
 
   say ("a non-empty directory without VERSION, or another layout, is "
